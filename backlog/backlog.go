@@ -1,0 +1,134 @@
+package backlog
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Log is the durable, per-channel, append-only message log behind the
+// gateway. Every implementation must pass backlogtest.Run, the conformance
+// suite, so that a client cannot tell which one served it.
+//
+// Implementations are safe for concurrent use.
+type Log interface {
+	// Create makes channel with cfg. created is false when the channel
+	// already existed; its configuration is then left unchanged.
+	Create(ctx context.Context, channel string, cfg ChannelConfig) (created bool, err error)
+
+	// Info describes channel, or returns ErrNotFound.
+	Info(ctx context.Context, channel string) (Info, error)
+
+	// Append adds data to channel, trims it to its MaxLen, and returns the
+	// new message's ID, which is greater than every ID channel ever had.
+	Append(ctx context.Context, channel string, data []byte) (ID, error)
+
+	// Range returns up to limit messages with IDs strictly after after,
+	// oldest first. Page.Continuous tells whether the log can prove that
+	// nothing after after was lost: see Page.
+	Range(ctx context.Context, channel string, after ID, limit int) (Page, error)
+
+	// Tail returns the newest n messages, oldest first.
+	Tail(ctx context.Context, channel string, n int) ([]Message, error)
+
+	// Read waits until at least one cursor's channel holds messages after
+	// the cursor, then returns them, up to limit per channel. It returns
+	// (nil, nil) when the implementation's block interval passes with
+	// nothing new, and ctx.Err() once ctx is done; it must return promptly
+	// on cancellation, because the broker cancels a Read whenever the set
+	// of channels it follows changes. Cursors naming channels that do not
+	// exist are ignored.
+	Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch, error)
+
+	// TrimExpired removes, from every channel with a Retention, the
+	// messages older than it. Safe to call from several replicas at once.
+	TrimExpired(ctx context.Context) error
+
+	// Close releases the log's resources. Calls in flight may fail.
+	Close() error
+}
+
+// ChannelConfig is a channel's retention policy. Zero values mean unbounded;
+// the broker fills in the operator's defaults before calling Create.
+type ChannelConfig struct {
+	// MaxLen bounds the number of messages kept.
+	MaxLen int64
+	// Retention bounds the age of messages kept, judged by the millisecond
+	// part of their IDs, as Redis's XTRIM MINID does.
+	Retention time.Duration
+}
+
+// Info describes a channel.
+type Info struct {
+	Config  ChannelConfig
+	Created time.Time
+	// Length is the number of messages held now.
+	Length int64
+	// FirstID is the oldest message held, Zero when the channel is empty.
+	FirstID ID
+	// LastID is the newest ID ever appended, Zero when none was. It stays
+	// put when trimming empties the channel, so a live subscriber can rely
+	// on every later message having a greater ID.
+	LastID ID
+}
+
+// Message is one entry of a channel. Data is JSON.
+type Message struct {
+	ID   ID
+	Data []byte
+}
+
+// Page is the answer to Range.
+type Page struct {
+	Messages []Message
+	// Continuous is true only when the log proves that the messages
+	// returned follow after with nothing lost in between: the entry after
+	// is still held, or after is Zero and nothing was ever removed from
+	// the channel. It is false when after was trimmed, was never in this
+	// log (for instance, the log was reset), or lies beyond its head.
+	Continuous bool
+}
+
+// Cursor is a position to Read from: messages strictly after After.
+type Cursor struct {
+	Channel string
+	After   ID
+}
+
+// Batch is what Read found on one channel.
+type Batch struct {
+	Channel  string
+	Messages []Message
+	// Gap is true when messages after the cursor were removed before this
+	// Read could return them; Messages then start at the oldest one held.
+	Gap bool
+}
+
+// Errors shared by every implementation; test with errors.Is.
+var (
+	ErrNotFound    = errors.New("backlog: channel not found")
+	ErrUnavailable = errors.New("backlog: storage unavailable")
+	ErrLimit       = errors.New("backlog: limit reached")
+	ErrClosed      = errors.New("backlog: closed")
+)
+
+// MaxChannelLen is the longest channel name in bytes.
+const MaxChannelLen = 128
+
+// ValidChannel reports whether name is 1–128 bytes of [A-Za-z0-9._:-]. The
+// set keeps names safe inside Redis keys, URL paths and JSON without escaping.
+func ValidChannel(name string) bool {
+	if len(name) == 0 || len(name) > MaxChannelLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}

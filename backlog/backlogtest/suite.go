@@ -1,0 +1,450 @@
+// Package backlogtest is the conformance suite every backlog.Log
+// implementation must pass, so that the memory and Redis backlogs cannot
+// drift apart.
+package backlogtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tslm/tslm/backlog"
+)
+
+// Factory returns a fresh, empty log; the suite closes it.
+type Factory func(t *testing.T) backlog.Log
+
+var channelSeq atomic.Int64
+
+// channel returns a name no other subtest uses, so that factories may share
+// one server.
+func channel(t *testing.T) string {
+	return fmt.Sprintf("conf.%d.%d", time.Now().UnixNano(), channelSeq.Add(1))
+}
+
+// Run runs every conformance test against logs made by newLog.
+func Run(t *testing.T, newLog Factory) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, ctx context.Context, l backlog.Log)
+	}{
+		{"CreateIsIdempotent", testCreate},
+		{"MissingChannel", testMissing},
+		{"AppendIDsIncrease", testAppendIDs},
+		{"RangeAndContinuity", testRange},
+		{"MaxLenTrims", testMaxLen},
+		{"Tail", testTail},
+		{"RetentionTrims", testRetention},
+		{"ReadReturnsNewMessages", testRead},
+		{"ReadBlocksUntilAppend", testReadBlocks},
+		{"ReadReportsGap", testReadGap},
+		{"ReadCancels", testReadCancels},
+		{"ConcurrentAppends", testConcurrentAppends},
+		{"DataIsOpaque", testDataOpaque},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := newLog(t)
+			t.Cleanup(func() { l.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			tt.fn(t, ctx, l)
+		})
+	}
+}
+
+func mustCreate(t *testing.T, ctx context.Context, l backlog.Log, cfg backlog.ChannelConfig) string {
+	t.Helper()
+	ch := channel(t)
+	created, err := l.Create(ctx, ch, cfg)
+	if err != nil || !created {
+		t.Fatalf("Create(%q) = %v, %v; want true, nil", ch, created, err)
+	}
+	return ch
+}
+
+func mustAppend(t *testing.T, ctx context.Context, l backlog.Log, ch string, n int) []backlog.ID {
+	t.Helper()
+	ids := make([]backlog.ID, n)
+	for i := range ids {
+		id, err := l.Append(ctx, ch, fmt.Appendf(nil, "%d", i))
+		if err != nil {
+			t.Fatalf("Append #%d: %v", i, err)
+		}
+		ids[i] = id
+	}
+	return ids
+}
+
+func idsOf(msgs []backlog.Message) []backlog.ID {
+	ids := make([]backlog.ID, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+func sameIDs(t *testing.T, what string, got, want []backlog.ID) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: got %d ids %v, want %d %v", what, len(got), got, len(want), want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("%s: id #%d = %v, want %v", what, i, got[i], want[i])
+		}
+	}
+}
+
+func testCreate(t *testing.T, ctx context.Context, l backlog.Log) {
+	cfg := backlog.ChannelConfig{MaxLen: 7, Retention: time.Hour}
+	ch := mustCreate(t, ctx, l, cfg)
+	created, err := l.Create(ctx, ch, backlog.ChannelConfig{MaxLen: 99})
+	if err != nil || created {
+		t.Fatalf("second Create = %v, %v; want false, nil", created, err)
+	}
+	info, err := l.Info(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config != cfg {
+		t.Errorf("config = %+v, want the first one %+v", info.Config, cfg)
+	}
+	if info.Length != 0 || !info.FirstID.IsZero() || !info.LastID.IsZero() {
+		t.Errorf("new channel info = %+v, want empty with zero ids", info)
+	}
+	if time.Since(info.Created) > time.Minute || time.Until(info.Created) > time.Minute {
+		t.Errorf("created = %v, want about now", info.Created)
+	}
+}
+
+func testMissing(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := channel(t)
+	if _, err := l.Info(ctx, ch); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Info: %v, want ErrNotFound", err)
+	}
+	if _, err := l.Append(ctx, ch, []byte("1")); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Append: %v, want ErrNotFound", err)
+	}
+	if _, err := l.Range(ctx, ch, backlog.Zero, 10); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Range: %v, want ErrNotFound", err)
+	}
+	if _, err := l.Tail(ctx, ch, 10); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Tail: %v, want ErrNotFound", err)
+	}
+}
+
+func testAppendIDs(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	ids := mustAppend(t, ctx, l, ch, 200)
+	for i := 1; i < len(ids); i++ {
+		if !ids[i-1].Less(ids[i]) {
+			t.Fatalf("id #%d %v not after #%d %v", i, ids[i], i-1, ids[i-1])
+		}
+	}
+	now := uint64(time.Now().UnixMilli())
+	if ids[0].Ms+60_000 < now || ids[0].Ms > now+60_000 {
+		t.Errorf("id %v is not a millisecond timestamp near %d", ids[0], now)
+	}
+	info, err := l.Info(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Length != 200 || info.FirstID != ids[0] || info.LastID != ids[199] {
+		t.Errorf("info = %+v, want length 200 first %v last %v", info, ids[0], ids[199])
+	}
+}
+
+func testRange(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	ids := mustAppend(t, ctx, l, ch, 10)
+	cases := []struct {
+		name           string
+		after          backlog.ID
+		limit          int
+		want           []backlog.ID
+		wantContinuous bool
+	}{
+		{"from zero", backlog.Zero, 100, ids, true},
+		{"limited", backlog.Zero, 3, ids[:3], true},
+		{"after a held id", ids[4], 100, ids[5:], true},
+		{"after the head", ids[9], 100, nil, true},
+		{"after an id never held", backlog.ID{Ms: ids[0].Ms - 1, Seq: 7}, 100, ids, false},
+		{"beyond the head", backlog.ID{Ms: ids[9].Ms + 1000}, 100, nil, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			page, err := l.Range(ctx, ch, c.after, c.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameIDs(t, "range", idsOf(page.Messages), c.want)
+			if page.Continuous != c.wantContinuous {
+				t.Errorf("continuous = %v, want %v", page.Continuous, c.wantContinuous)
+			}
+		})
+	}
+	page, err := l.Range(ctx, ch, ids[2], 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(page.Messages[0].Data) != "3" {
+		t.Errorf("data = %q, want %q", page.Messages[0].Data, "3")
+	}
+}
+
+func testMaxLen(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{MaxLen: 5})
+	ids := mustAppend(t, ctx, l, ch, 12)
+	info, err := l.Info(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Length != 5 || info.FirstID != ids[7] || info.LastID != ids[11] {
+		t.Errorf("info = %+v, want length 5 first %v last %v", info, ids[7], ids[11])
+	}
+	page, err := l.Range(ctx, ch, backlog.Zero, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameIDs(t, "range from zero after trimming", idsOf(page.Messages), ids[7:])
+	if page.Continuous {
+		t.Error("range from zero after trimming claims continuity")
+	}
+	page, err = l.Range(ctx, ch, ids[3], 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.Continuous {
+		t.Error("range after a trimmed id claims continuity")
+	}
+	sameIDs(t, "range after a trimmed id", idsOf(page.Messages), ids[7:])
+	page, err = l.Range(ctx, ch, ids[7], 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !page.Continuous {
+		t.Error("range after the oldest held id denies continuity")
+	}
+}
+
+func testTail(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	if msgs, err := l.Tail(ctx, ch, 5); err != nil || len(msgs) != 0 {
+		t.Fatalf("Tail of empty = %v, %v; want none", msgs, err)
+	}
+	ids := mustAppend(t, ctx, l, ch, 8)
+	for _, c := range []struct {
+		n    int
+		want []backlog.ID
+	}{{3, ids[5:]}, {8, ids}, {50, ids}, {0, nil}} {
+		msgs, err := l.Tail(ctx, ch, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameIDs(t, fmt.Sprintf("Tail(%d)", c.n), idsOf(msgs), c.want)
+	}
+}
+
+func testRetention(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{Retention: 200 * time.Millisecond})
+	keep := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	ids := mustAppend(t, ctx, l, ch, 3)
+	mustAppend(t, ctx, l, keep, 3)
+	time.Sleep(250 * time.Millisecond) // retention is judged by wall-clock IDs
+	fresh := mustAppend(t, ctx, l, ch, 1)
+	if err := l.TrimExpired(ctx); err != nil {
+		t.Fatal(err)
+	}
+	info, err := l.Info(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Length != 1 || info.FirstID != fresh[0] || info.LastID != fresh[0] {
+		t.Errorf("after trim info = %+v, want just %v", info, fresh[0])
+	}
+	page, err := l.Range(ctx, ch, ids[0], 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.Continuous {
+		t.Error("range after an expired id claims continuity")
+	}
+	if info, err := l.Info(ctx, keep); err != nil || info.Length != 3 {
+		t.Errorf("channel without retention: %+v, %v; want 3 messages kept", info, err)
+	}
+	// Emptied by retention: the head stays, so live subscribers know where
+	// the next message will start.
+	time.Sleep(250 * time.Millisecond)
+	if err := l.TrimExpired(ctx); err != nil {
+		t.Fatal(err)
+	}
+	info, err = l.Info(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Length != 0 || !info.FirstID.IsZero() || info.LastID != fresh[0] {
+		t.Errorf("emptied channel info = %+v, want length 0, first 0-0, last %v", info, fresh[0])
+	}
+}
+
+func testRead(t *testing.T, ctx context.Context, l backlog.Log) {
+	a := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	b := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	idsA := mustAppend(t, ctx, l, a, 5)
+	batches, err := l.Read(ctx, []backlog.Cursor{{Channel: a, After: idsA[1]}, {Channel: b}, {Channel: channel(t)}}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batches) != 1 || batches[0].Channel != a || batches[0].Gap {
+		t.Fatalf("batches = %+v, want one for %s without gap", batches, a)
+	}
+	sameIDs(t, "read limited to 2", idsOf(batches[0].Messages), idsA[2:4])
+}
+
+func testReadBlocks(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	head := mustAppend(t, ctx, l, ch, 1)[0]
+	got := make(chan []backlog.Batch, 1)
+	go func() {
+		for {
+			batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: head}}, 10)
+			if err != nil || len(batches) > 0 {
+				got <- batches
+				return
+			}
+		}
+	}()
+	select {
+	case b := <-got:
+		t.Fatalf("Read returned %+v before anything was appended", b)
+	case <-time.After(100 * time.Millisecond):
+	}
+	id := mustAppend(t, ctx, l, ch, 1)[0]
+	select {
+	case b := <-got:
+		if len(b) != 1 {
+			t.Fatalf("batches = %+v", b)
+		}
+		sameIDs(t, "woken read", idsOf(b[0].Messages), []backlog.ID{id})
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not wake on append")
+	}
+}
+
+func testReadGap(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{MaxLen: 3})
+	ids := mustAppend(t, ctx, l, ch, 10)
+	batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: ids[2]}}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batches) != 1 || !batches[0].Gap {
+		t.Fatalf("batches = %+v, want one with Gap", batches)
+	}
+	sameIDs(t, "after gap", idsOf(batches[0].Messages), ids[7:])
+	batches, err = l.Read(ctx, []backlog.Cursor{{Channel: ch, After: ids[7]}}, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batches) != 1 || batches[0].Gap {
+		t.Fatalf("batches = %+v, want one without Gap", batches)
+	}
+}
+
+func testReadCancels(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	readCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			batches, err := l.Read(readCtx, []backlog.Cursor{{Channel: ch}}, 10)
+			if err != nil || len(batches) > 0 {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Read after cancel: %v, want context.Canceled", err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("Read took %v to notice cancellation", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read ignored cancellation")
+	}
+}
+
+func testConcurrentAppends(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	const writers, each = 4, 100
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if _, err := l.Append(ctx, ch, []byte(`{}`)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var all []backlog.Message
+	after := backlog.Zero
+	for {
+		page, err := l.Range(ctx, ch, after, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Messages) == 0 {
+			break
+		}
+		all = append(all, page.Messages...)
+		after = page.Messages[len(page.Messages)-1].ID
+	}
+	if len(all) != writers*each {
+		t.Fatalf("paged %d messages, want %d", len(all), writers*each)
+	}
+	for i := 1; i < len(all); i++ {
+		if !all[i-1].ID.Less(all[i].ID) {
+			t.Fatalf("ids out of order at %d: %v then %v", i, all[i-1].ID, all[i].ID)
+		}
+	}
+}
+
+func testDataOpaque(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	payloads := []string{`{"a":[1,2,{"b":null}]}`, `"text"`, `12.5`, "{\"u\":\"\u00e9\u2603\"}"}
+	for _, p := range payloads {
+		if _, err := l.Append(ctx, ch, []byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, err := l.Range(ctx, ch, backlog.Zero, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range page.Messages {
+		if string(m.Data) != payloads[i] {
+			t.Errorf("payload #%d = %q, want %q", i, m.Data, payloads[i])
+		}
+	}
+}

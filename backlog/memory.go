@@ -1,0 +1,255 @@
+package backlog
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+)
+
+// MemoryConfig configures Memory. Zero values mean the documented defaults.
+type MemoryConfig struct {
+	// MaxChannels bounds how many channels may exist; 0 means 100 000.
+	// Creating one more fails with ErrLimit.
+	MaxChannels int
+	// BlockInterval is the longest a Read waits before returning empty;
+	// 0 means 5s.
+	BlockInterval time.Duration
+	// Now is the clock, injectable for tests; nil means time.Now.
+	Now func() time.Time
+}
+
+// Memory is the embedded backlog: a single node's channels held in memory,
+// lost when the process exits. Its semantics are those of the Redis backlog.
+type Memory struct {
+	cfg MemoryConfig
+
+	mu       sync.RWMutex
+	channels map[string]*memChannel
+	// appended is closed (and replaced) after every append so that blocked
+	// Reads wake up; guarded by mu.
+	appended chan struct{}
+	closed   bool
+}
+
+type memChannel struct {
+	cfg     ChannelConfig
+	created time.Time
+	msgs    []Message // oldest first
+	last    ID        // newest ID ever appended
+	// removedUpTo is the greatest ID ever trimmed: a range starting before
+	// it cannot prove continuity.
+	removedUpTo ID
+}
+
+var _ Log = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory backlog.
+func NewMemory(cfg MemoryConfig) *Memory {
+	if cfg.MaxChannels <= 0 {
+		cfg.MaxChannels = 100_000
+	}
+	if cfg.BlockInterval <= 0 {
+		cfg.BlockInterval = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Memory{cfg: cfg, channels: make(map[string]*memChannel), appended: make(chan struct{})}
+}
+
+func (m *Memory) Create(_ context.Context, channel string, cfg ChannelConfig) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return false, ErrClosed
+	}
+	if _, ok := m.channels[channel]; ok {
+		return false, nil
+	}
+	if len(m.channels) >= m.cfg.MaxChannels {
+		return false, ErrLimit
+	}
+	m.channels[channel] = &memChannel{cfg: cfg, created: m.cfg.Now()}
+	return true, nil
+}
+
+func (m *Memory) Info(_ context.Context, channel string) (Info, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c, err := m.lookup(channel)
+	if err != nil {
+		return Info{}, err
+	}
+	info := Info{Config: c.cfg, Created: c.created, Length: int64(len(c.msgs)), LastID: c.last}
+	if len(c.msgs) > 0 {
+		info.FirstID = c.msgs[0].ID
+	}
+	return info, nil
+}
+
+// lookup expects m.mu held.
+func (m *Memory) lookup(channel string) (*memChannel, error) {
+	if m.closed {
+		return nil, ErrClosed
+	}
+	c, ok := m.channels[channel]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	return c, nil
+}
+
+func (m *Memory) Append(_ context.Context, channel string, data []byte) (ID, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.lookup(channel)
+	if err != nil {
+		return ID{}, err
+	}
+	// The same rule as Redis: the millisecond clock, never going backwards,
+	// with a sequence number within one millisecond.
+	id := ID{Ms: uint64(m.cfg.Now().UnixMilli())}
+	if id.Ms <= c.last.Ms {
+		id = ID{Ms: c.last.Ms, Seq: c.last.Seq + 1}
+	}
+	c.last = id
+	c.msgs = append(c.msgs, Message{ID: id, Data: data})
+	if c.cfg.MaxLen > 0 && int64(len(c.msgs)) > c.cfg.MaxLen {
+		c.removeFirst(len(c.msgs) - int(c.cfg.MaxLen))
+	}
+	close(m.appended)
+	m.appended = make(chan struct{})
+	return id, nil
+}
+
+// removeFirst drops the n oldest messages, clearing them so that the
+// backing array does not pin their payloads.
+func (c *memChannel) removeFirst(n int) {
+	if n <= 0 {
+		return
+	}
+	c.removedUpTo = c.msgs[n-1].ID
+	clear(c.msgs[:n])
+	c.msgs = c.msgs[n:]
+}
+
+// indexAfter returns the index of the first message with an ID after id.
+func (c *memChannel) indexAfter(id ID) int {
+	return sort.Search(len(c.msgs), func(i int) bool { return id.Less(c.msgs[i].ID) })
+}
+
+// holds reports whether the message id is still held.
+func (c *memChannel) holds(id ID) bool {
+	i := sort.Search(len(c.msgs), func(i int) bool { return !c.msgs[i].ID.Less(id) })
+	return i < len(c.msgs) && c.msgs[i].ID == id
+}
+
+func (m *Memory) Range(_ context.Context, channel string, after ID, limit int) (Page, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c, err := m.lookup(channel)
+	if err != nil {
+		return Page{}, err
+	}
+	page := Page{Continuous: c.holds(after) || (after.IsZero() && c.removedUpTo.IsZero())}
+	page.Messages = copyUpTo(c.msgs[c.indexAfter(after):], limit)
+	return page, nil
+}
+
+func (m *Memory) Tail(_ context.Context, channel string, n int) ([]Message, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c, err := m.lookup(channel)
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	start := max(len(c.msgs)-n, 0)
+	return copyUpTo(c.msgs[start:], n), nil
+}
+
+// copyUpTo copies so that callers never share the channel's slice; the
+// payloads themselves are immutable and shared.
+func copyUpTo(msgs []Message, limit int) []Message {
+	if limit > 0 && len(msgs) > limit {
+		msgs = msgs[:limit]
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return append([]Message(nil), msgs...)
+}
+
+func (m *Memory) Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch, error) {
+	timer := time.NewTimer(m.cfg.BlockInterval)
+	defer timer.Stop()
+	for {
+		m.mu.RLock()
+		if m.closed {
+			m.mu.RUnlock()
+			return nil, ErrClosed
+		}
+		batches := m.collect(cursors, limit)
+		wake := m.appended
+		m.mu.RUnlock()
+		if len(batches) > 0 {
+			return batches, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return nil, nil
+		case <-wake:
+		}
+	}
+}
+
+// collect expects m.mu held.
+func (m *Memory) collect(cursors []Cursor, limit int) []Batch {
+	var batches []Batch
+	for _, cur := range cursors {
+		c, ok := m.channels[cur.Channel]
+		if !ok {
+			continue
+		}
+		msgs := copyUpTo(c.msgs[c.indexAfter(cur.After):], limit)
+		gap := cur.After.Less(c.removedUpTo)
+		if len(msgs) > 0 || gap {
+			batches = append(batches, Batch{Channel: cur.Channel, Messages: msgs, Gap: gap})
+		}
+	}
+	return batches
+}
+
+func (m *Memory) TrimExpired(_ context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	now := m.cfg.Now()
+	for _, c := range m.channels {
+		if c.cfg.Retention <= 0 {
+			continue
+		}
+		minID := ID{Ms: uint64(max(now.Add(-c.cfg.Retention).UnixMilli(), 0))}
+		c.removeFirst(sort.Search(len(c.msgs), func(i int) bool { return !c.msgs[i].ID.Less(minID) }))
+	}
+	return nil
+}
+
+// Close empties the backlog and wakes blocked Reads, which return ErrClosed.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.closed = true
+		m.channels = nil
+		close(m.appended)
+	}
+	return nil
+}
