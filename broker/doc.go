@@ -1,0 +1,11 @@
+// Package broker is one replica's hub: it follows the backlog for the
+// channels its clients subscribe to and fans every message out to them in
+// ID order, merging each subscriber's replay with live traffic without gap
+// or duplicate.
+//
+// Hub and Subscription are safe for concurrent use. A Subscription's
+// Replay must be called once, by the goroutine that called Subscribe.
+// Live publications reach a Sink from the hub's reader goroutines, never
+// concurrently for one subscription, and each Publication is encoded once
+// per Encoder however many sinks receive it.
+package broker

@@ -1,0 +1,22 @@
+package broker
+
+import (
+	"errors"
+
+	"github.com/tslm/tslm/backlog"
+)
+
+// Errors returned by the Hub; transports map each to a protocol error code.
+// Those wrapped with detail (fmt.Errorf("%w: ...")) carry a message fit for
+// the client.
+var (
+	ErrBadChannel  = errors.New("channel names are 1-128 bytes of A-Z a-z 0-9 . _ : -")
+	ErrBadConfig   = errors.New("invalid channel configuration")
+	ErrNotFound    = backlog.ErrNotFound
+	ErrUnavailable = backlog.ErrUnavailable
+	ErrLimit       = errors.New("limit exceeded")
+	ErrClosed      = errors.New("broker closed")
+	// ErrUnsubscribed is returned by Replay once the subscription was
+	// closed, by its owner or because its sink refused a delivery.
+	ErrUnsubscribed = errors.New("subscription closed")
+)

@@ -1,0 +1,340 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tslm/tslm/backlog"
+)
+
+// Config tunes a Hub. Zero values mean the documented defaults.
+type Config struct {
+	// DefaultMaxLen is a new channel's MaxLen when its creator names none;
+	// 0 means 10 000.
+	DefaultMaxLen int64
+	// DefaultRetention is a new channel's Retention when its creator names
+	// none; 0 means 24h.
+	DefaultRetention time.Duration
+	// MaxMaxLen is the largest MaxLen a creator may ask for; 0 means 1 000 000.
+	MaxMaxLen int64
+	// MaxRetention is the longest Retention a creator may ask for; 0 means 30 days.
+	MaxRetention time.Duration
+	// ReplayPage is how many messages a replay reads from the backlog at a
+	// time; 0 means 500.
+	ReplayPage int
+	// ReplayBuffer bounds the live messages held for one subscription while
+	// its replay runs; past it they are dropped and re-read from the
+	// backlog, so it trades memory for backlog reads, never for loss.
+	// 0 means 4096.
+	ReplayBuffer int
+	// Readers is the number of goroutines following the backlog, each over
+	// a share of the channels that have local subscribers; 0 means 4.
+	Readers int
+	// ReadBatch bounds the messages one Read returns per channel; 0 means 1000.
+	ReadBatch int
+	// TrimInterval is how often retention is applied; 0 means 1m.
+	TrimInterval time.Duration
+	// Logger receives the hub's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.DefaultMaxLen <= 0 {
+		c.DefaultMaxLen = 10_000
+	}
+	if c.DefaultRetention <= 0 {
+		c.DefaultRetention = 24 * time.Hour
+	}
+	if c.MaxMaxLen <= 0 {
+		c.MaxMaxLen = 1_000_000
+	}
+	if c.MaxRetention <= 0 {
+		c.MaxRetention = 30 * 24 * time.Hour
+	}
+	def(&c.ReplayPage, 500)
+	def(&c.ReplayBuffer, 4096)
+	def(&c.Readers, 4)
+	def(&c.ReadBatch, 1000)
+	if c.TrimInterval <= 0 {
+		c.TrimInterval = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Hub is one replica's message hub: it creates channels and publishes to the
+// backlog, follows the backlog for channels that have local subscribers, and
+// fans each message out to them. It is safe for concurrent use.
+type Hub struct {
+	cfg Config
+	log backlog.Log
+
+	mu       sync.Mutex
+	channels map[string]*channelState // channels with local subscribers
+	closed   bool
+
+	readers []*reader
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	stats hubStats
+}
+
+type hubStats struct {
+	delivered     atomic.Int64
+	subscriptions atomic.Int64
+	gaps          atomic.Int64
+	readErrors    atomic.Int64
+}
+
+// Stats is a snapshot of the hub's counters, for metrics.
+type Stats struct {
+	Channels      int   // channels with local subscribers
+	Subscriptions int64 // open subscriptions
+	Delivered     int64 // messages handed to sinks, replay included
+	Gaps          int64 // gap notices handed to sinks
+	ReadErrors    int64 // failed backlog reads
+}
+
+// New starts a hub over log. Close stops it; it does not close log.
+func New(log backlog.Log, cfg Config) *Hub {
+	cfg.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{cfg: cfg, log: log, channels: make(map[string]*channelState), cancel: cancel}
+	for range cfg.Readers {
+		r := newReader(h)
+		h.readers = append(h.readers, r)
+		h.wg.Go(func() { r.run(ctx) })
+	}
+	h.wg.Go(func() { h.trimLoop(ctx) })
+	return h
+}
+
+// Close stops the hub's goroutines and waits for them. Open subscriptions
+// receive nothing more.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.cancel()
+	h.wg.Wait()
+	return nil
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.mu.Lock()
+	n := len(h.channels)
+	h.mu.Unlock()
+	return Stats{
+		Channels:      n,
+		Subscriptions: h.stats.subscriptions.Load(),
+		Delivered:     h.stats.delivered.Load(),
+		Gaps:          h.stats.gaps.Load(),
+		ReadErrors:    h.stats.readErrors.Load(),
+	}
+}
+
+// ChannelOptions are a creator's wishes; nil fields take the defaults.
+type ChannelOptions struct {
+	MaxLen    *int64
+	Retention *time.Duration
+}
+
+// Create makes channel. created is false when it already existed, in which
+// case opts are ignored.
+func (h *Hub) Create(ctx context.Context, channel string, opts ChannelOptions) (created bool, err error) {
+	if !backlog.ValidChannel(channel) {
+		return false, ErrBadChannel
+	}
+	cfg := backlog.ChannelConfig{MaxLen: h.cfg.DefaultMaxLen, Retention: h.cfg.DefaultRetention}
+	if opts.MaxLen != nil {
+		switch {
+		case *opts.MaxLen < 1:
+			return false, fmt.Errorf("%w: max_len must be at least 1", ErrBadConfig)
+		case *opts.MaxLen > h.cfg.MaxMaxLen:
+			return false, fmt.Errorf("%w: max_len may be at most %d", ErrLimit, h.cfg.MaxMaxLen)
+		}
+		cfg.MaxLen = *opts.MaxLen
+	}
+	if opts.Retention != nil {
+		switch {
+		case *opts.Retention < time.Millisecond:
+			return false, fmt.Errorf("%w: retention must be at least 1ms", ErrBadConfig)
+		case *opts.Retention > h.cfg.MaxRetention:
+			return false, fmt.Errorf("%w: retention may be at most %s", ErrLimit, h.cfg.MaxRetention)
+		}
+		cfg.Retention = *opts.Retention
+	}
+	created, err = h.log.Create(ctx, channel, cfg)
+	if errors.Is(err, backlog.ErrLimit) {
+		return false, fmt.Errorf("%w: too many channels", ErrLimit)
+	}
+	return created, err
+}
+
+// Publish appends data, which must be JSON, to channel and returns its ID.
+// Subscribers receive it through the backlog, as they receive messages that
+// publishers appended directly.
+func (h *Hub) Publish(ctx context.Context, channel string, data []byte) (backlog.ID, error) {
+	if !backlog.ValidChannel(channel) {
+		return backlog.ID{}, ErrBadChannel
+	}
+	return h.log.Append(ctx, channel, data)
+}
+
+// Info describes channel.
+func (h *Hub) Info(ctx context.Context, channel string) (backlog.Info, error) {
+	if !backlog.ValidChannel(channel) {
+		return backlog.Info{}, ErrBadChannel
+	}
+	return h.log.Info(ctx, channel)
+}
+
+// Messages reads up to limit messages after after, for the HTTP API.
+func (h *Hub) Messages(ctx context.Context, channel string, after backlog.ID, limit int) ([]*Publication, bool, error) {
+	if !backlog.ValidChannel(channel) {
+		return nil, false, ErrBadChannel
+	}
+	page, err := h.log.Range(ctx, channel, after, limit)
+	if err != nil {
+		return nil, false, err
+	}
+	pubs := make([]*Publication, len(page.Messages))
+	for i, m := range page.Messages {
+		pubs[i] = newPublication(channel, m)
+	}
+	return pubs, page.Continuous, nil
+}
+
+// channelState is a channel with local subscribers.
+type channelState struct {
+	name   string
+	reader *reader
+	refs   int // guarded by Hub.mu
+
+	// ready is closed once the reader follows the channel, or initErr says
+	// why it could not.
+	ready   chan struct{}
+	initErr error
+
+	mu   sync.Mutex
+	subs atomic.Pointer[[]*Subscription] // copy-on-write under mu
+}
+
+func (c *channelState) add(s *Subscription) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.subscribers()
+	next := make([]*Subscription, len(old), len(old)+1)
+	copy(next, old)
+	next = append(next, s)
+	c.subs.Store(&next)
+}
+
+func (c *channelState) remove(s *Subscription) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.subscribers()
+	next := make([]*Subscription, 0, len(old))
+	for _, o := range old {
+		if o != s {
+			next = append(next, o)
+		}
+	}
+	c.subs.Store(&next)
+}
+
+func (c *channelState) subscribers() []*Subscription {
+	if p := c.subs.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// acquire returns the followed state of channel, starting to follow it for
+// the first local subscriber. Every successful acquire needs a release.
+func (h *Hub) acquire(ctx context.Context, name string) (*channelState, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c, ok := h.channels[name]
+	if !ok {
+		c = &channelState{name: name, reader: h.readerFor(name), ready: make(chan struct{})}
+		h.channels[name] = c
+	}
+	c.refs++
+	h.mu.Unlock()
+
+	if !ok {
+		// The reader starts at the current head: messages after it reach
+		// subscribers live, older ones come from their replay.
+		info, err := h.log.Info(ctx, name)
+		if err != nil {
+			c.initErr = err
+		} else {
+			c.reader.follow(c, info.LastID)
+		}
+		close(c.ready)
+	} else {
+		select {
+		case <-c.ready:
+		case <-ctx.Done():
+			h.release(c)
+			return nil, ctx.Err()
+		}
+	}
+	if c.initErr != nil {
+		h.release(c)
+		return nil, c.initErr
+	}
+	return c, nil
+}
+
+func (h *Hub) release(c *channelState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c.refs--
+	if c.refs > 0 {
+		return
+	}
+	delete(h.channels, c.name)
+	if c.initErr == nil {
+		c.reader.unfollow(c)
+	}
+}
+
+func (h *Hub) readerFor(channel string) *reader {
+	f := fnv.New32a()
+	f.Write([]byte(channel))
+	return h.readers[f.Sum32()%uint32(len(h.readers))]
+}
+
+func (h *Hub) trimLoop(ctx context.Context) {
+	t := time.NewTicker(h.cfg.TrimInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := h.log.TrimExpired(ctx); err != nil && ctx.Err() == nil {
+				h.cfg.Logger.Warn("retention trim failed", "err", err)
+			}
+		}
+	}
+}

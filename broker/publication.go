@@ -1,0 +1,73 @@
+package broker
+
+import (
+	"encoding/json"
+	"sync"
+
+	"github.com/tslm/tslm/backlog"
+)
+
+// Publication is one event on a channel as subscribers see it: a message, or
+// (Gap true) the news that messages after ID were lost. One Publication is
+// shared by every subscriber it is fanned out to and must not be modified.
+type Publication struct {
+	Channel string
+	ID      backlog.ID
+	// Data is valid JSON; payloads that were not (a publisher's direct
+	// XADD of arbitrary bytes) arrive as a JSON string.
+	Data []byte
+	Gap  bool
+
+	mu     sync.Mutex
+	frames [2]cachedFrame
+}
+
+type cachedFrame struct {
+	enc   *Encoder
+	frame []byte
+}
+
+// Encoder turns a Publication into the bytes of one wire frame. Transports
+// declare one Encoder value per protocol and pass the same pointer every
+// time, so that a publication is encoded once per protocol however many
+// subscribers receive it.
+type Encoder struct {
+	Encode func(p *Publication) []byte
+}
+
+// Frame returns p encoded by e, encoding it on first use. Safe for
+// concurrent use; the returned bytes must not be modified.
+func (p *Publication) Frame(e *Encoder) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.frames {
+		switch p.frames[i].enc {
+		case e:
+			return p.frames[i].frame
+		case nil:
+			p.frames[i] = cachedFrame{enc: e, frame: e.Encode(p)}
+			return p.frames[i].frame
+		}
+	}
+	return e.Encode(p)
+}
+
+func newPublication(channel string, m backlog.Message) *Publication {
+	return &Publication{Channel: channel, ID: m.ID, Data: asJSON(m.Data)}
+}
+
+func newGap(channel string, after backlog.ID) *Publication {
+	return &Publication{Channel: channel, ID: after, Gap: true}
+}
+
+// asJSON passes JSON through and turns anything else into a JSON string, so
+// that a publisher's malformed payload reaches clients instead of breaking
+// every frame it is embedded in. Invalid UTF-8 is replaced, as encoding/json
+// does.
+func asJSON(data []byte) []byte {
+	if json.Valid(data) {
+		return data
+	}
+	quoted, _ := json.Marshal(string(data)) // a string always marshals
+	return quoted
+}

@@ -1,0 +1,153 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/tslm/tslm/backlog"
+)
+
+// reader follows a share of the hub's channels with one blocking Read over
+// all of them at a time, and fans what it reads out to their subscribers.
+// Splitting channels across a few readers bounds the size of each Read and
+// keeps one slow fan-out from delaying every channel.
+type reader struct {
+	hub *Hub
+
+	mu       sync.Mutex
+	channels map[*channelState]backlog.ID // followed channels and their cursors
+	cancel   context.CancelFunc           // interrupts the Read in flight
+	wake     chan struct{}                // signals an idle reader; cap 1
+}
+
+func newReader(h *Hub) *reader {
+	return &reader{hub: h, channels: make(map[*channelState]backlog.ID), wake: make(chan struct{}, 1)}
+}
+
+// follow starts reading c after cursor. A Read in flight is interrupted so
+// that the new channel does not wait for it to time out.
+func (r *reader) follow(c *channelState, cursor backlog.ID) {
+	r.mu.Lock()
+	r.channels[c] = cursor
+	r.changedLocked()
+	r.mu.Unlock()
+}
+
+func (r *reader) unfollow(c *channelState) {
+	r.mu.Lock()
+	delete(r.channels, c)
+	r.changedLocked()
+	r.mu.Unlock()
+}
+
+// changedLocked expects r.mu held.
+func (r *reader) changedLocked() {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *reader) run(ctx context.Context) {
+	var (
+		cursors []backlog.Cursor
+		states  = make(map[string]*channelState)
+		backoff time.Duration
+	)
+	for ctx.Err() == nil {
+		r.mu.Lock()
+		cursors = cursors[:0]
+		clear(states)
+		for c, id := range r.channels {
+			cursors = append(cursors, backlog.Cursor{Channel: c.name, After: id})
+			states[c.name] = c
+		}
+		readCtx, cancel := context.WithCancel(ctx)
+		r.cancel = cancel
+		r.mu.Unlock()
+
+		if len(cursors) == 0 {
+			cancel()
+			select {
+			case <-ctx.Done():
+			case <-r.wake:
+			}
+			continue
+		}
+		batches, err := r.hub.log.Read(readCtx, cursors, r.hub.cfg.ReadBatch)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+				continue
+			}
+			r.hub.stats.readErrors.Add(1)
+			backoff = nextBackoff(backoff)
+			r.hub.cfg.Logger.Warn("backlog read failed; retrying", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		for _, b := range batches {
+			c := states[b.Channel]
+			if c == nil {
+				continue
+			}
+			last := r.deliver(c, b, cursorOf(cursors, b.Channel))
+			r.mu.Lock()
+			// A channel unfollowed during the Read is gone; if it was
+			// followed anew, that is another channelState with its own
+			// cursor.
+			if _, ok := r.channels[c]; ok {
+				r.channels[c] = last
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+func cursorOf(cursors []backlog.Cursor, channel string) backlog.ID {
+	for _, c := range cursors {
+		if c.Channel == channel {
+			return c.After
+		}
+	}
+	return backlog.Zero
+}
+
+// deliver fans one batch out and returns the new cursor.
+func (r *reader) deliver(c *channelState, b backlog.Batch, cursor backlog.ID) backlog.ID {
+	subs := c.subscribers()
+	if b.Gap {
+		r.hub.cfg.Logger.Warn("messages lost from the backlog while subscribed", "channel", c.name, "after", cursor.String())
+		gap := newGap(c.name, cursor)
+		for _, s := range subs {
+			s.offer(gap)
+		}
+		r.hub.stats.gaps.Add(int64(len(subs)))
+	}
+	for _, m := range b.Messages {
+		p := newPublication(c.name, m)
+		for _, s := range subs {
+			s.offer(p)
+		}
+		cursor = m.ID
+	}
+	r.hub.stats.delivered.Add(int64(len(subs) * len(b.Messages)))
+	return cursor
+}
+
+// nextBackoff doubles up to 5s, with jitter so that replicas that lost the
+// same Redis do not return in step.
+func nextBackoff(d time.Duration) time.Duration {
+	d = min(max(2*d, 50*time.Millisecond), 5*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
