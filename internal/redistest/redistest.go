@@ -1,0 +1,299 @@
+// Package redistest starts a private Redis server for one test: a
+// redis-server binary on a free loopback port when one is on PATH, else a
+// testcontainers Redis container when Docker answers, else the test is
+// skipped (or fails when CI=true, so that CI never silently skips Redis).
+//
+// It never touches a shared server such as 127.0.0.1:6379. A Server is
+// meant for one test goroutine; its methods are not safe for concurrent use.
+package redistest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
+)
+
+// Options configures Start. The zero value is a server without persistence.
+type Options struct {
+	// AOF turns on the append-only file (appendonly yes, fsync every
+	// second, flushed on a clean stop), so that Restart keeps the data.
+	// Without it a restart comes back empty.
+	AOF bool
+}
+
+// Server is one private Redis server, stopped when the test ends.
+type Server struct {
+	t    testing.TB
+	opts Options
+	addr string
+
+	// binary backend
+	bin    string
+	dir    string
+	port   int
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *bytes.Buffer
+
+	// container backend
+	container *tcredis.RedisContainer
+
+	clients []*redis.Client
+}
+
+// Start starts a server and registers its cleanup with t.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s := &Server{t: t, opts: opts}
+	t.Cleanup(s.cleanup)
+	if bin, err := exec.LookPath("redis-server"); err == nil {
+		s.bin = bin
+		s.dir = t.TempDir()
+		s.startBinary()
+		return s
+	}
+	s.startContainer()
+	return s
+}
+
+// unavailable skips t, or fails it when CI=true.
+func unavailable(t testing.TB, why string) {
+	t.Helper()
+	msg := "REDIS TESTS NOT RUN: " + why + "; install redis-server or start Docker"
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+func (s *Server) startBinary() {
+	s.t.Helper()
+	var lastErr error
+	for range 5 { // a free port can be taken between probing and binding
+		if s.port == 0 {
+			port, err := freePort()
+			if err != nil {
+				s.t.Fatalf("redistest: free port: %v", err)
+			}
+			s.port = port
+		}
+		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+		if lastErr = s.spawn(); lastErr == nil {
+			return
+		}
+		if s.exited == nil {
+			break
+		}
+		s.port = 0 // retry elsewhere only when the process itself gave up
+	}
+	s.t.Fatalf("redistest: redis-server did not start: %v", lastErr)
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// spawn runs redis-server and waits until it answers PING.
+func (s *Server) spawn() error {
+	aof := "no"
+	if s.opts.AOF {
+		aof = "yes"
+	}
+	s.log = new(bytes.Buffer)
+	cmd := exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", aof, "--dir", s.dir,
+		"--protected-mode", "no", "--loglevel", "warning")
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	s.cmd, s.exited = cmd, exited
+
+	c := redis.NewClient(&redis.Options{Addr: s.addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			s.cmd = nil
+			return fmt.Errorf("exited: %s", s.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.kill()
+			return fmt.Errorf("no PING answer after 10s: %v; log: %s", err, s.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (s *Server) startContainer() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := func() (c *tcredis.RedisContainer, err error) {
+		defer func() {
+			// testcontainers panics when no Docker provider can be built.
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%v", r)
+			}
+		}()
+		return tcredis.Run(ctx, "redis:7")
+	}()
+	if c != nil {
+		s.container = c
+	}
+	if err != nil {
+		unavailable(s.t, fmt.Sprintf("redis-server is not on PATH and Docker failed: %v", err))
+	}
+	url, err := c.ConnectionString(ctx)
+	if err != nil {
+		s.t.Fatalf("redistest: container address: %v", err)
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		s.t.Fatalf("redistest: container URL %q: %v", url, err)
+	}
+	s.addr = opt.Addr
+	if s.opts.AOF {
+		c := s.Client()
+		if err := c.ConfigSet(ctx, "appendonly", "yes").Err(); err != nil {
+			s.t.Fatalf("redistest: enable AOF: %v", err)
+		}
+	}
+}
+
+// CanRestart reports whether Stop, Start and Restart work: true for the
+// redis-server backend, false for the container one.
+func (s *Server) CanRestart() bool { return s.bin != "" }
+
+func (s *Server) needRestart() {
+	s.t.Helper()
+	if !s.CanRestart() {
+		s.t.Skip("redistest: restarting is unsupported with the container backend (no redis-server on PATH)")
+	}
+}
+
+// Addr returns host:port.
+func (s *Server) Addr() string { return s.addr }
+
+// URL returns a redis:// URL for database 0.
+func (s *Server) URL() string { return "redis://" + s.addr + "/0" }
+
+// Stop stops the server cleanly (flushing the AOF when on) and waits for it
+// to exit; the port and data directory stay reserved for Start.
+func (s *Server) Stop() {
+	s.t.Helper()
+	s.needRestart()
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		s.kill()
+	}
+	s.cmd = nil
+}
+
+func (s *Server) kill() {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
+}
+
+// Start starts a stopped server again on the same port and directory, so
+// that with Options.AOF it comes back with its data.
+func (s *Server) Start() {
+	s.t.Helper()
+	s.needRestart()
+	if s.cmd != nil {
+		return
+	}
+	if err := s.spawn(); err != nil {
+		s.t.Fatalf("redistest: restart on %s: %v", s.addr, err)
+	}
+}
+
+// Restart is Stop then Start.
+func (s *Server) Restart() {
+	s.t.Helper()
+	s.Stop()
+	s.Start()
+}
+
+// Flush empties every database.
+func (s *Server) Flush() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Client().FlushAll(ctx).Err(); err != nil {
+		s.t.Fatalf("redistest: FLUSHALL: %v", err)
+	}
+}
+
+// Client returns a new client for the server, closed when the test ends.
+// It has short timeouts so that a stopped server fails tests quickly.
+func (s *Server) Client() *redis.Client {
+	c := redis.NewClient(&redis.Options{
+		Addr:                  s.addr,
+		DialTimeout:           time.Second,
+		ReadTimeout:           2 * time.Second,
+		WriteTimeout:          2 * time.Second,
+		ContextTimeoutEnabled: true,
+	})
+	s.clients = append(s.clients, c)
+	return c
+}
+
+func (s *Server) cleanup() {
+	for _, c := range s.clients {
+		c.Close()
+	}
+	s.clients = nil
+	if s.container != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := s.container.Terminate(ctx); err != nil {
+			s.t.Logf("redistest: terminate container: %v", err)
+		}
+		return
+	}
+	if s.cmd != nil {
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.exited:
+		case <-time.After(5 * time.Second):
+			s.kill()
+		}
+		s.cmd = nil
+	}
+}
