@@ -1,0 +1,48 @@
+package ws
+
+import "github.com/gorilla/websocket"
+
+// CloseReason is why the server closes a connection. Each maps to one
+// WebSocket close code; the table is part of the contract in
+// docs/protocol.md. Codes 4000-4499 mean "reconnect and resume with since";
+// 4500-4999 mean "do not reconnect until something changes".
+type CloseReason int
+
+const (
+	CloseShutdown     CloseReason = iota // server draining: reconnect, possibly elsewhere
+	CloseTooBig                          // a frame over the size limit
+	ClosePolicy                          // the client kept sending past its rate limit
+	CloseTryLater                        // the listener is at its connection limit
+	CloseInternal                        // unexpected server failure
+	CloseSlowConsumer                    // the client did not read fast enough
+	CloseUnauthorized                    // authentication failed (reserved for auth)
+)
+
+// Close codes, as sent on the wire.
+const (
+	CodeGoingAway    = websocket.CloseGoingAway         // 1001
+	CodePolicy       = websocket.ClosePolicyViolation   // 1008
+	CodeTooBig       = websocket.CloseMessageTooBig     // 1009
+	CodeInternal     = websocket.CloseInternalServerErr // 1011
+	CodeTryLater     = websocket.CloseTryAgainLater     // 1013
+	CodeSlowConsumer = 4000
+	CodeUnauthorized = 4500
+)
+
+var closeTable = [...]struct {
+	code int
+	text string
+}{
+	CloseShutdown:     {CodeGoingAway, "server shutting down: reconnect and resume"},
+	CloseTooBig:       {CodeTooBig, "frame too large"},
+	ClosePolicy:       {CodePolicy, "rate limit exceeded"},
+	CloseTryLater:     {CodeTryLater, "too many connections: try again later"},
+	CloseInternal:     {CodeInternal, "internal error"},
+	CloseSlowConsumer: {CodeSlowConsumer, "slow consumer: reconnect and resume"},
+	CloseUnauthorized: {CodeUnauthorized, "unauthorized"},
+}
+
+// Code returns the WebSocket close code for r.
+func (r CloseReason) Code() int { return closeTable[r].code }
+
+func (r CloseReason) String() string { return closeTable[r].text }

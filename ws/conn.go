@@ -1,0 +1,289 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/tslm/tslm/broker"
+)
+
+// closeGrace is how long the server waits for the client to answer its close
+// frame before dropping the TCP connection.
+const closeGrace = time.Second
+
+// conn is one client connection. The reader goroutine (serve's caller) owns
+// its lifetime and its subscriptions; the writer goroutine is the only one
+// that writes data frames. Everything else talks to the writer through the
+// send queue.
+type conn struct {
+	srv    *Server
+	ws     *websocket.Conn
+	legacy bool
+	enc    *broker.Encoder
+	queue  *sendQueue
+
+	ctx    context.Context // done once the reader has returned
+	cancel context.CancelFunc
+
+	subs    map[string]*broker.Subscription // reader goroutine only
+	limiter *rate.Limiter                   // nil when unlimited
+	strikes *rate.Limiter                   // rate-limited commands tolerated
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by close
+	reason    CloseReason   // set before closing is closed
+}
+
+var _ broker.Sink = (*conn)(nil)
+
+func newConn(s *Server, ws *websocket.Conn) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{
+		srv:     s,
+		ws:      ws,
+		legacy:  ws.Subprotocol() == ProtocolLegacy,
+		enc:     v1Encoder,
+		queue:   newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes),
+		ctx:     ctx,
+		cancel:  cancel,
+		subs:    make(map[string]*broker.Subscription),
+		closing: make(chan struct{}),
+	}
+	if c.legacy {
+		c.enc = legacyEncoder
+	}
+	if s.cfg.CommandRate > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
+		c.strikes = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
+	}
+	return c
+}
+
+// serve runs the connection: the writer in a goroutine, the reader here.
+func (c *conn) serve() {
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.writeLoop()
+	}()
+	c.readLoop()
+	c.cancel()
+	for _, sub := range c.subs {
+		sub.Close()
+	}
+	<-writerDone
+	c.ws.Close()
+}
+
+func (c *conn) readLoop() {
+	cfg := &c.srv.cfg
+	idle := cfg.PingInterval + cfg.PongTimeout
+	c.ws.SetReadLimit(cfg.MaxFrameBytes)
+	c.ws.SetPongHandler(func(string) error {
+		return c.ws.SetReadDeadline(time.Now().Add(idle))
+	})
+	for {
+		// Re-armed after every frame, not just on pongs: a long replay
+		// keeps this goroutine busy while pongs wait unread.
+		c.ws.SetReadDeadline(time.Now().Add(idle))
+		kind, frame, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				// gorilla has sent 1009 itself.
+				c.srv.stats.closes[CloseTooBig].Add(1)
+			}
+			return
+		}
+		select {
+		case <-c.closing:
+			continue // wait for the client's close frame
+		default:
+		}
+		c.srv.stats.commands.Add(1)
+		if !c.allowRate() {
+			continue
+		}
+		if kind != websocket.TextMessage {
+			c.replyError("", &protocolError{code: broker.CodeBadRequest, message: "binary frames are not supported: send JSON in text frames"})
+			continue
+		}
+		if c.legacy {
+			c.handleLegacy(frame)
+		} else {
+			c.handle(frame)
+		}
+	}
+}
+
+// allowRate applies the command rate. A command over it is answered with
+// rate_limited; a client that keeps going after as many refusals as its
+// burst is closed with 1008.
+func (c *conn) allowRate() bool {
+	if c.limiter == nil || c.limiter.Allow() {
+		return true
+	}
+	if !c.strikes.Allow() {
+		c.close(ClosePolicy)
+		return false
+	}
+	c.replyError("", &protocolError{code: broker.CodeRateLimited, message: "command rate exceeded: slow down"})
+	return false
+}
+
+func (c *conn) writeLoop() {
+	cfg := &c.srv.cfg
+	ping := time.NewTicker(cfg.PingInterval)
+	defer ping.Stop()
+	var batch [][]byte
+	for {
+		select {
+		case <-c.queue.ready:
+			batch = c.queue.take(batch)
+			if !c.write(batch) {
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.ws.Close()
+				return
+			}
+		case <-c.closing:
+			if c.reason == CloseShutdown {
+				// Drain what was already queued: the client resumes
+				// from what it received, so every frame sent saves a
+				// replay elsewhere.
+				if !c.write(c.queue.take(batch)) {
+					return
+				}
+			}
+			msg := websocket.FormatCloseMessage(c.reason.Code(), c.reason.String())
+			c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout))
+			select {
+			case <-c.ctx.Done():
+			case <-time.After(closeGrace):
+				c.ws.Close()
+			}
+			return
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// write sends frames, each as one text message under the write deadline. On
+// failure it closes the socket, which ends the reader too.
+func (c *conn) write(frames [][]byte) bool {
+	for i, f := range frames {
+		c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
+			c.ws.Close()
+			return false
+		}
+		frames[i] = nil
+	}
+	return true
+}
+
+// close starts closing the connection for reason: the queue stops taking
+// frames and the writer sends the close frame. Safe from any goroutine.
+func (c *conn) close(reason CloseReason) {
+	c.closeOnce.Do(func() {
+		c.reason = reason
+		c.srv.stats.closes[reason].Add(1)
+		if reason != CloseShutdown {
+			c.srv.cfg.Logger.Info("closing connection", "reason", reason.String(), "remote", c.ws.RemoteAddr().String())
+		}
+		c.queue.close()
+		close(c.closing)
+	})
+}
+
+// Deliver implements broker.Sink for live publications.
+func (c *conn) Deliver(p *broker.Publication) bool {
+	if !c.queue.offer(p.Frame(c.enc)) {
+		c.close(CloseSlowConsumer)
+		return false
+	}
+	return true
+}
+
+// Replay implements broker.Sink for replayed publications.
+func (c *conn) Replay(ctx context.Context, p *broker.Publication) error {
+	return c.push(ctx, p.Frame(c.enc))
+}
+
+// push queues a frame that must not be dropped (a reply, a replay), waiting
+// for room; a client that reads nothing for WriteTimeout is a slow consumer.
+func (c *conn) push(ctx context.Context, frame []byte) error {
+	err := c.queue.push(ctx, frame, c.srv.cfg.WriteTimeout)
+	if errors.Is(err, errQueueStuck) {
+		c.close(CloseSlowConsumer)
+	}
+	return err
+}
+
+func (c *conn) reply(frame []byte) { c.push(c.ctx, frame) }
+
+func (c *conn) replyError(ref string, perr *protocolError) {
+	c.srv.countError(perr.code)
+	if c.legacy {
+		c.reply(encodeLegacyError(perr))
+		return
+	}
+	c.reply(encodeError(ref, perr.code, perr.message))
+}
+
+// hubError turns an error from the hub into what the client is told.
+// Internal errors are logged and not described to the client.
+func (c *conn) hubError(err error) *protocolError {
+	code := broker.CodeOf(err)
+	switch code {
+	case broker.CodeInternal:
+		c.srv.cfg.Logger.Error("command failed", "err", err)
+		return &protocolError{code: code, message: "internal error"}
+	case broker.CodeUnavailable:
+		return &protocolError{code: code, message: "the backlog is unavailable: retry later"}
+	}
+	return &protocolError{code: code, message: err.Error()}
+}
+
+// subscribe runs the subscribe sequence shared by both protocols: register,
+// acknowledge, replay, go live. ack frames the acknowledgement.
+func (c *conn) subscribe(ref, channel string, from broker.From, ack func(broker.SubscribeResult) []byte) {
+	if _, ok := c.subs[channel]; ok {
+		c.replyError(ref, badRequest("already subscribed to %s", channel))
+		return
+	}
+	if len(c.subs) >= c.srv.cfg.MaxSubscriptions {
+		c.replyError(ref, &protocolError{code: broker.CodeLimitExceeded, message: "too many subscriptions on this connection"})
+		return
+	}
+	sub, res, err := c.srv.hub.Subscribe(c.ctx, channel, from, c)
+	if err != nil {
+		c.replyError(ref, c.hubError(err))
+		return
+	}
+	c.subs[channel] = sub
+	c.reply(ack(res))
+	if err := sub.Replay(c.ctx); err != nil {
+		sub.Close()
+		delete(c.subs, channel)
+		if broker.CodeOf(err) == broker.CodeUnavailable && c.ctx.Err() == nil {
+			// The subscription was acknowledged, so this error (same
+			// ref) ends it; the client resubscribes with since.
+			c.replyError(ref, c.hubError(err))
+		}
+	}
+}
+
+func (c *conn) unsubscribe(channel string) {
+	if sub, ok := c.subs[channel]; ok {
+		sub.Close()
+		delete(c.subs, channel)
+	}
+}

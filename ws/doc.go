@@ -1,0 +1,10 @@
+// Package ws serves the gateway's WebSocket clients: the upgrade, protocol
+// v1 and the tslm.legacy adapter, and each connection's reader and writer.
+//
+// Every connection has exactly one reader goroutine (the HTTP handler's),
+// which decodes and runs commands in order, and one writer goroutine, which
+// alone writes data frames, draining a send queue bounded in frames and
+// bytes. The hub hands live messages to the queue without waiting; a full
+// queue closes the connection as a slow consumer (close code 4000), and the
+// client resumes with since. Server is safe for concurrent use.
+package ws

@@ -1,0 +1,88 @@
+package ws
+
+import (
+	"fmt"
+
+	"github.com/tslm/tslm/broker"
+)
+
+// opOf is the permission a command type needs.
+func opOf(commandType string) Ops {
+	switch commandType {
+	case typeCreate:
+		return OpCreate
+	case typePublish:
+		return OpPublish
+	}
+	return OpSubscribe
+}
+
+// handle runs one protocol v1 command.
+func (c *conn) handle(frame []byte) {
+	cmd, ref, perr := parseCommand(frame)
+	if perr != nil {
+		c.replyError(ref, perr)
+		return
+	}
+	typ, channel := *cmd.Type, *cmd.Channel
+	if c.srv.cfg.Allow&opOf(typ) == 0 {
+		c.replyError(ref, &protocolError{code: broker.CodeForbidden, message: fmt.Sprintf("%s is not allowed on this listener", typ)})
+		return
+	}
+	switch typ {
+	case typeCreate:
+		opts, perr := cmd.channelOptions()
+		if perr != nil {
+			c.replyError(ref, perr)
+			return
+		}
+		created, err := c.srv.hub.Create(c.ctx, channel, opts)
+		if err != nil {
+			c.replyError(ref, c.hubError(err))
+			return
+		}
+		c.reply(encodeAck(ackFrame{Ref: ref, Channel: channel, Created: &created}))
+
+	case typeSubscribe:
+		from, perr := cmd.subscribeFrom()
+		if perr != nil {
+			c.replyError(ref, perr)
+			return
+		}
+		c.subscribe(ref, channel, from, func(res broker.SubscribeResult) []byte {
+			head := res.Head.String()
+			ack := ackFrame{Ref: ref, Channel: channel, Head: &head}
+			if from.Since != nil {
+				ack.Resumed = &res.Resumed
+			}
+			return encodeAck(ack)
+		})
+
+	case typeUnsubscribe:
+		c.unsubscribe(channel)
+		c.reply(encodeAck(ackFrame{Ref: ref, Channel: channel}))
+
+	case typePublish:
+		if len(cmd.Data) == 0 {
+			c.replyError(ref, badRequest("missing field \"data\""))
+			return
+		}
+		c.publish(ref, channel, cmd.Data, func(id string) []byte {
+			return encodeAck(ackFrame{Ref: ref, Channel: channel, ID: id})
+		})
+	}
+}
+
+// publish checks the payload size and publishes; ack frames the answer.
+func (c *conn) publish(ref, channel string, data []byte, ack func(id string) []byte) {
+	if len(data) > c.srv.cfg.MaxDataBytes {
+		c.replyError(ref, &protocolError{code: broker.CodeTooLarge, message: fmt.Sprintf("data is larger than %d bytes", c.srv.cfg.MaxDataBytes)})
+		return
+	}
+	id, err := c.srv.hub.Publish(c.ctx, channel, data)
+	if err != nil {
+		c.replyError(ref, c.hubError(err))
+		return
+	}
+	c.reply(ack(id.String()))
+}

@@ -1,0 +1,123 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+var (
+	errQueueClosed = errors.New("send queue closed")
+	errQueueStuck  = errors.New("send queue made no progress")
+)
+
+// sendQueue holds the frames waiting for a connection's writer, bounded in
+// frames and in bytes. Live messages are offered without waiting (a full
+// queue means a slow consumer); replies and replays wait for room.
+type sendQueue struct {
+	maxFrames, maxBytes int
+
+	mu     sync.Mutex
+	frames [][]byte
+	bytes  int
+	closed bool
+
+	ready chan struct{} // cap 1: frames are waiting for the writer
+	space chan struct{} // cap 1: the writer took frames
+}
+
+func newSendQueue(maxFrames, maxBytes int) *sendQueue {
+	return &sendQueue{
+		maxFrames: maxFrames,
+		maxBytes:  maxBytes,
+		ready:     make(chan struct{}, 1),
+		space:     make(chan struct{}, 1),
+	}
+}
+
+// fits expects q.mu held. A frame larger than maxBytes still goes into an
+// empty queue, or it could never be sent.
+func (q *sendQueue) fits(n int) bool {
+	return len(q.frames) < q.maxFrames && (q.bytes+n <= q.maxBytes || len(q.frames) == 0)
+}
+
+// offer queues frame unless the queue is full. A closed queue swallows it:
+// the connection is going away and the client will resume.
+func (q *sendQueue) offer(frame []byte) bool {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return true
+	}
+	if !q.fits(len(frame)) {
+		q.mu.Unlock()
+		return false
+	}
+	q.frames = append(q.frames, frame)
+	q.bytes += len(frame)
+	q.mu.Unlock()
+	signal(q.ready)
+	return true
+}
+
+// push queues frame, waiting while the queue is full. It gives up with
+// errQueueStuck when the writer takes nothing for patience.
+func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Duration) error {
+	var timer *time.Timer
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return errQueueClosed
+		}
+		if q.fits(len(frame)) {
+			q.frames = append(q.frames, frame)
+			q.bytes += len(frame)
+			q.mu.Unlock()
+			signal(q.ready)
+			return nil
+		}
+		q.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(patience)
+			defer timer.Stop()
+		}
+		select {
+		case <-q.space:
+			// Progress: the writer took frames, so patience restarts.
+			timer.Reset(patience)
+		case <-timer.C:
+			return errQueueStuck
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// take moves every queued frame into dst (reusing its array) and returns it.
+func (q *sendQueue) take(dst [][]byte) [][]byte {
+	q.mu.Lock()
+	dst = append(dst[:0], q.frames...)
+	clear(q.frames)
+	q.frames = q.frames[:0]
+	q.bytes = 0
+	q.mu.Unlock()
+	signal(q.space)
+	return dst
+}
+
+// close makes later offers and pushes no-ops and wakes waiting pushers.
+func (q *sendQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	signal(q.space)
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}

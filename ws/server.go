@@ -1,0 +1,325 @@
+package ws
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/tslm/tslm/broker"
+)
+
+// Ops is a set of client operations a listener allows.
+type Ops uint8
+
+const (
+	OpSubscribe Ops = 1 << iota // subscribe and unsubscribe
+	OpPublish
+	OpCreate
+	OpAll = OpSubscribe | OpPublish | OpCreate
+)
+
+var opNames = []struct {
+	op   Ops
+	name string
+}{{OpSubscribe, "subscribe"}, {OpPublish, "publish"}, {OpCreate, "create"}}
+
+// ParseOps parses names such as ["subscribe", "publish"].
+func ParseOps(names []string) (Ops, error) {
+	var ops Ops
+	for _, n := range names {
+		op := opByName(strings.TrimSpace(n))
+		if op == 0 {
+			return 0, fmt.Errorf("unknown operation %q (want subscribe, publish or create)", n)
+		}
+		ops |= op
+	}
+	return ops, nil
+}
+
+func opByName(name string) Ops {
+	for _, n := range opNames {
+		if n.name == name {
+			return n.op
+		}
+	}
+	return 0
+}
+
+func (o Ops) String() string {
+	var names []string
+	for _, n := range opNames {
+		if o&n.op != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+// Config tunes a Server. Zero values mean the documented defaults.
+type Config struct {
+	// Name labels the listener in logs, such as "public".
+	Name string
+	// Allow is the set of operations clients may perform; 0 means
+	// subscribe only.
+	Allow Ops
+	// MaxFrameBytes is the largest frame read; a larger one closes the
+	// connection with 1009. 0 means 131072.
+	MaxFrameBytes int64
+	// MaxDataBytes is the largest publish payload; a larger one is refused
+	// with too_large. 0 means 65536.
+	MaxDataBytes int
+	// SendQueueFrames and SendQueueBytes bound what waits for a client's
+	// writer; a live message that does not fit closes the connection as a
+	// slow consumer. 0 means 1024 frames and 4 MiB.
+	SendQueueFrames int
+	SendQueueBytes  int
+	// MaxSubscriptions bounds a connection's subscriptions; 0 means 100.
+	MaxSubscriptions int
+	// MaxConnections bounds this listener's open connections; one more is
+	// closed with 1013. 0 means 10 000.
+	MaxConnections int
+	// CommandRate is the sustained commands per second a connection may
+	// send, with bursts of CommandBurst; 0 means unlimited. A connection
+	// that keeps sending past its limit is closed with 1008.
+	CommandRate  float64
+	CommandBurst int
+	// PingInterval is how often the server pings; a client silent for
+	// PingInterval+PongTimeout is dropped. 0 means 25s and 10s.
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	// WriteTimeout bounds one write to the client, and how long a reply or
+	// replay waits for room in a full send queue. 0 means 10s.
+	WriteTimeout time.Duration
+	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
+	// to connect, or "*" for any. Empty means only the server's own origin;
+	// requests without an Origin header (non-browser clients) are always
+	// allowed.
+	AllowedOrigins []string
+	// Logger receives the server's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Allow == 0 {
+		c.Allow = OpSubscribe
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = 128 << 10
+	}
+	if c.MaxDataBytes <= 0 {
+		c.MaxDataBytes = 64 << 10
+	}
+	if c.SendQueueFrames <= 0 {
+		c.SendQueueFrames = 1024
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = 4 << 20
+	}
+	if c.MaxSubscriptions <= 0 {
+		c.MaxSubscriptions = 100
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 10_000
+	}
+	if c.CommandRate > 0 && c.CommandBurst <= 0 {
+		c.CommandBurst = max(1, int(c.CommandRate))
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.PongTimeout <= 0 {
+		c.PongTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Logger = c.Logger.With("listener", c.Name)
+}
+
+// Server serves WebSocket clients of one listener at GET /v1/ws. It is safe
+// for concurrent use.
+type Server struct {
+	cfg      Config
+	hub      *broker.Hub
+	upgrader websocket.Upgrader
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	draining bool
+	done     chan struct{} // closed when draining and the last conn is gone
+
+	stats serverStats
+}
+
+type serverStats struct {
+	open     atomic.Int64
+	accepted atomic.Int64
+	commands atomic.Int64
+	closes   [len(closeTable)]atomic.Int64
+	errors   sync.Map // broker.Code → *atomic.Int64
+}
+
+// Stats is a snapshot of a Server's counters, for metrics.
+type Stats struct {
+	Open     int64                 // connections open now
+	Accepted int64                 // connections accepted
+	Commands int64                 // client commands handled
+	Closes   map[int]int64         // server-initiated closes by close code
+	Errors   map[broker.Code]int64 // error frames sent by code
+}
+
+// New returns a Server over hub.
+func New(hub *broker.Hub, cfg Config) *Server {
+	cfg.setDefaults()
+	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{})}
+	s.upgrader = websocket.Upgrader{
+		Subprotocols:    []string{ProtocolV1, ProtocolLegacy},
+		CheckOrigin:     s.checkOrigin,
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		// Errors before the upgrade are plain HTTP: the client is not
+		// speaking WebSocket yet.
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			http.Error(w, reason.Error(), status)
+		},
+	}
+	return s
+}
+
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || slices.Contains(s.cfg.AllowedOrigins, "*") || slices.Contains(s.cfg.AllowedOrigins, origin) {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && len(s.cfg.AllowedOrigins) == 0 && strings.EqualFold(u.Host, r.Host)
+}
+
+// ServeHTTP upgrades the request and serves the connection until it ends.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if offered := websocket.Subprotocols(r); len(offered) > 0 &&
+		!slices.Contains(offered, ProtocolV1) && !slices.Contains(offered, ProtocolLegacy) {
+		http.Error(w, "unsupported subprotocol: offer tslm.v1 or tslm.legacy", http.StatusBadRequest)
+		return
+	}
+	wsConn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c := newConn(s, wsConn)
+	if reason, ok := s.admit(c); !ok {
+		s.refuse(wsConn, reason)
+		return
+	}
+	defer s.forget(c)
+	c.serve()
+}
+
+func (s *Server) admit(c *conn) (CloseReason, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.draining:
+		return CloseShutdown, false
+	case len(s.conns) >= s.cfg.MaxConnections:
+		return CloseTryLater, false
+	}
+	s.conns[c] = struct{}{}
+	s.stats.open.Add(1)
+	s.stats.accepted.Add(1)
+	return 0, true
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	s.stats.open.Add(-1)
+	if s.draining && len(s.conns) == 0 && s.done != nil {
+		close(s.done)
+		s.done = nil
+	}
+}
+
+// refuse closes a connection that was never admitted.
+func (s *Server) refuse(c *websocket.Conn, reason CloseReason) {
+	s.stats.closes[reason].Add(1)
+	msg := websocket.FormatCloseMessage(reason.Code(), reason.String())
+	c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(s.cfg.WriteTimeout))
+	c.Close()
+}
+
+// Shutdown tells every client to reconnect elsewhere (close code 1001), then
+// waits until they have gone or ctx is done, when it cuts the rest off. New
+// connections are refused from the start. http.Server.Shutdown does not
+// track upgraded connections, which is why this exists.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	done := make(chan struct{})
+	if len(s.conns) == 0 {
+		close(done)
+	} else {
+		s.done = done
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close(CloseShutdown)
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.ws.Close()
+	}
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Open:     s.stats.open.Load(),
+		Accepted: s.stats.accepted.Load(),
+		Commands: s.stats.commands.Load(),
+		Closes:   make(map[int]int64),
+		Errors:   make(map[broker.Code]int64),
+	}
+	for r := range s.stats.closes {
+		if n := s.stats.closes[r].Load(); n > 0 {
+			st.Closes[CloseReason(r).Code()] = n
+		}
+	}
+	s.stats.errors.Range(func(k, v any) bool {
+		st.Errors[k.(broker.Code)] = v.(*atomic.Int64).Load()
+		return true
+	})
+	return st
+}
+
+func (s *Server) countError(code broker.Code) {
+	v, ok := s.stats.errors.Load(code)
+	if !ok {
+		v, _ = s.stats.errors.LoadOrStore(code, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Add(1)
+}
