@@ -1,0 +1,58 @@
+// Command tslm runs a TSLM gateway replica, configured by TSLM_*
+// environment variables (see README.md).
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/tslm/tslm/gateway"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "tslm:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := env.ParseAsWithOptions[gateway.Config](env.Options{Prefix: gateway.Prefix})
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	level, _ := cfg.Level() // checked by Validate
+	opts := &slog.HandlerOptions{Level: level}
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if cfg.LogFormat == "json" {
+		handler = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	logger := slog.New(handler)
+	slog.SetDefault(logger)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	g, err := gateway.Start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stop()
+	logger.Info("shutting down: telling clients to reconnect elsewhere", "grace", cfg.ShutdownGrace)
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if err := g.Shutdown(drainCtx); err != nil {
+		logger.Warn("grace period over: remaining connections cut", "err", err)
+	}
+	logger.Info("stopped")
+	return nil
+}

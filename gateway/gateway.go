@@ -1,0 +1,234 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tslm/tslm/backlog"
+	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/httpapi"
+	"github.com/tslm/tslm/ws"
+)
+
+// Gateway is a running TSLM replica: its backlog, hub and listeners.
+type Gateway struct {
+	cfg    Config
+	logger *slog.Logger
+	log    backlog.Log
+	hub    *broker.Hub
+	ready  func(context.Context) error
+
+	public, internal         *ws.Server
+	publicHTTP, internalHTTP *http.Server
+	publicLn, internalLn     []net.Listener
+	serveWG                  sync.WaitGroup
+}
+
+// Level parses LogLevel.
+func (c *Config) Level() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return l, fmt.Errorf("%sLOG_LEVEL must be debug, info, warn or error", Prefix)
+	}
+	return l, nil
+}
+
+// Start opens the backlog and the listeners and starts serving.
+func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, logger: logger}
+	if err := g.openBacklog(ctx); err != nil {
+		return nil, err
+	}
+	g.hub = broker.New(g.log, broker.Config{
+		DefaultMaxLen:    cfg.DefaultMaxLen,
+		DefaultRetention: cfg.DefaultRetention,
+		MaxMaxLen:        cfg.ChannelMaxLenLimit,
+		MaxRetention:     cfg.ChannelRetentionLimit,
+		ReplayBuffer:     cfg.ReplayBuffer,
+		Readers:          cfg.Readers,
+		TrimInterval:     cfg.TrimInterval,
+		Logger:           logger,
+	})
+	publicOps, _ := ws.ParseOps(cfg.PublicAllow) // checked by Validate
+	g.public = ws.New(g.hub, g.wsConfig("public", publicOps, cfg.PublicRate, cfg.PublicBurst))
+	g.internal = ws.New(g.hub, g.wsConfig("internal", ws.OpAll, cfg.InternalRate, cfg.InternalBurst))
+
+	publicMux := http.NewServeMux()
+	publicMux.Handle("GET /v1/ws", g.public)
+	publicMux.HandleFunc("GET /healthz", healthz)
+
+	internalMux := http.NewServeMux()
+	internalMux.Handle("GET /v1/ws", g.internal)
+	internalMux.HandleFunc("GET /healthz", healthz)
+	internalMux.HandleFunc("GET /readyz", g.readyz)
+	internalMux.Handle("GET /metrics", promhttp.HandlerFor(g.metricsRegistry(), promhttp.HandlerOpts{}))
+	httpapi.New(g.hub, httpapi.Config{MaxDataBytes: int64(cfg.MaxDataBytes), Logger: logger}).Register(internalMux)
+
+	var err error
+	if g.publicLn, err = listen(cfg.PublicAddrs); err != nil {
+		g.closeCore()
+		return nil, fmt.Errorf("%sPUBLIC_ADDRS: %w", Prefix, err)
+	}
+	if g.internalLn, err = listen(cfg.InternalAddrs); err != nil {
+		closeAll(g.publicLn)
+		g.closeCore()
+		return nil, fmt.Errorf("%sINTERNAL_ADDRS: %w", Prefix, err)
+	}
+	g.publicHTTP = g.serve("public", publicMux, g.publicLn)
+	g.internalHTTP = g.serve("internal", internalMux, g.internalLn)
+	return g, nil
+}
+
+func (g *Gateway) openBacklog(ctx context.Context) error {
+	if g.cfg.RedisURL == "" {
+		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels})
+		g.ready = func(context.Context) error { return nil }
+		g.logger.Warn("no TSLM_REDIS_URL: running on the in-memory backlog (single node, not durable: messages are lost on exit)")
+		return nil
+	}
+	return g.openRedis(ctx)
+}
+
+func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) ws.Config {
+	return ws.Config{
+		Name:             name,
+		Allow:            allow,
+		MaxFrameBytes:    g.cfg.MaxFrameBytes,
+		MaxDataBytes:     g.cfg.MaxDataBytes,
+		SendQueueFrames:  g.cfg.SendQueue,
+		SendQueueBytes:   g.cfg.SendQueueBytes,
+		MaxSubscriptions: g.cfg.MaxSubscriptions,
+		MaxConnections:   g.cfg.MaxConnections,
+		CommandRate:      rate,
+		CommandBurst:     burst,
+		PingInterval:     g.cfg.PingInterval,
+		PongTimeout:      g.cfg.PongTimeout,
+		WriteTimeout:     g.cfg.WriteTimeout,
+		AllowedOrigins:   g.cfg.AllowedOrigins,
+		Logger:           g.logger,
+	}
+}
+
+func listen(addrs []string) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, a := range addrs {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll(lns)
+			return nil, err
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+func (g *Gateway) serve(name string, h http.Handler, lns []net.Listener) *http.Server {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
+	}
+	for _, ln := range lns {
+		g.logger.Info("listening", "listener", name, "addr", ln.Addr().String())
+		g.serveWG.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.logger.Error("listener failed", "listener", name, "addr", ln.Addr().String(), "err", err)
+			}
+		})
+	}
+	return srv
+}
+
+// PublicAddrs are the public listener's bound addresses.
+func (g *Gateway) PublicAddrs() []net.Addr { return addrsOf(g.publicLn) }
+
+// InternalAddrs are the internal listener's bound addresses.
+func (g *Gateway) InternalAddrs() []net.Addr { return addrsOf(g.internalLn) }
+
+func addrsOf(lns []net.Listener) []net.Addr {
+	addrs := make([]net.Addr, len(lns))
+	for i, ln := range lns {
+		addrs[i] = ln.Addr()
+	}
+	return addrs
+}
+
+// Shutdown stops accepting, tells every WebSocket client to reconnect
+// elsewhere (1001), waits for them until ctx is done, and releases
+// everything. It returns ctx's error when clients had to be cut off.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	var wg sync.WaitGroup
+	var drainErr error
+	var mu sync.Mutex
+	for _, step := range []func(context.Context) error{
+		g.publicHTTP.Shutdown, g.internalHTTP.Shutdown, g.public.Shutdown, g.internal.Shutdown,
+	} {
+		wg.Go(func() {
+			if err := step(ctx); err != nil {
+				mu.Lock()
+				drainErr = err
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	g.serveWG.Wait()
+	g.closeCore()
+	return drainErr
+}
+
+func (g *Gateway) closeCore() {
+	if g.hub != nil {
+		g.hub.Close()
+	}
+	g.log.Close()
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Write([]byte("ok\n"))
+}
+
+// readyz answers 503 while the backlog cannot be reached, so that a load
+// balancer sends new clients to replicas that can serve them.
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := g.ready(ctx); err != nil {
+		http.Error(w, "backlog unavailable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+// Hub is the gateway's hub, for tests and embedding.
+func (g *Gateway) Hub() *broker.Hub { return g.hub }
+
+func (g *Gateway) metricsRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(&collector{hub: g.hub, servers: map[string]*ws.Server{"public": g.public, "internal": g.internal}})
+	return reg
+}

@@ -1,0 +1,57 @@
+package gateway
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/ws"
+)
+
+// collector exposes the hub's and servers' own counters at scrape time, so
+// the hot paths count with plain atomics and never touch Prometheus.
+type collector struct {
+	hub     *broker.Hub
+	servers map[string]*ws.Server
+}
+
+var (
+	descChannels      = prometheus.NewDesc("tslm_channels_followed", "Channels with local subscribers.", nil, nil)
+	descSubscriptions = prometheus.NewDesc("tslm_subscriptions", "Open subscriptions.", nil, nil)
+	descDelivered     = prometheus.NewDesc("tslm_messages_delivered_total", "Messages handed to connections, replays included.", nil, nil)
+	descGaps          = prometheus.NewDesc("tslm_gaps_total", "Gap notices sent to subscribers.", nil, nil)
+	descReadErrors    = prometheus.NewDesc("tslm_backlog_read_errors_total", "Failed backlog reads.", nil, nil)
+	descOpen          = prometheus.NewDesc("tslm_connections", "Open WebSocket connections.", []string{"listener"}, nil)
+	descAccepted      = prometheus.NewDesc("tslm_connections_accepted_total", "WebSocket connections accepted.", []string{"listener"}, nil)
+	descCommands      = prometheus.NewDesc("tslm_commands_total", "Client commands received.", []string{"listener"}, nil)
+	descCloses        = prometheus.NewDesc("tslm_server_closes_total", "Connections closed by the server, by close code.", []string{"listener", "code"}, nil)
+	descErrors        = prometheus.NewDesc("tslm_errors_total", "Error frames sent, by error code.", []string{"listener", "code"}, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descGaps, descReadErrors, descOpen, descAccepted, descCommands, descCloses, descErrors} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	hs := c.hub.Stats()
+	ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(hs.Channels))
+	ch <- prometheus.MustNewConstMetric(descSubscriptions, prometheus.GaugeValue, float64(hs.Subscriptions))
+	ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(hs.Delivered))
+	ch <- prometheus.MustNewConstMetric(descGaps, prometheus.CounterValue, float64(hs.Gaps))
+	ch <- prometheus.MustNewConstMetric(descReadErrors, prometheus.CounterValue, float64(hs.ReadErrors))
+	for name, srv := range c.servers {
+		st := srv.Stats()
+		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(st.Open), name)
+		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Accepted), name)
+		ch <- prometheus.MustNewConstMetric(descCommands, prometheus.CounterValue, float64(st.Commands), name)
+		for code, n := range st.Closes {
+			ch <- prometheus.MustNewConstMetric(descCloses, prometheus.CounterValue, float64(n), name, strconv.Itoa(code))
+		}
+		for code, n := range st.Errors {
+			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(n), name, string(code))
+		}
+	}
+}
