@@ -1,0 +1,422 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tslm/tslm/backlog"
+	"github.com/tslm/tslm/broker"
+)
+
+// Config tunes an API. Zero values mean the documented defaults.
+type Config struct {
+	// MaxDataBytes bounds the body of a publish, the message's JSON data,
+	// in bytes; 0 means 65 536. Larger bodies are refused with too_large.
+	MaxDataBytes int64
+	// MaxReadLimit is the largest limit a backlog read may ask for;
+	// 0 means 1000. Larger limits are refused with bad_request.
+	MaxReadLimit int
+	// Logger receives the failures a client is not told about: internal
+	// errors and an unreachable backlog. nil means slog.Default().
+	Logger *slog.Logger
+}
+
+const (
+	defaultMaxDataBytes = 64 << 10
+	defaultMaxReadLimit = 1000
+	// defaultReadLimit is a read's limit when the client names none,
+	// lowered to MaxReadLimit when that is smaller.
+	defaultReadLimit = 100
+	// maxCreateBytes bounds a create body; the two options fit in far less.
+	maxCreateBytes = 4 << 10
+)
+
+func (c *Config) setDefaults() {
+	if c.MaxDataBytes <= 0 {
+		c.MaxDataBytes = defaultMaxDataBytes
+	}
+	if c.MaxReadLimit <= 0 {
+		c.MaxReadLimit = defaultMaxReadLimit
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// API is the HTTP API of the internal listener over one Hub. It is safe for
+// concurrent use and does not own the Hub.
+type API struct {
+	hub *broker.Hub
+	cfg Config
+}
+
+// New returns the API over hub.
+func New(hub *broker.Hub, cfg Config) *API {
+	cfg.setDefaults()
+	return &API{hub: hub, cfg: cfg}
+}
+
+// Register adds the API's routes to mux:
+//
+//	PUT  /v1/channels/{channel}           create a channel
+//	GET  /v1/channels/{channel}           describe it
+//	POST /v1/channels/{channel}/messages  publish one message
+//	GET  /v1/channels/{channel}/messages  read the backlog
+//
+// It also claims the rest of /v1/, so that a wrong method or path under it
+// is answered in JSON too (405 and 404); routes registered on mux under
+// /v1/ by others are more specific and keep precedence.
+func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("PUT /v1/channels/{channel}", a.create)
+	mux.HandleFunc("GET /v1/channels/{channel}", a.info)
+	mux.HandleFunc("POST /v1/channels/{channel}/messages", a.publish)
+	mux.HandleFunc("GET /v1/channels/{channel}/messages", a.messages)
+	mux.HandleFunc("/v1/channels/{channel}", methodNotAllowed("GET, HEAD, PUT"))
+	mux.HandleFunc("/v1/channels/{channel}/messages", methodNotAllowed("GET, HEAD, POST"))
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, broker.CodeNotFound, "no such route: "+r.URL.Path)
+	})
+}
+
+// createRequest is the optional body of a create. Pointers tell an absent
+// option, which takes the hub's default, from a given one.
+type createRequest struct {
+	MaxLen    *int64  `json:"max_len"`
+	Retention *string `json:"retention"`
+}
+
+type createResponse struct {
+	Channel string `json:"channel"`
+	Created bool   `json:"created"`
+}
+
+func (a *API) create(w http.ResponseWriter, r *http.Request) {
+	channel := r.PathValue("channel")
+	opts, err := decodeCreate(http.MaxBytesReader(w, r.Body, maxCreateBytes))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	created, err := a.hub.Create(r.Context(), channel, opts)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, createResponse{Channel: channel, Created: created})
+}
+
+// decodeCreate reads a create body: empty, null, or one JSON object with
+// only the known fields.
+func decodeCreate(body io.Reader) (broker.ChannelOptions, error) {
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return broker.ChannelOptions{}, readError(err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return broker.ChannelOptions{}, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var req createRequest
+	if err := dec.Decode(&req); err != nil {
+		return broker.ChannelOptions{}, decodeError(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return broker.ChannelOptions{}, badRequest("request body must be a single JSON object")
+	}
+	opts := broker.ChannelOptions{MaxLen: req.MaxLen}
+	if req.Retention != nil {
+		d, err := time.ParseDuration(*req.Retention)
+		if err != nil {
+			return broker.ChannelOptions{}, badRequest(fmt.Sprintf(
+				"retention: %q is not a duration; want a Go duration such as \"24h\" or \"90m\"", *req.Retention))
+		}
+		opts.Retention = &d
+	}
+	return opts, nil
+}
+
+// decodeError turns a JSON decoding failure into a message naming what the
+// client got wrong, without the Go type names encoding/json mentions.
+func decodeError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return badRequest("request body must be a JSON object")
+	case errors.As(err, &typeErr):
+		return badRequest(fmt.Sprintf("%s must be %s, not %s", typeErr.Field, wantOf(typeErr.Field), typeErr.Value))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no error type for this one.
+		return badRequest(strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return syntaxError(err)
+}
+
+// wantOf describes the JSON a create field takes.
+func wantOf(field string) string {
+	switch field {
+	case "max_len":
+		return "an integer"
+	case "retention":
+		return `a duration string such as "24h"`
+	}
+	return "a different type"
+}
+
+// syntaxError describes a body that is not JSON. Every error here comes
+// from parsing bytes already read, so its text is about the client's input.
+func syntaxError(err error) error {
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &syntaxErr):
+		return badRequest(fmt.Sprintf("request body is not valid JSON: %s (at byte %d)", syntaxErr, syntaxErr.Offset))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("request body is not valid JSON: unexpected end of input")
+	}
+	return badRequest("request body is not valid JSON: " + strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// readError classifies a failure to read a request body.
+func readError(err error) error {
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		return &codedError{code: broker.CodeTooLarge, msg: fmt.Sprintf("request body is over %d bytes", maxErr.Limit)}
+	}
+	return badRequest("request body could not be read")
+}
+
+type infoResponse struct {
+	Channel   string `json:"channel"`
+	Length    int64  `json:"length"`
+	FirstID   string `json:"first_id"`
+	LastID    string `json:"last_id"`
+	MaxLen    int64  `json:"max_len"`
+	Retention string `json:"retention"`
+	Created   string `json:"created"`
+}
+
+func (a *API) info(w http.ResponseWriter, r *http.Request) {
+	channel := r.PathValue("channel")
+	info, err := a.hub.Info(r.Context(), channel)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, infoResponse{
+		Channel:   channel,
+		Length:    info.Length,
+		FirstID:   info.FirstID.String(),
+		LastID:    info.LastID.String(),
+		MaxLen:    info.Config.MaxLen,
+		Retention: info.Config.Retention.String(),
+		Created:   info.Created.UTC().Format(time.RFC3339),
+	})
+}
+
+type publishResponse struct {
+	ID string `json:"id"`
+}
+
+func (a *API) publish(w http.ResponseWriter, r *http.Request) {
+	channel := r.PathValue("channel")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxDataBytes))
+	if err != nil {
+		a.fail(w, r, readError(err))
+		return
+	}
+	// WebSocket text frames must be UTF-8 and encoding/json lets invalid
+	// bytes through inside strings, so check both.
+	var data bytes.Buffer
+	if err := json.Compact(&data, body); err != nil {
+		a.fail(w, r, syntaxError(err))
+		return
+	}
+	if !utf8.Valid(body) {
+		a.fail(w, r, badRequest("request body must be UTF-8"))
+		return
+	}
+	id, err := a.hub.Publish(r.Context(), channel, data.Bytes())
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, publishResponse{ID: id.String()})
+}
+
+func (a *API) messages(w http.ResponseWriter, r *http.Request) {
+	channel := r.PathValue("channel")
+	query := r.URL.Query()
+	after := backlog.Zero
+	if s := query.Get("since"); s != "" {
+		id, err := backlog.ParseID(s)
+		if err != nil {
+			a.fail(w, r, badRequest(fmt.Sprintf("since: %q is not a message id; want \"<ms>-<seq>\" such as \"0-0\"", s)))
+			return
+		}
+		after = id
+	}
+	limit := min(defaultReadLimit, a.cfg.MaxReadLimit)
+	if s := query.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > a.cfg.MaxReadLimit {
+			a.fail(w, r, badRequest(fmt.Sprintf("limit: %q is not an integer from 1 to %d", s, a.cfg.MaxReadLimit)))
+			return
+		}
+		limit = n
+	}
+	pubs, continuous, err := a.hub.Messages(r.Context(), channel, after, limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeBody(w, http.StatusOK, appendMessages(nil, pubs, continuous))
+}
+
+// appendMessages encodes a read's answer by hand: each Data is already JSON
+// (the hub guarantees it), so it is copied in as is rather than validated
+// and compacted again by encoding/json, and an ID is digits and a dash.
+func appendMessages(b []byte, pubs []*broker.Publication, continuous bool) []byte {
+	size := 64
+	for _, p := range pubs {
+		size += len(p.Data) + 64
+	}
+	b = append(make([]byte, 0, len(b)+size), b...)
+	b = append(b, `{"messages":[`...)
+	for i, p := range pubs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":"`...)
+		b = p.ID.AppendTo(b)
+		b = append(b, `","data":`...)
+		b = append(b, p.Data...)
+		b = append(b, '}')
+	}
+	b = append(b, `],"continuous":`...)
+	b = strconv.AppendBool(b, continuous)
+	return append(b, "}\n"...)
+}
+
+// codedError is a failure found by the API itself, before the hub, with a
+// message written for the client.
+type codedError struct {
+	code broker.Code
+	msg  string
+}
+
+func (e *codedError) Error() string { return e.msg }
+
+func badRequest(msg string) error { return &codedError{code: broker.CodeBadRequest, msg: msg} }
+
+type errorBody struct {
+	Code    broker.Code `json:"code"`
+	Message string      `json:"message"`
+}
+
+// fail answers r with err's code and a message fit for the client. The text
+// of an unexpected error stays in the log: it may name hosts or internals.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code, msg := a.describe(r, err)
+	writeError(w, statusOf(code), code, msg)
+}
+
+func (a *API) describe(r *http.Request, err error) (broker.Code, string) {
+	var coded *codedError
+	if errors.As(err, &coded) {
+		return coded.code, coded.msg
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody reads the answer.
+		a.cfg.Logger.DebugContext(r.Context(), "http api: request canceled",
+			"method", r.Method, "path", r.URL.Path, "err", err)
+		return broker.CodeUnavailable, "request canceled"
+	}
+	code := broker.CodeOf(err)
+	switch code {
+	case broker.CodeNotFound:
+		return code, fmt.Sprintf("channel %q not found", r.PathValue("channel"))
+	case broker.CodeUnavailable:
+		a.cfg.Logger.WarnContext(r.Context(), "http api: backlog unavailable",
+			"method", r.Method, "path", r.URL.Path, "err", err)
+		return code, "the backlog is unavailable; retry later"
+	case broker.CodeInternal:
+		a.cfg.Logger.ErrorContext(r.Context(), "http api: internal error",
+			"method", r.Method, "path", r.URL.Path, "err", err)
+		return code, "internal error"
+	}
+	// The hub's remaining errors carry text written for the client.
+	return code, err.Error()
+}
+
+// statusOf maps a protocol code to its HTTP status; docs/http-api.md holds
+// the same table.
+func statusOf(code broker.Code) int {
+	switch code {
+	case broker.CodeBadRequest, broker.CodeUnknownType:
+		return http.StatusBadRequest
+	case broker.CodeForbidden:
+		return http.StatusForbidden
+	case broker.CodeNotFound:
+		return http.StatusNotFound
+	case broker.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case broker.CodeLimitExceeded:
+		return http.StatusUnprocessableEntity
+	case broker.CodeRateLimited:
+		return http.StatusTooManyRequests
+	case broker.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, broker.CodeBadRequest,
+			fmt.Sprintf("method %s not allowed; use %s", r.Method, allow))
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, code broker.Code, msg string) {
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, status, errorBody{Code: code, Message: msg})
+}
+
+// writeJSON answers with v, whose types here always marshal. Messages quote
+// client input such as "<ms>-<seq>", so HTML escaping would only garble them.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		b.Reset()
+		b.WriteString(`{"code":"internal","message":"internal error"}` + "\n")
+	}
+	writeBody(w, status, b.Bytes())
+}
+
+func writeBody(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body) // a failed write means the client is gone
+}

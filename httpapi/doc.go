@@ -1,0 +1,12 @@
+// Package httpapi serves the internal listener's HTTP API over a broker.Hub:
+// creating and describing channels, publishing, and reading the backlog.
+//
+// Every response, error or not, is JSON. Failures are
+// {"code":"<broker.Code>","message":"..."}, with the HTTP status chosen by
+// the code so that one failure reads the same over HTTP and WebSocket;
+// docs/http-api.md is the reference for routes, bodies and statuses.
+//
+// An API holds no mutable state after New: its handlers are safe for
+// concurrent use, and Register may be called on several muxes. It does not
+// own the Hub, so it has nothing to close.
+package httpapi
