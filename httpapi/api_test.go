@@ -233,6 +233,7 @@ func TestCreate(t *testing.T) {
 		{name: "bad channel name", channel: "no%20spaces", wantStatus: 400, wantCode: broker.CodeBadRequest, msgHas: "channel names"},
 		{name: "channel name too long", channel: strings.Repeat("x", backlog.MaxChannelLen+1), wantStatus: 400, wantCode: broker.CodeBadRequest, msgHas: "channel names"},
 		{name: "body too large", channel: "e11", body: `{"max_len":1}` + strings.Repeat(" ", maxCreateBytes), wantStatus: 413, wantCode: broker.CodeTooLarge, msgHas: "bytes"},
+		{name: "existing with bad options", channel: "taken", body: `{"max_len":0}`, wantStatus: 400, wantCode: broker.CodeBadRequest, msgHas: "max_len"},
 		{name: "max_len over hub limit", channel: "e12", body: fmt.Sprintf(`{"max_len":%d}`, testMaxMaxLen+1), wantStatus: 422, wantCode: broker.CodeLimitExceeded, msgHas: "max_len"},
 		{name: "retention over hub limit", channel: "e13", body: `{"retention":"49h"}`, wantStatus: 422, wantCode: broker.CodeLimitExceeded, msgHas: "retention"},
 	}
