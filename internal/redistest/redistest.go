@@ -261,11 +261,15 @@ func (s *Server) Flush() {
 }
 
 // Client returns a new client for the server, closed when the test ends.
-// It has short timeouts so that a stopped server fails tests quickly.
+// It has short timeouts and a single retry, so that a stopped server fails
+// tests within about a second while a connection left over from before a
+// restart is still replaced transparently.
 func (s *Server) Client() *redis.Client {
 	c := redis.NewClient(&redis.Options{
 		Addr:                  s.addr,
 		DialTimeout:           time.Second,
+		DialerRetries:         1,
+		MaxRetries:            1,
 		ReadTimeout:           2 * time.Second,
 		WriteTimeout:          2 * time.Second,
 		ContextTimeoutEnabled: true,

@@ -1,0 +1,427 @@
+package backlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisConfig configures Redis. Zero values mean the documented defaults.
+type RedisConfig struct {
+	// KeyPrefix starts every key; "" means "tslm:". The layout under it
+	// is a public contract for publishers: see docs/redis.md.
+	KeyPrefix string
+	// BlockInterval is the longest a Read blocks in XREAD before
+	// returning empty; 0 means 5s. It is rounded down to milliseconds and
+	// never below 1ms, because XREAD BLOCK 0 waits forever.
+	BlockInterval time.Duration
+	// IdleReaders is how many dedicated Read connections are kept open
+	// between Reads; 0 means 16. Each Read in flight holds one connection
+	// from the client's pool.
+	IdleReaders int
+}
+
+// Redis is the backlog on Redis Streams: one stream and one meta hash per
+// channel, shared by every gateway replica and by trusted publishers that
+// XADD directly (docs/redis.md). It is safe for concurrent use.
+//
+// Create, Info, Append, Range, Tail and TrimExpired work with any
+// redis.UniversalClient, Cluster included. Read needs a client that can
+// dedicate a connection to a blocking XREAD (*redis.Client: standalone or
+// Sentinel failover); with other clients it returns an error.
+type Redis struct {
+	client redis.UniversalClient
+	conns  conner // nil when client cannot dedicate connections
+	cfg    RedisConfig
+
+	// free holds idle dedicated Read connections.
+	free chan *reader
+
+	mu     sync.Mutex
+	active map[*reader]struct{} // Reads in flight; guarded by mu
+	closed bool                 // guarded by mu
+}
+
+var _ Log = (*Redis)(nil)
+
+// conner is the part of *redis.Client that Read needs.
+type conner interface {
+	Conn() *redis.Conn
+}
+
+// NewRedis returns a backlog stored in client, which the caller keeps
+// owning: Close does not close it.
+func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = "tslm:"
+	}
+	if cfg.BlockInterval <= 0 {
+		cfg.BlockInterval = 5 * time.Second
+	}
+	if cfg.IdleReaders <= 0 {
+		cfg.IdleReaders = 16
+	}
+	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{})}
+	r.conns, _ = client.(conner)
+	return r
+}
+
+// NewRedisClient connects to a redis:// or rediss:// URL (see
+// redis.ParseURL for its query options). It turns ContextTimeoutEnabled on,
+// so that ctx deadlines bound every command, and unless the URL sets
+// pool_size it sizes the pool at 10 per CPU plus 64 for blocking Reads,
+// each of which holds a connection for up to its BlockInterval.
+func NewRedisClient(url string) (redis.UniversalClient, error) {
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("backlog: redis URL: %w", err)
+	}
+	opt.ContextTimeoutEnabled = true
+	if !strings.Contains(url, "pool_size=") {
+		opt.PoolSize = 10*runtime.GOMAXPROCS(0) + 64
+	}
+	return redis.NewClient(opt), nil
+}
+
+// streamKey is "<prefix>ch:{<channel>}"; the braces make the channel the
+// Cluster hash tag, so both keys of a channel live in one slot.
+func (r *Redis) streamKey(channel string) string {
+	return r.cfg.KeyPrefix + "ch:{" + channel + "}"
+}
+
+func (r *Redis) metaKey(channel string) string {
+	return r.cfg.KeyPrefix + "meta:{" + channel + "}"
+}
+
+// retentionKey is the set of channels with a retention, walked by
+// TrimExpired.
+func (r *Redis) retentionKey() string { return r.cfg.KeyPrefix + "retention" }
+
+// channelOf inverts streamKey.
+func (r *Redis) channelOf(key string) string {
+	key = strings.TrimPrefix(key, r.cfg.KeyPrefix+"ch:{")
+	return strings.TrimSuffix(key, "}")
+}
+
+func (r *Redis) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+// transient lists the error replies that mean "try again later" rather
+// than "this request is wrong".
+var transient = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED", "ASK"}
+
+// wrap maps a go-redis error to the backlog's: redis.Nil passes through for
+// callers to treat as empty, cancellation returns ctx's error, error
+// replies that describe a bad request stay plain, and everything else
+// (network, timeouts, a server loading or failing over) wraps
+// ErrUnavailable.
+func (r *Redis) wrap(ctx context.Context, err error) error {
+	switch {
+	case err == nil || errors.Is(err, redis.Nil):
+		return err
+	case errors.Is(ctx.Err(), context.Canceled):
+		return ctx.Err()
+	case r.isClosed():
+		return ErrClosed
+	}
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		msg := reply.Error()
+		for _, p := range transient {
+			if strings.HasPrefix(msg, p) {
+				return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			}
+		}
+		return fmt.Errorf("backlog: redis: %v", err)
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
+// isNoSuchKey reports the error XINFO STREAM gives for a missing stream.
+func isNoSuchKey(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no such key")
+}
+
+func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (bool, error) {
+	if r.isClosed() {
+		return false, ErrClosed
+	}
+	n, err := createScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)},
+		cfg.MaxLen, cfg.Retention.Milliseconds()).Int()
+	if err != nil {
+		return false, r.wrap(ctx, err)
+	}
+	if n == 1 && cfg.Retention > 0 {
+		// Not atomic with the meta: the registry lives in its own slot. A
+		// crash in between leaves a channel TrimExpired skips; the meta
+		// stays the truth and TrimExpired drops stale members.
+		if err := r.client.SAdd(ctx, r.retentionKey(), channel).Err(); err != nil {
+			return true, r.wrap(ctx, err)
+		}
+	}
+	return n == 1, nil
+}
+
+func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
+	if r.isClosed() {
+		return Info{}, ErrClosed
+	}
+	pipe := r.client.Pipeline()
+	meta := pipe.HMGet(ctx, r.metaKey(channel), "max_len", "retention_ms", "created_ms")
+	stream := pipe.XInfoStream(ctx, r.streamKey(channel))
+	pipe.Exec(ctx) // errors are read per command below
+	vals, err := meta.Result()
+	if err != nil {
+		return Info{}, r.wrap(ctx, err)
+	}
+	info, ok := parseMeta(vals)
+	if !ok {
+		return Info{}, ErrNotFound
+	}
+	xi, err := stream.Result()
+	if isNoSuchKey(err) {
+		return info, nil
+	}
+	if err != nil {
+		return Info{}, r.wrap(ctx, err)
+	}
+	info.Length = xi.Length
+	info.LastID, _ = ParseID(xi.LastGeneratedID)
+	if xi.Length > 0 {
+		info.FirstID, _ = ParseID(xi.FirstEntry.ID)
+	}
+	return info, nil
+}
+
+// parseMeta reads HMGET max_len retention_ms created_ms; ok is false when
+// the meta does not exist.
+func parseMeta(vals []any) (info Info, ok bool) {
+	num := func(v any) int64 {
+		s, _ := v.(string)
+		n, _ := strconv.ParseInt(s, 10, 64)
+		return n
+	}
+	if len(vals) != 3 || vals[2] == nil {
+		return Info{}, false
+	}
+	info.Config.MaxLen = num(vals[0])
+	info.Config.Retention = time.Duration(num(vals[1])) * time.Millisecond
+	info.Created = time.UnixMilli(num(vals[2]))
+	return info, true
+}
+
+func (r *Redis) Append(ctx context.Context, channel string, data []byte) (ID, error) {
+	if r.isClosed() {
+		return ID{}, ErrClosed
+	}
+	s, err := appendScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)}, data).Text()
+	if errors.Is(err, redis.Nil) {
+		return ID{}, ErrNotFound
+	}
+	if err != nil {
+		return ID{}, r.wrap(ctx, err)
+	}
+	id, err := ParseID(s)
+	if err != nil {
+		return ID{}, fmt.Errorf("backlog: redis returned id %q: %w", s, err)
+	}
+	return id, nil
+}
+
+// Range pipelines EXISTS meta, the XRANGE itself and then the continuity
+// probe, in that order: the probe runs after the read, and since Redis
+// only removes from a stream's head, an after entry (or an untouched
+// stream) seen by the probe was there for the read too.
+func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) (Page, error) {
+	if r.isClosed() {
+		return Page{}, ErrClosed
+	}
+	key := r.streamKey(channel)
+	start := "-"
+	if !after.IsZero() {
+		start = "(" + after.String()
+	}
+	pipe := r.client.Pipeline()
+	exists := pipe.Exists(ctx, r.metaKey(channel))
+	var msgs *redis.XMessageSliceCmd
+	if limit > 0 {
+		msgs = pipe.XRangeN(ctx, key, start, "+", int64(limit))
+	} else {
+		msgs = pipe.XRange(ctx, key, start, "+")
+	}
+	var held *redis.XMessageSliceCmd
+	var stream *redis.XInfoStreamCmd
+	if after.IsZero() {
+		stream = pipe.XInfoStream(ctx, key)
+	} else {
+		held = pipe.XRangeN(ctx, key, after.String(), after.String(), 1)
+	}
+	pipe.Exec(ctx)
+	if n, err := exists.Result(); err != nil {
+		return Page{}, r.wrap(ctx, err)
+	} else if n == 0 {
+		return Page{}, ErrNotFound
+	}
+	xs, err := msgs.Result()
+	if err != nil {
+		return Page{}, r.wrap(ctx, err)
+	}
+	page := Page{Messages: messagesOf(xs)}
+	if held != nil {
+		hs, err := held.Result()
+		if err != nil {
+			return Page{}, r.wrap(ctx, err)
+		}
+		page.Continuous = len(hs) > 0
+	} else {
+		xi, err := stream.Result()
+		switch {
+		case isNoSuchKey(err):
+			page.Continuous = true
+		case err != nil:
+			return Page{}, r.wrap(ctx, err)
+		default:
+			page.Continuous = xi.EntriesAdded == xi.Length
+		}
+	}
+	return page, nil
+}
+
+func (r *Redis) Tail(ctx context.Context, channel string, n int) ([]Message, error) {
+	if r.isClosed() {
+		return nil, ErrClosed
+	}
+	pipe := r.client.Pipeline()
+	exists := pipe.Exists(ctx, r.metaKey(channel))
+	var msgs *redis.XMessageSliceCmd
+	if n > 0 {
+		msgs = pipe.XRevRangeN(ctx, r.streamKey(channel), "+", "-", int64(n))
+	}
+	pipe.Exec(ctx)
+	if c, err := exists.Result(); err != nil {
+		return nil, r.wrap(ctx, err)
+	} else if c == 0 {
+		return nil, ErrNotFound
+	}
+	if msgs == nil {
+		return nil, nil
+	}
+	xs, err := msgs.Result()
+	if err != nil {
+		return nil, r.wrap(ctx, err)
+	}
+	out := messagesOf(xs)
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out, nil
+}
+
+// messagesOf converts stream entries. An entry without a data field (a
+// publisher broke the contract) is returned with empty Data.
+func messagesOf(xs []redis.XMessage) []Message {
+	if len(xs) == 0 {
+		return nil
+	}
+	out := make([]Message, 0, len(xs))
+	for _, x := range xs {
+		id, err := ParseID(x.ID)
+		if err != nil {
+			continue // Redis only hands out canonical IDs
+		}
+		s, _ := x.Values["data"].(string)
+		out = append(out, Message{ID: id, Data: []byte(s)})
+	}
+	return out
+}
+
+// trimBatch is how many channels TrimExpired trims per round trip.
+const trimBatch = 256
+
+// TrimExpired walks the retention registry with SSCAN and runs the trim
+// script for each member, pipelined. Replicas racing on one channel are
+// harmless: XTRIM MINID is idempotent and each script runs atomically.
+func (r *Redis) TrimExpired(ctx context.Context) error {
+	if r.isClosed() {
+		return ErrClosed
+	}
+	var cursor uint64
+	for {
+		members, next, err := r.client.SScan(ctx, r.retentionKey(), cursor, "", trimBatch).Result()
+		if err != nil {
+			return r.wrap(ctx, err)
+		}
+		if err := r.trimChannels(ctx, members); err != nil {
+			return err
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+func (r *Redis) trimChannels(ctx context.Context, channels []string) error {
+	if len(channels) == 0 {
+		return nil
+	}
+	calls := make([]scriptCall, len(channels))
+	for i, ch := range channels {
+		calls[i] = scriptCall{keys: []string{r.metaKey(ch), r.streamKey(ch)}}
+	}
+	cmds := evalPipelined(ctx, r.client, trimScript, calls)
+	var stale []any
+	for i, cmd := range cmds {
+		n, err := cmd.Int64()
+		if err != nil {
+			return r.wrap(ctx, err)
+		}
+		if n < 0 { // the channel is gone or has no retention
+			stale = append(stale, channels[i])
+		}
+	}
+	if len(stale) > 0 {
+		if err := r.client.SRem(ctx, r.retentionKey(), stale...).Err(); err != nil {
+			return r.wrap(ctx, err)
+		}
+	}
+	return nil
+}
+
+// Close stops Reads in flight (they return ErrClosed) and closes the idle
+// Read connections. The client stays open: its owner closes it.
+func (r *Redis) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	var ids []int64
+	for rd := range r.active {
+		ids = append(ids, rd.id)
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, id := range ids {
+		r.client.ClientUnblock(ctx, id)
+	}
+	for {
+		select {
+		case rd := <-r.free:
+			rd.conn.Close()
+		default:
+			return nil
+		}
+	}
+}

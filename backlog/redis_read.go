@@ -1,0 +1,250 @@
+package backlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// reader is a connection dedicated to blocking XREADs, with the CLIENT ID
+// Redis knows it by, so that another connection can CLIENT UNBLOCK it. A
+// broken *redis.Conn never redials (its pool is sticky), so the ID stays
+// true for the reader's life.
+type reader struct {
+	conn *redis.Conn
+	id   int64
+}
+
+var errReadUnsupported = errors.New("backlog: Read needs a client with dedicated connections (standalone or Sentinel *redis.Client)")
+
+// getReader returns an idle reader or opens one; reused is true for the
+// former, which may have died while idle.
+func (r *Redis) getReader(ctx context.Context) (rd *reader, reused bool, err error) {
+	select {
+	case rd := <-r.free:
+		return rd, true, nil
+	default:
+	}
+	conn := r.conns.Conn()
+	id, err := conn.ClientID(ctx).Result()
+	if err != nil {
+		conn.Close()
+		return nil, false, r.wrap(ctx, err)
+	}
+	return &reader{conn: conn, id: id}, false, nil
+}
+
+// putReader keeps a healthy reader for the next Read, or closes it.
+func (r *Redis) putReader(rd *reader, healthy bool) {
+	r.mu.Lock()
+	delete(r.active, rd)
+	closed := r.closed
+	r.mu.Unlock()
+	if healthy && !closed {
+		select {
+		case r.free <- rd:
+			return
+		default:
+		}
+	}
+	rd.conn.Close()
+}
+
+// Read runs one XREAD BLOCK on a dedicated connection. go-redis cannot
+// abort a blocked read, so cancellation sends CLIENT UNBLOCK from the
+// shared pool, retrying until the XREAD returns (the UNBLOCK may otherwise
+// arrive before the XREAD blocks). A reader that failed while idle, for
+// instance because Redis restarted, is replaced once before Read gives up.
+//
+// Read does not re-check that the cursors' channels still exist: a cursor
+// on a missing channel simply never sees an entry unless a publisher
+// breaks the contract by XADDing to a stream without meta.
+func (r *Redis) Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if r.isClosed() {
+		return nil, ErrClosed
+	}
+	if r.conns == nil {
+		return nil, errReadUnsupported
+	}
+	if len(cursors) == 0 {
+		return nil, r.idle(ctx)
+	}
+	for attempt := 0; ; attempt++ {
+		res, retry, err := r.xread(ctx, cursors, limit)
+		if retry && attempt == 0 {
+			continue
+		}
+		if err != nil || len(res) == 0 {
+			return nil, err
+		}
+		return r.batches(ctx, cursors, res)
+	}
+}
+
+// idle waits out a block interval for a Read with nothing to follow.
+func (r *Redis) idle(ctx context.Context) error {
+	t := time.NewTimer(r.cfg.BlockInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// xread runs one blocking XREAD. retry is true when a reused reader failed
+// with a connection error, so a fresh one may succeed.
+func (r *Redis) xread(ctx context.Context, cursors []Cursor, limit int) (res []redis.XStream, retry bool, err error) {
+	block := r.cfg.BlockInterval
+	if dl, ok := ctx.Deadline(); ok {
+		block = min(block, time.Until(dl))
+	}
+	block = max(block.Truncate(time.Millisecond), time.Millisecond) // never BLOCK 0
+	rd, reused, err := r.getReader(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.putReader(rd, false)
+		return nil, false, ErrClosed
+	}
+	r.active[rd] = struct{}{}
+	r.mu.Unlock()
+
+	streams := make([]string, 2*len(cursors))
+	for i, c := range cursors {
+		streams[i] = r.streamKey(c.Channel)
+		streams[len(cursors)+i] = c.After.String()
+	}
+	args := &redis.XReadArgs{Streams: streams, Block: block}
+	if limit > 0 {
+		args.Count = int64(limit)
+	}
+	done := make(chan struct{})
+	unblocked := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(unblocked)
+		r.unblock(rd.id, done)
+	})
+	// Not ctx: the read must end by its BLOCK timeout or by UNBLOCK, never
+	// by go-redis giving up half-way and poisoning the connection.
+	res, err = rd.conn.XRead(context.WithoutCancel(ctx), args).Result()
+	close(done)
+	if !stop() {
+		<-unblocked // the UNBLOCK must not hit this reader's next XREAD
+	}
+	var reply redis.Error
+	healthy := err == nil || errors.Is(err, redis.Nil) || errors.As(err, &reply)
+	r.putReader(rd, healthy)
+	switch {
+	case ctx.Err() != nil:
+		return nil, false, ctx.Err()
+	case r.isClosed():
+		return nil, false, ErrClosed
+	case errors.Is(err, redis.Nil):
+		return nil, false, nil
+	case err != nil:
+		return nil, reused && !healthy, r.wrap(ctx, err)
+	}
+	return res, false, nil
+}
+
+// unblock sends CLIENT UNBLOCK id until it lands or done closes.
+func (r *Redis) unblock(id int64, done <-chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.BlockInterval)
+	defer cancel()
+	for {
+		if n, err := r.client.ClientUnblock(ctx, id).Result(); err == nil && n == 1 {
+			return
+		}
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// batches converts XREAD's answer and marks gaps.
+//
+// The gap proof, per stream with messages: when the first message is the
+// cursor's immediate successor (same millisecond, next sequence) nothing
+// can lie between them. Otherwise one pipelined gapScript per such stream
+// asks whether the cursor entry is still held (then, since Redis removes
+// only from the head, nothing after it was removed). If it is not, the
+// cursor must be exactly the newest entry ever removed (the gateway records
+// it as max-deleted-entry-id), else messages after it are gone or it was
+// never in this stream (Redis was reset). From 0-0, a gap means anything
+// was ever removed: entries-added > length.
+func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStream) ([]Batch, error) {
+	after := make(map[string]ID, len(cursors))
+	for _, c := range cursors {
+		after[c.Channel] = c.After
+	}
+	out := make([]Batch, 0, len(res))
+	var probe []int // indexes into out
+	for _, s := range res {
+		b := Batch{Channel: r.channelOf(s.Stream), Messages: messagesOf(s.Messages)}
+		if len(b.Messages) == 0 {
+			continue
+		}
+		cur := after[b.Channel]
+		if cur.IsZero() || b.Messages[0].ID != cur.Next() {
+			probe = append(probe, len(out))
+		}
+		out = append(out, b)
+	}
+	if len(probe) == 0 {
+		return out, nil
+	}
+	calls := make([]scriptCall, len(probe))
+	for i, j := range probe {
+		ch := out[j].Channel
+		calls[i] = scriptCall{keys: []string{r.streamKey(ch)}, args: []any{after[ch].String()}}
+	}
+	cmds := evalPipelined(ctx, r.client, gapScript, calls)
+	for i, j := range probe {
+		vals, err := cmds[i].Slice()
+		if err != nil {
+			return nil, r.wrap(ctx, err)
+		}
+		gap, err := gapOf(after[out[j].Channel], vals)
+		if err != nil {
+			return nil, err
+		}
+		out[j].Gap = gap
+	}
+	return out, nil
+}
+
+// gapOf reads gapScript's answer for cursor cur.
+func gapOf(cur ID, vals []any) (bool, error) {
+	if len(vals) == 1 {
+		return false, nil // the cursor entry is held
+	}
+	if len(vals) != 4 {
+		return false, fmt.Errorf("backlog: gap probe returned %v", vals)
+	}
+	maxDel, _ := vals[1].(string)
+	added, _ := vals[2].(int64)
+	length, _ := vals[3].(int64)
+	if cur.IsZero() {
+		return added > length, nil
+	}
+	removed, err := ParseID(maxDel)
+	if err != nil {
+		return false, fmt.Errorf("backlog: gap probe returned max-deleted-entry-id %q", maxDel)
+	}
+	return cur != removed, nil
+}

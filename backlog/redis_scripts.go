@@ -1,0 +1,147 @@
+package backlog
+
+import (
+	"context"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The Lua scripts behind Create, Append and TrimExpired, and the gap probe
+// behind Read. Each touches only the two keys of one channel, which share a
+// Cluster hash tag, so every script is Cluster-safe: KEYS[1] is the meta
+// hash, KEYS[2] the stream (the probe takes only the stream).
+//
+// The gateway records every removal it makes in the stream's own
+// max-deleted-entry-id (XSETID ... MAXDELETEDID), because Redis 7 updates
+// that field on XDEL but not when XADD MAXLEN or XTRIM trims. Read's gap
+// proof relies on it; see docs/redis.md.
+
+// createScript makes the meta hash unless it exists. ARGV: max_len,
+// retention_ms. created_ms is Redis's clock, the same clock as entry IDs.
+// Returns 1 when created, 0 when the channel existed.
+var createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'max_len', ARGV[1], 'retention_ms', ARGV[2],
+  'created_ms', string.format('%d', ms))
+return 1
+`)
+
+// appendScript adds ARGV[1] as field data and trims to max_len exactly.
+// When it trims, it first reads the newest entry that will go (usually a
+// single XRANGE COUNT 1) and records it as max-deleted-entry-id. Returns
+// the new ID, or nil when the channel does not exist.
+var appendScript = redis.NewScript(`
+local ml = redis.call('HGET', KEYS[1], 'max_len')
+if not ml then return false end
+ml = tonumber(ml)
+if ml <= 0 then
+  return redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
+end
+local len = redis.call('XLEN', KEYS[2])
+if len < ml then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
+end
+local gone = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', len - ml + 1)
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
+redis.call('XSETID', KEYS[2], id, 'MAXDELETEDID', gone[#gone][1])
+return id
+`)
+
+// luaIDHelpers parses and compares IDs. Sequence numbers above 2^53 lose
+// precision in Lua numbers; only a hand-made ID can have one.
+const luaIDHelpers = `
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function field(info, name)
+  for i = 1, #info, 2 do
+    if info[i] == name then return info[i + 1] end
+  end
+end
+`
+
+// trimScript drops entries older than the channel's retention_ms, judged by
+// Redis's clock, and records the newest one dropped. Returns the number
+// dropped, -1 when the channel is gone, -2 when it has no retention.
+var trimScript = redis.NewScript(luaIDHelpers + `
+local r = redis.call('HGET', KEYS[1], 'retention_ms')
+if not r then return -1 end
+r = tonumber(r)
+if r <= 0 then return -2 end
+local t = redis.call('TIME')
+local minms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - r
+if minms <= 0 then return 0 end
+local minid = string.format('%d-0', minms)
+local newest = redis.call('XREVRANGE', KEYS[2], '(' .. minid, '-', 'COUNT', 1)
+if #newest == 0 then return 0 end
+local n = redis.call('XTRIM', KEYS[2], 'MINID', minid)
+local info = redis.call('XINFO', 'STREAM', KEYS[2])
+if less(field(info, 'max-deleted-entry-id'), newest[1][1]) then
+  redis.call('XSETID', KEYS[2], field(info, 'last-generated-id'),
+    'MAXDELETEDID', newest[1][1])
+end
+return n
+`)
+
+// gapScript tells Read whether messages after cursor ARGV[1] were removed.
+// Returns {1} when the cursor entry is still held, else {0,
+// max-deleted-entry-id, entries-added, length} ({0, '0-0', 0, 0} when the
+// stream is gone).
+var gapScript = redis.NewScript(`
+if ARGV[1] ~= '0-0' and #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then
+  return {1}
+end
+local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
+if info['err'] then return {0, '0-0', 0, 0} end
+local out = {0, '0-0', 0, 0}
+for i = 1, #info, 2 do
+  if info[i] == 'max-deleted-entry-id' then out[2] = info[i + 1]
+  elseif info[i] == 'entries-added' then out[3] = info[i + 1]
+  elseif info[i] == 'length' then out[4] = info[i + 1] end
+end
+return out
+`)
+
+// scriptCall is one invocation in evalPipelined.
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
+// evalPipelined runs script once per call in one pipeline by EVALSHA.
+// When Redis lost the script (a restart, SCRIPT FLUSH), it loads it and
+// runs the pipeline again; the scripts are safe to repeat.
+func evalPipelined(ctx context.Context, c redis.UniversalClient, script *redis.Script, calls []scriptCall) []*redis.Cmd {
+	for attempt := 0; ; attempt++ {
+		pipe := c.Pipeline()
+		cmds := make([]*redis.Cmd, len(calls))
+		for i, call := range calls {
+			cmds[i] = script.EvalSha(ctx, pipe, call.keys, call.args...)
+		}
+		pipe.Exec(ctx) // errors are read per command
+		if attempt > 0 || !anyNoScript(cmds) {
+			return cmds
+		}
+		if err := script.Load(ctx, c).Err(); err != nil {
+			return cmds
+		}
+	}
+}
+
+func anyNoScript(cmds []*redis.Cmd) bool {
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}

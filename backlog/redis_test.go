@@ -1,0 +1,284 @@
+package backlog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tslm/tslm/backlog"
+	"github.com/tslm/tslm/backlog/backlogtest"
+	"github.com/tslm/tslm/internal/redistest"
+)
+
+var prefixSeq atomic.Int64
+
+// newRedis returns a backlog with its own key prefix on srv, so that tests
+// can share one server.
+func newRedis(t *testing.T, srv *redistest.Server, cfg backlog.RedisConfig) *backlog.Redis {
+	t.Helper()
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = fmt.Sprintf("test%d:", prefixSeq.Add(1))
+	}
+	r := backlog.NewRedis(srv.Client(), cfg)
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func TestRedisConformance(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	backlogtest.Run(t, func(t *testing.T) backlog.Log {
+		return newRedis(t, srv, backlog.RedisConfig{})
+	})
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func create(t *testing.T, ctx context.Context, l backlog.Log, ch string, cfg backlog.ChannelConfig) {
+	t.Helper()
+	if created, err := l.Create(ctx, ch, cfg); err != nil || !created {
+		t.Fatalf("Create(%s) = %v, %v", ch, created, err)
+	}
+}
+
+func appendN(t *testing.T, ctx context.Context, l backlog.Log, ch string, n int) []backlog.ID {
+	t.Helper()
+	ids := make([]backlog.ID, n)
+	for i := range ids {
+		id, err := l.Append(ctx, ch, fmt.Appendf(nil, `{"n":%d}`, i))
+		if err != nil {
+			t.Fatalf("Append #%d: %v", i, err)
+		}
+		ids[i] = id
+	}
+	return ids
+}
+
+// readOne reads ch after cur until a batch arrives, retrying errors while
+// the server comes back.
+func readOne(t *testing.T, ctx context.Context, l backlog.Log, ch string, cur backlog.ID) backlog.Batch {
+	t.Helper()
+	var lastErr error
+	for ctx.Err() == nil {
+		batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: cur}}, 100)
+		if err != nil {
+			lastErr = err
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if len(batches) == 1 {
+			return batches[0]
+		}
+		if len(batches) > 1 {
+			t.Fatalf("batches = %+v, want one", batches)
+		}
+	}
+	t.Fatalf("no batch for %s after %v: %v", ch, cur, lastErr)
+	return backlog.Batch{}
+}
+
+func TestRedisRestartWithAOFKeepsIDsAndContinuity(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	if !srv.CanRestart() {
+		t.Skip("needs a restartable redis-server")
+	}
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{})
+	create(t, ctx, r, "prices", backlog.ChannelConfig{MaxLen: 3})
+	ids := appendN(t, ctx, r, "prices", 5) // ids[0] and ids[1] are trimmed
+	srv.Restart()
+
+	info, err := r.Info(ctx, "prices")
+	for i := 0; err != nil && i < 50; i++ { // pooled connections died with the server
+		time.Sleep(20 * time.Millisecond)
+		info, err = r.Info(ctx, "prices")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Length != 3 || info.FirstID != ids[2] || info.LastID != ids[4] || info.Config.MaxLen != 3 {
+		t.Errorf("info after restart = %+v, want 3 messages %v..%v, MaxLen 3", info, ids[2], ids[4])
+	}
+	page, err := r.Range(ctx, "prices", ids[2], 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !page.Continuous || len(page.Messages) != 2 || page.Messages[0].ID != ids[3] {
+		t.Errorf("range after %v = %+v, want ids[3:] continuous", ids[2], page)
+	}
+	next := appendN(t, ctx, r, "prices", 1)[0]
+	if !ids[4].Less(next) {
+		t.Errorf("id after restart %v not after %v", next, ids[4])
+	}
+	// The record of the newest trimmed entry survived in the AOF: a cursor
+	// on it has lost nothing, one before it has.
+	if b := readOne(t, ctx, r, "prices", ids[2]); b.Gap {
+		t.Errorf("read after held %v reports a gap", ids[2])
+	}
+	if b := readOne(t, ctx, r, "prices", ids[0]); !b.Gap {
+		t.Errorf("read after %v, with %v trimmed since, reports no gap", ids[0], ids[1])
+	}
+}
+
+func TestRedisRestartEmptyBreaksContinuity(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: false})
+	if !srv.CanRestart() {
+		t.Skip("needs a restartable redis-server")
+	}
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{})
+	create(t, ctx, r, "prices", backlog.ChannelConfig{})
+	old := appendN(t, ctx, r, "prices", 3)
+	// Warm a reader connection so that the next Read meets a dead one.
+	if b := readOne(t, ctx, r, "prices", old[1]); b.Gap {
+		t.Fatalf("read before restart reports a gap: %+v", b)
+	}
+	srv.Restart()
+
+	var err error
+	for i := 0; i < 50; i++ {
+		if _, err = r.Info(ctx, "prices"); !errors.Is(err, backlog.ErrUnavailable) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !errors.Is(err, backlog.ErrNotFound) {
+		t.Fatalf("Info after an empty restart: %v, want ErrNotFound", err)
+	}
+	create(t, ctx, r, "prices", backlog.ChannelConfig{})
+	fresh := appendN(t, ctx, r, "prices", 2)
+	page, err := r.Range(ctx, "prices", old[2], 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.Continuous {
+		t.Errorf("range after %v, an id from before the reset, claims continuity", old[2])
+	}
+	b := readOne(t, ctx, r, "prices", old[2])
+	if !b.Gap || len(b.Messages) != 2 || b.Messages[0].ID != fresh[0] {
+		t.Errorf("read after the vanished cursor = %+v, want Gap with %v", b, fresh)
+	}
+}
+
+func TestRedisForeignEntriesAreReturnedAsIs(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "tslm:"})
+	create(t, ctx, r, "c", backlog.ChannelConfig{})
+	// A publisher writing straight to Redis, as docs/redis.md allows.
+	if err := srv.Client().Do(ctx, "XADD", "tslm:ch:{c}", "MAXLEN", "~", "10", "*", "data", "not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	page, err := r.Range(ctx, "c", backlog.Zero, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Messages) != 1 || string(page.Messages[0].Data) != "not json" || !page.Continuous {
+		t.Errorf("range = %+v, want the raw bytes %q, continuous", page, "not json")
+	}
+	b := readOne(t, ctx, r, "c", backlog.Zero)
+	if len(b.Messages) != 1 || string(b.Messages[0].Data) != "not json" || b.Gap {
+		t.Errorf("read = %+v, want the raw bytes %q without gap", b, "not json")
+	}
+}
+
+func TestRedisNoFalseGaps(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{})
+
+	t.Run("cursor is the newest trimmed entry", func(t *testing.T) {
+		create(t, ctx, r, "maxlen", backlog.ChannelConfig{MaxLen: 3})
+		ids := appendN(t, ctx, r, "maxlen", 6) // ids[2] is the newest trimmed
+		b := readOne(t, ctx, r, "maxlen", ids[2])
+		if b.Gap || len(b.Messages) != 3 {
+			t.Errorf("read after %v = %+v, want ids[3:] without gap", ids[2], b)
+		}
+		if b := readOne(t, ctx, r, "maxlen", ids[1]); !b.Gap {
+			t.Errorf("read after %v = %+v, want a gap", ids[1], b)
+		}
+	})
+	t.Run("channel emptied by retention", func(t *testing.T) {
+		create(t, ctx, r, "retained", backlog.ChannelConfig{Retention: 50 * time.Millisecond})
+		last := appendN(t, ctx, r, "retained", 3)[2]
+		time.Sleep(100 * time.Millisecond)
+		if err := r.TrimExpired(ctx); err != nil {
+			t.Fatal(err)
+		}
+		info, err := r.Info(ctx, "retained")
+		if err != nil || info.Length != 0 || info.LastID != last {
+			t.Fatalf("info = %+v, %v; want empty with LastID %v", info, err, last)
+		}
+		next := appendN(t, ctx, r, "retained", 1)[0]
+		b := readOne(t, ctx, r, "retained", info.LastID)
+		if b.Gap || len(b.Messages) != 1 || b.Messages[0].ID != next {
+			t.Errorf("read after LastID = %+v, want %v without gap", b, next)
+		}
+	})
+}
+
+func TestRedisDownIsUnavailableThenRecovers(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	if !srv.CanRestart() {
+		t.Skip("needs a restartable redis-server")
+	}
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{BlockInterval: 200 * time.Millisecond})
+	create(t, ctx, r, "c", backlog.ChannelConfig{})
+	head := appendN(t, ctx, r, "c", 1)[0]
+	readOne(t, ctx, r, "c", backlog.Zero) // leaves an idle reader behind
+	srv.Stop()
+
+	cursors := []backlog.Cursor{{Channel: "c", After: head}}
+	ops := []struct {
+		name string
+		fn   func() error
+	}{
+		{"Create", func() error { _, err := r.Create(ctx, "d", backlog.ChannelConfig{}); return err }},
+		{"Info", func() error { _, err := r.Info(ctx, "c"); return err }},
+		{"Append", func() error { _, err := r.Append(ctx, "c", []byte("1")); return err }},
+		{"Range", func() error { _, err := r.Range(ctx, "c", backlog.Zero, 10); return err }},
+		{"Tail", func() error { _, err := r.Tail(ctx, "c", 10); return err }},
+		{"Read", func() error { _, err := r.Read(ctx, cursors, 10); return err }},
+		{"TrimExpired", func() error { return r.TrimExpired(ctx) }},
+	}
+	for _, op := range ops {
+		start := time.Now()
+		err := op.fn()
+		if !errors.Is(err, backlog.ErrUnavailable) {
+			t.Errorf("%s with Redis down: %v, want ErrUnavailable", op.name, err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%s took %v to fail", op.name, d)
+		}
+	}
+
+	srv.Start()
+	got := make(chan backlog.Batch, 1)
+	go func() { got <- readOne(t, ctx, r, "c", head) }()
+	var id backlog.ID
+	var err error
+	for i := 0; i < 100; i++ {
+		if id, err = r.Append(ctx, "c", []byte(`{}`)); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("Append after Redis came back: %v", err)
+	}
+	select {
+	case b := <-got:
+		if b.Gap || len(b.Messages) != 1 || b.Messages[0].ID != id {
+			t.Errorf("read after recovery = %+v, want %v without gap", b, id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not recover after Redis came back")
+	}
+}
