@@ -106,7 +106,7 @@ type Batch struct {
 
 // Errors shared by every implementation; test with errors.Is.
 var (
-	ErrNotFound    = errors.New("backlog: channel not found")
+	ErrNotFound    = errors.New("channel not found")
 	ErrUnavailable = errors.New("backlog: storage unavailable")
 	ErrLimit       = errors.New("backlog: limit reached")
 	ErrClosed      = errors.New("backlog: closed")

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"errors"
+
+	"github.com/tslm/tslm/backlog"
 )
 
 // Code is an error code of the public protocol, shared by every transport
@@ -31,8 +33,8 @@ func CodeOf(err error) Code {
 		return CodeNotFound
 	case errors.Is(err, ErrLimit):
 		return CodeLimitExceeded
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed),
-		errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, backlog.ErrClosed),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return CodeUnavailable
 	}
 	return CodeInternal

@@ -154,7 +154,8 @@ type ChannelOptions struct {
 }
 
 // Create makes channel. created is false when it already existed, in which
-// case opts are ignored.
+// case its configuration is left as it was; opts are still validated, so a
+// bad request fails the same way whether or not the channel exists.
 func (h *Hub) Create(ctx context.Context, channel string, opts ChannelOptions) (created bool, err error) {
 	if !backlog.ValidChannel(channel) {
 		return false, ErrBadChannel

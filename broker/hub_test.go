@@ -317,15 +317,24 @@ func TestNonJSONPayloadBecomesString(t *testing.T) {
 	h := broker.New(log, broker.Config{})
 	defer h.Close()
 	create(t, h, "raw", 10)
-	// As a direct XADD of arbitrary bytes would leave it.
-	if _, err := log.Append(t.Context(), "raw", []byte("not json \xff")); err != nil {
-		t.Fatal(err)
+	cases := []struct{ stored, want string }{
+		{"not json \xff", `"not json \ufffd"`},
+		{"\"valid JSON, invalid UTF-8 \xff\"", `"\"valid JSON, invalid UTF-8 \ufffd\""`},
+		{`{"ok":true}`, `{"ok":true}`},
+	}
+	// As a direct XADD of arbitrary bytes would leave them.
+	for _, c := range cases {
+		if _, err := log.Append(t.Context(), "raw", []byte(c.stored)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rec := newRecorder()
-	subscribe(t, h, "raw", broker.From{Last: 1}, rec)
-	got := rec.waitFor(t, 1)
-	if want := `"not json \ufffd"`; string(got[0].Data) != want {
-		t.Errorf("data = %s, want %s", got[0].Data, want)
+	subscribe(t, h, "raw", broker.From{Last: len(cases)}, rec)
+	got := rec.waitFor(t, len(cases))
+	for i, c := range cases {
+		if string(got[i].Data) != c.want {
+			t.Errorf("stored %q delivered as %s, want %s", c.stored, got[i].Data, c.want)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package broker
 import (
 	"encoding/json"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/tslm/tslm/backlog"
 )
@@ -62,10 +63,11 @@ func newGap(channel string, after backlog.ID) *Publication {
 
 // asJSON passes JSON through and turns anything else into a JSON string, so
 // that a publisher's malformed payload reaches clients instead of breaking
-// every frame it is embedded in. Invalid UTF-8 is replaced, as encoding/json
-// does.
+// every frame it is embedded in. json.Valid accepts invalid UTF-8 inside
+// strings, which would make WebSocket text frames invalid, so such payloads
+// become strings too, with the bad bytes replaced by U+FFFD.
 func asJSON(data []byte) []byte {
-	if json.Valid(data) {
+	if json.Valid(data) && utf8.Valid(data) {
 		return data
 	}
 	quoted, _ := json.Marshal(string(data)) // a string always marshals

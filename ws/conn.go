@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
@@ -110,6 +111,12 @@ func (c *conn) readLoop() {
 		}
 		if kind != websocket.TextMessage {
 			c.replyError("", &protocolError{code: broker.CodeBadRequest, message: "binary frames are not supported: send JSON in text frames"})
+			continue
+		}
+		// JSON decoding tolerates invalid UTF-8 in strings; stored, it
+		// would break every subscriber's text frames.
+		if !utf8.Valid(frame) {
+			c.replyError("", &protocolError{code: broker.CodeBadRequest, message: "text frames must be UTF-8"})
 			continue
 		}
 		if c.legacy {
