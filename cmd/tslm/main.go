@@ -10,8 +10,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/caarlos0/env/v11"
-
 	"github.com/tslm/tslm/gateway"
 )
 
@@ -23,11 +21,8 @@ func main() {
 }
 
 func run() error {
-	cfg, err := env.ParseAsWithOptions[gateway.Config](env.Options{Prefix: gateway.Prefix})
+	cfg, err := loadConfig(nil)
 	if err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	level, _ := cfg.Level() // checked by Validate

@@ -1,0 +1,178 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// tslmBinary builds cmd/tslm once per test run.
+func tslmBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tslm-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "tslm")
+		out, err := exec.Command("go", "build", "-race", "-o", binPath, "github.com/tslm/tslm/cmd/tslm").CombinedOutput()
+		if err != nil {
+			buildErr = errors.New(string(out))
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building cmd/tslm: %v", buildErr)
+	}
+	return binPath
+}
+
+// process is the real gateway binary, with its JSON log lines collected.
+type process struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	lines  []map[string]any
+	stderr strings.Builder
+	exited chan error
+}
+
+func startBinary(t *testing.T, env map[string]string) *process {
+	t.Helper()
+	cmd := exec.Command(tslmBinary(t))
+	cmd.Env = append(os.Environ(), "TSLM_LOG_FORMAT=json", "TSLM_PUBLIC_ADDRS=127.0.0.1:0", "TSLM_INTERNAL_ADDRS=127.0.0.1:0")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: cmd, exited: make(chan error, 1)}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var line map[string]any
+			p.mu.Lock()
+			p.stderr.WriteString(sc.Text() + "\n")
+			if json.Unmarshal(sc.Bytes(), &line) == nil {
+				p.lines = append(p.lines, line)
+			}
+			p.mu.Unlock()
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+	})
+	return p
+}
+
+// addr waits for the "listening" log line of listener.
+func (p *process) addr(t *testing.T, listener string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, l := range p.logLines() {
+			if l["msg"] == "listening" && l["listener"] == listener {
+				return l["addr"].(string)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no listening line for %s; stderr:\n%s", listener, p.output())
+	return ""
+}
+
+func (p *process) logLines() []map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]map[string]any(nil), p.lines...)
+}
+
+func (p *process) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+func (p *process) wait(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case err := <-p.exited:
+		return err
+	case <-time.After(within):
+		t.Fatalf("process still running after %v; stderr:\n%s", within, p.output())
+		return nil
+	}
+}
+
+func TestBinaryServesAndDrainsOnSIGTERM(t *testing.T) {
+	p := startBinary(t, map[string]string{"TSLM_SHUTDOWN_GRACE": "5s"})
+	r := &replica{
+		publicURL: "ws://" + p.addr(t, "public") + "/v1/ws",
+		apiURL:    "http://" + p.addr(t, "internal"),
+	}
+	var memoryWarnings int
+	for _, l := range p.logLines() {
+		if msg, _ := l["msg"].(string); strings.Contains(msg, "in-memory backlog") && strings.Contains(msg, "not durable") {
+			memoryWarnings++
+		}
+	}
+	if memoryWarnings != 1 {
+		t.Errorf("start-up logged the in-memory warning %d times, want once:\n%s", memoryWarnings, p.output())
+	}
+
+	r.create(t, "bin", nil)
+	cl := dial(t, r.publicURL)
+	cl.subscribe("bin", nil)
+	id := r.publish(t, "bin", "hello")
+	cl.expect(map[string]any{"type": "message", "id": id, "data": "hello"})
+
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	cl.expectClose(websocket.CloseGoingAway)
+	if err := p.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v, want status 0; stderr:\n%s", err, p.output())
+	}
+}
+
+func TestBinaryRefusesBadConfig(t *testing.T) {
+	cases := map[string]string{
+		"TSLM_SEND_QUEUE":   "many",
+		"TSLM_PUBLIC_ALLOW": "subscribe,destroy",
+		"TSLM_PUBLIC_ADDRS": "127.0.0.1:99999",
+	}
+	for name, value := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := startBinary(t, map[string]string{name: value})
+			err := p.wait(t, 30*time.Second)
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+				t.Fatalf("%s=%s: exit %v, want a failure", name, value, err)
+			}
+			if !strings.Contains(p.output(), name) {
+				t.Errorf("%s=%s: stderr does not name the variable:\n%s", name, value, p.output())
+			}
+		})
+	}
+}
