@@ -204,14 +204,15 @@ func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
 }
 
 // parseMeta reads HMGET max_len retention_ms created_ms; ok is false when
-// the meta does not exist.
+// the meta does not exist (HMGET then answers three nils). A missing or
+// malformed field reads as 0.
 func parseMeta(vals []any) (info Info, ok bool) {
 	num := func(v any) int64 {
 		s, _ := v.(string)
 		n, _ := strconv.ParseInt(s, 10, 64)
 		return n
 	}
-	if len(vals) != 3 || vals[2] == nil {
+	if len(vals) != 3 || (vals[0] == nil && vals[1] == nil && vals[2] == nil) {
 		return Info{}, false
 	}
 	info.Config.MaxLen = num(vals[0])

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/backlog/backlogtest"
 	"github.com/tslm/tslm/internal/redistest"
@@ -280,5 +283,43 @@ func TestRedisDownIsUnavailableThenRecovers(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Read did not recover after Redis came back")
+	}
+}
+
+func TestNewRedisClient(t *testing.T) {
+	for _, c := range []struct {
+		url     string
+		wantErr bool
+	}{
+		{"redis://127.0.0.1:1/0", false},
+		{"rediss://user:pw@redis.example:6380/2", false},
+		{"redis://127.0.0.1:1/0?pool_size=3", false},
+		{"http://127.0.0.1:6379", true},
+		{"redis://127.0.0.1:1/notadb", true},
+	} {
+		t.Run(c.url, func(t *testing.T) {
+			client, err := backlog.NewRedisClient(c.url)
+			if (err != nil) != c.wantErr {
+				t.Fatalf("NewRedisClient(%q) error = %v, want error %v", c.url, err, c.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			defer client.Close()
+			opt := client.(*redis.Client).Options()
+			if !opt.ContextTimeoutEnabled {
+				t.Error("ContextTimeoutEnabled is off")
+			}
+			wantPool := 10*runtime.GOMAXPROCS(0) + 64
+			if strings.Contains(c.url, "pool_size=3") {
+				wantPool = 3
+			}
+			if opt.PoolSize != wantPool {
+				t.Errorf("PoolSize = %d, want %d", opt.PoolSize, wantPool)
+			}
+			if strings.HasPrefix(c.url, "rediss:") && opt.TLSConfig == nil {
+				t.Error("rediss:// without TLS")
+			}
+		})
 	}
 }
