@@ -1,0 +1,106 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+// TestComposeTopology parses docker-compose.yml with the compose-spec loader
+// (no Docker engine runs in CI) and checks the topology the README promises:
+// Redis with AOF, several gateway replicas on it, and a load balancer over
+// all of them without stickiness.
+func TestComposeTopology(t *testing.T) {
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
+		cli.WithWorkingDirectory(root), cli.WithName("tslm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	project, err := opts.LoadProject(t.Context())
+	if err != nil {
+		t.Fatalf("docker-compose.yml does not load: %v", err)
+	}
+
+	redis, err := project.GetService("redis")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd := strings.Join(redis.Command, " "); !strings.Contains(cmd, "--appendonly yes") {
+		t.Errorf("redis command %q does not enable AOF", cmd)
+	}
+
+	var replicas []types.ServiceConfig
+	for _, s := range project.Services {
+		if strings.HasPrefix(s.Name, "tslm-") {
+			replicas = append(replicas, s)
+		}
+	}
+	if len(replicas) < 2 {
+		t.Fatalf("%d gateway replicas, want several", len(replicas))
+	}
+	for _, r := range replicas {
+		env := r.Environment
+		if url := env["TSLM_REDIS_URL"]; url == nil || !strings.HasPrefix(*url, "redis://redis:") {
+			t.Errorf("%s: TSLM_REDIS_URL = %v, want the redis service", r.Name, url)
+		}
+		if r.Build == nil {
+			t.Errorf("%s is not built from this repository", r.Name)
+		}
+		if _, ok := r.DependsOn["redis"]; !ok {
+			t.Errorf("%s does not depend on redis", r.Name)
+		}
+		for _, p := range r.Ports {
+			if p.Target == 8081 && p.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes the internal listener on %q, want loopback only", r.Name, p.HostIP)
+			}
+		}
+	}
+
+	lb, err := project.GetService("lb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range replicas {
+		if _, ok := lb.DependsOn[r.Name]; !ok {
+			t.Errorf("lb does not depend on %s", r.Name)
+		}
+	}
+	if len(lb.Volumes) == 0 {
+		t.Fatal("lb mounts no configuration")
+	}
+	conf, err := os.ReadFile(lb.Volumes[0].Source)
+	if err != nil {
+		t.Fatalf("lb configuration: %v", err)
+	}
+	checkNginx(t, string(conf), replicas)
+}
+
+// checkNginx checks that the balancer proxies WebSocket upgrades to every
+// replica's public port, round-robin (no ip_hash, no sticky cookie).
+func checkNginx(t *testing.T, conf string, replicas []types.ServiceConfig) {
+	t.Helper()
+	for _, r := range replicas {
+		if !regexp.MustCompile(`server\s+` + regexp.QuoteMeta(r.Name) + `:8080\b`).MatchString(conf) {
+			t.Errorf("nginx upstream lacks %s:8080", r.Name)
+		}
+	}
+	for _, want := range []string{"proxy_set_header Upgrade $http_upgrade", "proxy_set_header Connection $connection_upgrade", "proxy_http_version 1.1"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nginx configuration lacks %q", want)
+		}
+	}
+	for _, sticky := range []string{"ip_hash", "sticky", "hash "} {
+		if strings.Contains(conf, sticky) {
+			t.Errorf("nginx configuration is sticky (%s)", sticky)
+		}
+	}
+}
