@@ -2,9 +2,50 @@ package gateway
 
 import (
 	"context"
-	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tslm/tslm/backlog"
 )
 
-var errRedisNotBuilt = errors.New("TSLM_REDIS_URL: the Redis backlog is not built yet")
+// openRedis connects the Redis backlog. A Redis that is down at start is
+// not fatal: the gateway starts not-ready, subscribers connect, and the
+// readers retry with backoff, as they do when Redis goes away later.
+func (g *Gateway) openRedis(ctx context.Context) error {
+	client, err := backlog.NewRedisClient(g.cfg.RedisURL)
+	if err != nil {
+		return fmt.Errorf("%sREDIS_URL: %w", Prefix, err)
+	}
+	r := backlog.NewRedis(client, backlog.RedisConfig{IdleReaders: g.cfg.Readers})
+	g.log = closeBoth{Redis: r, client: client}
+	g.ready = func(ctx context.Context) error { return client.Ping(ctx).Err() }
+	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := g.ready(pingCtx); err != nil {
+		g.logger.Error("Redis backlog unreachable at start; retrying in the background", "err", err)
+	} else {
+		g.logger.Info("using the Redis backlog", "addr", redisAddr(client))
+	}
+	return nil
+}
 
-func (g *Gateway) openRedis(context.Context) error { return errRedisNotBuilt }
+// closeBoth closes the client the gateway opened along with the backlog,
+// which does not own it.
+type closeBoth struct {
+	*backlog.Redis
+	client redis.UniversalClient
+}
+
+func (c closeBoth) Close() error {
+	c.Redis.Close()
+	return c.client.Close()
+}
+
+func redisAddr(c redis.UniversalClient) string {
+	if cl, ok := c.(*redis.Client); ok {
+		return cl.Options().Addr
+	}
+	return "cluster"
+}
