@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -33,9 +32,15 @@ type Config struct {
 	// backlog, so it trades memory for backlog reads, never for loss.
 	// 0 means 4096.
 	ReplayBuffer int
-	// Readers is the number of goroutines following the backlog, each over
-	// a share of the channels that have local subscribers; 0 means 4.
+	// Readers is the least number of goroutines following the backlog,
+	// each with one blocking Read over its share of the channels that have
+	// local subscribers; 0 means 4.
 	Readers int
+	// ReaderChannels is how many channels a reader follows before another
+	// reader is started: the cost of one Read grows with its channels
+	// (docs/benchmarks.md), so this bounds the work redone on every wake-up.
+	// 0 means 500.
+	ReaderChannels int
 	// ReadBatch bounds the messages one Read returns per channel; 0 means 1000.
 	ReadBatch int
 	// TrimInterval is how often retention is applied; 0 means 1m.
@@ -65,6 +70,7 @@ func (c *Config) setDefaults() {
 	def(&c.ReplayPage, 500)
 	def(&c.ReplayBuffer, 4096)
 	def(&c.Readers, 4)
+	def(&c.ReaderChannels, 500)
 	def(&c.ReadBatch, 1000)
 	if c.TrimInterval <= 0 {
 		c.TrimInterval = time.Minute
@@ -85,7 +91,8 @@ type Hub struct {
 	channels map[string]*channelState // channels with local subscribers
 	closed   bool
 
-	readers []*reader
+	readers []*reader // guarded by mu; only grows
+	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
@@ -102,6 +109,7 @@ type hubStats struct {
 // Stats is a snapshot of the hub's counters, for metrics.
 type Stats struct {
 	Channels      int   // channels with local subscribers
+	Readers       int   // reader goroutines started
 	Subscriptions int64 // open subscriptions
 	Delivered     int64 // messages handed to sinks, replay included
 	Gaps          int64 // gap notices handed to sinks
@@ -112,12 +120,12 @@ type Stats struct {
 func New(log backlog.Log, cfg Config) *Hub {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Hub{cfg: cfg, log: log, channels: make(map[string]*channelState), cancel: cancel}
+	h := &Hub{cfg: cfg, log: log, channels: make(map[string]*channelState), ctx: ctx, cancel: cancel}
+	h.mu.Lock()
 	for range cfg.Readers {
-		r := newReader(h)
-		h.readers = append(h.readers, r)
-		h.wg.Go(func() { r.run(ctx) })
+		h.startReaderLocked()
 	}
+	h.mu.Unlock()
 	h.wg.Go(func() { h.trimLoop(ctx) })
 	return h
 }
@@ -136,10 +144,11 @@ func (h *Hub) Close() error {
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
-	n := len(h.channels)
+	n, readers := len(h.channels), len(h.readers)
 	h.mu.Unlock()
 	return Stats{
 		Channels:      n,
+		Readers:       readers,
 		Subscriptions: h.stats.subscriptions.Load(),
 		Delivered:     h.stats.delivered.Load(),
 		Gaps:          h.stats.gaps.Load(),
@@ -275,7 +284,7 @@ func (h *Hub) acquire(ctx context.Context, name string) (*channelState, error) {
 	}
 	c, ok := h.channels[name]
 	if !ok {
-		c = &channelState{name: name, reader: h.readerFor(name), ready: make(chan struct{})}
+		c = &channelState{name: name, reader: h.readerForLocked(), ready: make(chan struct{})}
 		h.channels[name] = c
 	}
 	c.refs++
@@ -314,15 +323,35 @@ func (h *Hub) release(c *channelState) {
 		return
 	}
 	delete(h.channels, c.name)
+	c.reader.load--
 	if c.initErr == nil {
 		c.reader.unfollow(c)
 	}
 }
 
-func (h *Hub) readerFor(channel string) *reader {
-	f := fnv.New32a()
-	f.Write([]byte(channel))
-	return h.readers[f.Sum32()%uint32(len(h.readers))]
+// readerForLocked picks the least loaded reader for a new channel, starting
+// another when every reader follows ReaderChannels channels already.
+// It expects h.mu held.
+func (h *Hub) readerForLocked() *reader {
+	least := h.readers[0]
+	for _, r := range h.readers[1:] {
+		if r.load < least.load {
+			least = r
+		}
+	}
+	if least.load >= h.cfg.ReaderChannels {
+		least = h.startReaderLocked()
+	}
+	least.load++
+	return least
+}
+
+// startReaderLocked expects h.mu held and the hub open.
+func (h *Hub) startReaderLocked() *reader {
+	r := newReader(h)
+	h.readers = append(h.readers, r)
+	h.wg.Go(func() { r.run(h.ctx) })
+	return r
 }
 
 func (h *Hub) trimLoop(ctx context.Context) {

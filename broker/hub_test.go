@@ -365,3 +365,23 @@ func TestCreateValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestReadersGrowWithChannels(t *testing.T) {
+	h, _ := newHub(t, broker.Config{Readers: 1, ReaderChannels: 3})
+	var recs []*recorder
+	for i := range 7 {
+		ch := fmt.Sprintf("grow%d", i)
+		create(t, h, ch, 10)
+		rec := newRecorder()
+		subscribe(t, h, ch, broker.From{}, rec)
+		recs = append(recs, rec)
+	}
+	if got := h.Stats().Readers; got != 3 {
+		t.Errorf("7 channels at 3 per reader started %d readers, want 3", got)
+	}
+	// Every channel is followed by some reader.
+	for i, rec := range recs {
+		ids := publish(t, h, fmt.Sprintf("grow%d", i), 1)
+		checkSequence(t, rec.waitFor(t, 1), ids)
+	}
+}

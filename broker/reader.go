@@ -12,10 +12,12 @@ import (
 
 // reader follows a share of the hub's channels with one blocking Read over
 // all of them at a time, and fans what it reads out to their subscribers.
-// Splitting channels across a few readers bounds the size of each Read and
-// keeps one slow fan-out from delaying every channel.
+// Splitting channels across readers bounds the size of each Read, which is
+// redone on every wake-up, and keeps one slow fan-out from delaying every
+// channel.
 type reader struct {
-	hub *Hub
+	hub  *Hub
+	load int // channels assigned; guarded by hub.mu
 
 	mu       sync.Mutex
 	channels map[*channelState]backlog.ID // followed channels and their cursors

@@ -40,6 +40,7 @@ type Config struct {
 	MaxChannels           int           `env:"MAX_CHANNELS" envDefault:"100000"`
 	ReplayBuffer          int           `env:"REPLAY_BUFFER" envDefault:"4096"`
 	Readers               int           `env:"READERS" envDefault:"4"`
+	ReaderChannels        int           `env:"READER_CHANNELS" envDefault:"500"`
 	TrimInterval          time.Duration `env:"TRIM_INTERVAL" envDefault:"1m"`
 
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
@@ -72,6 +73,7 @@ func (c *Config) Validate() error {
 		{"MAX_CHANNELS", float64(c.MaxChannels)},
 		{"REPLAY_BUFFER", float64(c.ReplayBuffer)},
 		{"READERS", float64(c.Readers)},
+		{"READER_CHANNELS", float64(c.ReaderChannels)},
 		{"TRIM_INTERVAL", float64(c.TrimInterval)},
 	}
 	for _, p := range positive {

@@ -59,6 +59,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 		MaxRetention:     cfg.ChannelRetentionLimit,
 		ReplayBuffer:     cfg.ReplayBuffer,
 		Readers:          cfg.Readers,
+		ReaderChannels:   cfg.ReaderChannels,
 		TrimInterval:     cfg.TrimInterval,
 		Logger:           logger,
 	})
