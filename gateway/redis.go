@@ -18,7 +18,9 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%sREDIS_URL: %w", Prefix, err)
 	}
-	r := backlog.NewRedis(client, backlog.RedisConfig{IdleReaders: g.cfg.Readers})
+	// Every hub reader holds one dedicated connection between its Reads;
+	// the cap only bounds connections left over when readers are fewer.
+	r := backlog.NewRedis(client, backlog.RedisConfig{IdleReaders: 1024})
 	g.log = closeBoth{Redis: r, client: client}
 	g.ready = func(ctx context.Context) error { return client.Ping(ctx).Err() }
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
