@@ -363,3 +363,45 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// frameOrErr is one result of a pump.
+type frameOrErr struct {
+	f   map[string]any
+	err error
+}
+
+// pump reads frames on a goroutine until the connection ends, so that
+// pings are answered while the test does something else. After pump, read
+// frames with pumped, never with read.
+func (c *client) pump() <-chan frameOrErr {
+	out := make(chan frameOrErr, 1024)
+	go func() {
+		defer close(out)
+		for {
+			f, err := c.next(time.Hour)
+			out <- frameOrErr{f, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// pumped returns the next frame from a pump.
+func pumped(t testing.TB, frames <-chan frameOrErr) map[string]any {
+	t.Helper()
+	select {
+	case r, ok := <-frames:
+		if !ok {
+			t.Fatal("pump ended")
+		}
+		if r.err != nil {
+			t.Fatalf("read: %v", r.err)
+		}
+		return r.f
+	case <-time.After(readTimeout):
+		t.Fatal("timed out waiting for a frame")
+	}
+	return nil
+}
