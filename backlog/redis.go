@@ -76,8 +76,10 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 // NewRedisClient connects to a redis:// or rediss:// URL (see
 // redis.ParseURL for its query options). It turns ContextTimeoutEnabled on,
 // so that ctx deadlines bound every command, and unless the URL sets
-// pool_size it sizes the pool at 10 per CPU plus 64 for blocking Reads,
-// each of which holds a connection for up to its BlockInterval.
+// pool_size it sizes the pool at 10 per CPU plus 1024 for blocking Reads:
+// each hub reader holds one connection for good, and their number grows
+// with the channels followed. Connections are opened lazily, so the
+// headroom costs nothing until it is used.
 func NewRedisClient(url string) (redis.UniversalClient, error) {
 	opt, err := redis.ParseURL(url)
 	if err != nil {
@@ -85,7 +87,7 @@ func NewRedisClient(url string) (redis.UniversalClient, error) {
 	}
 	opt.ContextTimeoutEnabled = true
 	if !strings.Contains(url, "pool_size=") {
-		opt.PoolSize = 10*runtime.GOMAXPROCS(0) + 64
+		opt.PoolSize = 10*runtime.GOMAXPROCS(0) + 1024
 	}
 	return redis.NewClient(opt), nil
 }

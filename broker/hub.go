@@ -39,7 +39,7 @@ type Config struct {
 	// ReaderChannels is how many channels a reader follows before another
 	// reader is started: the cost of one Read grows with its channels
 	// (docs/benchmarks.md), so this bounds the work redone on every wake-up.
-	// 0 means 500.
+	// 0 means 100.
 	ReaderChannels int
 	// ReadBatch bounds the messages one Read returns per channel; 0 means 1000.
 	ReadBatch int
@@ -70,7 +70,7 @@ func (c *Config) setDefaults() {
 	def(&c.ReplayPage, 500)
 	def(&c.ReplayBuffer, 4096)
 	def(&c.Readers, 4)
-	def(&c.ReaderChannels, 500)
+	def(&c.ReaderChannels, 100)
 	def(&c.ReadBatch, 1000)
 	if c.TrimInterval <= 0 {
 		c.TrimInterval = time.Minute

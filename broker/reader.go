@@ -21,6 +21,7 @@ type reader struct {
 
 	mu       sync.Mutex
 	channels map[*channelState]backlog.ID // followed channels and their cursors
+	changed  bool                         // channels changed since run last looked
 	cancel   context.CancelFunc           // interrupts the Read in flight
 	wake     chan struct{}                // signals an idle reader; cap 1
 }
@@ -47,6 +48,7 @@ func (r *reader) unfollow(c *channelState) {
 
 // changedLocked expects r.mu held.
 func (r *reader) changedLocked() {
+	r.changed = true
 	if r.cancel != nil {
 		r.cancel()
 	}
@@ -58,17 +60,25 @@ func (r *reader) changedLocked() {
 
 func (r *reader) run(ctx context.Context) {
 	var (
+		// The Read arguments are rebuilt only when the set of channels
+		// changes, and cursors advance in place: a wake-up costs the
+		// channels it delivers, not every channel followed.
 		cursors []backlog.Cursor
-		states  = make(map[string]*channelState)
+		states  []*channelState // parallel to cursors
+		index   = make(map[string]int)
 		backoff time.Duration
 	)
 	for ctx.Err() == nil {
 		r.mu.Lock()
-		cursors = cursors[:0]
-		clear(states)
-		for c, id := range r.channels {
-			cursors = append(cursors, backlog.Cursor{Channel: c.name, After: id})
-			states[c.name] = c
+		if r.changed {
+			r.changed = false
+			cursors, states = cursors[:0], states[:0]
+			clear(index)
+			for c, id := range r.channels {
+				index[c.name] = len(cursors)
+				cursors = append(cursors, backlog.Cursor{Channel: c.name, After: id})
+				states = append(states, c)
+			}
 		}
 		readCtx, cancel := context.WithCancel(ctx)
 		r.cancel = cancel
@@ -99,30 +109,22 @@ func (r *reader) run(ctx context.Context) {
 		}
 		backoff = 0
 		for _, b := range batches {
-			c := states[b.Channel]
-			if c == nil {
+			i, ok := index[b.Channel]
+			if !ok {
 				continue
 			}
-			last := r.deliver(c, b, cursorOf(cursors, b.Channel))
+			c := states[i]
+			cursors[i].After = r.deliver(c, b, cursors[i].After)
 			r.mu.Lock()
 			// A channel unfollowed during the Read is gone; if it was
 			// followed anew, that is another channelState with its own
 			// cursor.
 			if _, ok := r.channels[c]; ok {
-				r.channels[c] = last
+				r.channels[c] = cursors[i].After
 			}
 			r.mu.Unlock()
 		}
 	}
-}
-
-func cursorOf(cursors []backlog.Cursor, channel string) backlog.ID {
-	for _, c := range cursors {
-		if c.Channel == channel {
-			return c.After
-		}
-	}
-	return backlog.Zero
 }
 
 // deliver fans one batch out and returns the new cursor.

@@ -40,7 +40,7 @@ type Config struct {
 	MaxChannels           int           `env:"MAX_CHANNELS" envDefault:"100000"`
 	ReplayBuffer          int           `env:"REPLAY_BUFFER" envDefault:"4096"`
 	Readers               int           `env:"READERS" envDefault:"4"`
-	ReaderChannels        int           `env:"READER_CHANNELS" envDefault:"500"`
+	ReaderChannels        int           `env:"READER_CHANNELS" envDefault:"100"`
 	TrimInterval          time.Duration `env:"TRIM_INTERVAL" envDefault:"1m"`
 
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`

@@ -1,0 +1,186 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tslm/tslm/backlog"
+	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/internal/redistest"
+)
+
+// latencyHistogram counts latencies in buckets of 2^(1/4) growth from 1µs,
+// so that percentiles cost no allocation on the delivery path.
+type latencyHistogram struct {
+	buckets [120]atomic.Int64
+}
+
+func (h *latencyHistogram) record(d time.Duration) {
+	us := max(float64(d)/float64(time.Microsecond), 1)
+	i := min(int(4*math.Log2(us)), len(h.buckets)-1)
+	h.buckets[i].Add(1)
+}
+
+// percentile returns the upper bound of the bucket holding quantile q.
+func (h *latencyHistogram) percentile(q float64) time.Duration {
+	var total int64
+	for i := range h.buckets {
+		total += h.buckets[i].Load()
+	}
+	target := int64(math.Ceil(q * float64(total)))
+	var seen int64
+	for i := range h.buckets {
+		seen += h.buckets[i].Load()
+		if seen >= target && seen > 0 {
+			return time.Duration(math.Pow(2, float64(i+1)/4) * float64(time.Microsecond))
+		}
+	}
+	return 0
+}
+
+// timingSink counts deliveries and records publish-to-receive latency from
+// the publish time carried in the payload (a JSON number of Unix ns).
+type timingSink struct {
+	delivered *atomic.Int64
+	hist      *latencyHistogram
+}
+
+func (s timingSink) Deliver(p *broker.Publication) bool {
+	if sent, err := strconv.ParseInt(string(p.Data), 10, 64); err == nil {
+		s.hist.record(time.Duration(time.Now().UnixNano() - sent))
+	}
+	s.delivered.Add(1)
+	return true
+}
+
+func (s timingSink) Replay(_ context.Context, p *broker.Publication) error {
+	s.Deliver(p)
+	return nil
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// redisCPU is the server's own CPU time, from INFO cpu.
+func redisCPU(b *testing.B, c *redis.Client) time.Duration {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		for _, key := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+			if v, ok := strings.CutPrefix(line, key); ok {
+				f, _ := strconv.ParseFloat(v, 64)
+				total += f
+			}
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// BenchmarkRedisDelivery measures the path publishers care about: Append to
+// a Redis backlog, XREAD by the hub's readers, fan-out to subscribers. One
+// publisher appends as fast as its round trips allow, spread over the
+// channels; every op is one message. Reported: deliveries per second,
+// publish-to-receive latency percentiles, and CPU per delivered message in
+// the gateway process and in redis-server. The 10 000-channel cases compare
+// one reader over every channel with readers capped at 500 channels each.
+func BenchmarkRedisDelivery(b *testing.B) {
+	srv := redistest.Start(b, redistest.Options{})
+	cases := []struct {
+		name                string
+		channels, subs      int
+		readers, readerCaps int
+		rate                int // messages per second; 0: as fast as one publisher goes
+	}{
+		{"channels=1/subs=1000/full-speed", 1, 1000, 4, 500, 0},
+		{"channels=1/subs=1000/rate=1000", 1, 1000, 4, 500, 1000},
+		{"channels=1000/subs=1/full-speed", 1000, 1, 4, 500, 0},
+		{"channels=1000/subs=1/rate=1000", 1000, 1, 4, 500, 1000},
+		{"channels=10000/subs=1/rate=1000/reader-channels=10000", 10000, 1, 1, 10000, 1000},
+		{"channels=10000/subs=1/rate=1000/reader-channels=500", 10000, 1, 4, 500, 1000},
+		{"channels=10000/subs=1/rate=1000/reader-channels=100", 10000, 1, 4, 100, 1000},
+		{"channels=10000/subs=1/rate=1000/reader-channels=50", 10000, 1, 4, 50, 1000},
+	}
+	clientURL := srv.URL()
+	for i, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			uc, err := backlog.NewRedisClient(clientURL)
+			if err != nil {
+				b.Fatal(err)
+			}
+			client := uc.(*redis.Client)
+			defer client.Close()
+			log := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: fmt.Sprintf("bench%d:", i), IdleReaders: 1024})
+			defer log.Close()
+			hub := broker.New(log, broker.Config{Readers: c.readers, ReaderChannels: c.readerCaps})
+			defer hub.Close()
+			var delivered atomic.Int64
+			hist := new(latencyHistogram)
+			names := make([]string, c.channels)
+			for ch := range names {
+				names[ch] = fmt.Sprintf("c%d", ch)
+				if _, err := hub.Create(ctx, names[ch], broker.ChannelOptions{}); err != nil {
+					b.Fatal(err)
+				}
+				for range c.subs {
+					sub, _, err := hub.Subscribe(ctx, names[ch], broker.From{}, timingSink{&delivered, hist})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := sub.Replay(ctx); err != nil {
+						b.Fatal(err)
+					}
+					defer sub.Close()
+				}
+			}
+			cpu0, rcpu0, start := cpuTime(), redisCPU(b, client), time.Now()
+			b.ResetTimer()
+			n := 0
+			var tick *time.Ticker
+			if c.rate > 0 {
+				tick = time.NewTicker(time.Second / time.Duration(c.rate))
+				defer tick.Stop()
+			}
+			for b.Loop() {
+				if tick != nil {
+					<-tick.C
+				}
+				payload := strconv.AppendInt(nil, time.Now().UnixNano(), 10)
+				if _, err := hub.Publish(ctx, names[n%len(names)], payload); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			want := int64(n * c.subs)
+			deadline := time.Now().Add(time.Minute)
+			for delivered.Load() < want && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if got := delivered.Load(); got != want {
+				b.Fatalf("delivered %d, want %d", got, want)
+			}
+			b.ReportMetric(float64(want)/elapsed.Seconds(), "deliveries/s")
+			b.ReportMetric(float64(hist.percentile(0.5))/1e3, "p50-µs")
+			b.ReportMetric(float64(hist.percentile(0.99))/1e3, "p99-µs")
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(want), "gateway-cpu-ns/delivery")
+			b.ReportMetric(float64(redisCPU(b, client)-rcpu0)/float64(n), "redis-cpu-ns/msg")
+		})
+	}
+}
