@@ -310,7 +310,7 @@ func TestNewRedisClient(t *testing.T) {
 			if !opt.ContextTimeoutEnabled {
 				t.Error("ContextTimeoutEnabled is off")
 			}
-			wantPool := 10*runtime.GOMAXPROCS(0) + 64
+			wantPool := 10*runtime.GOMAXPROCS(0) + 1024
 			if strings.Contains(c.url, "pool_size=3") {
 				wantPool = 3
 			}
