@@ -1,0 +1,225 @@
+package ws
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func frames(sizes ...int) [][]byte {
+	out := make([][]byte, len(sizes))
+	for i, n := range sizes {
+		out[i] = []byte(strings.Repeat(string(rune('a'+i%26)), n))
+	}
+	return out
+}
+
+func TestSendQueueOffer(t *testing.T) {
+	tests := []struct {
+		name                string
+		maxFrames, maxBytes int
+		sizes               []int
+		want                []bool // offer's answer per frame
+	}{
+		{name: "up to the frame limit", maxFrames: 3, maxBytes: 100, sizes: []int{1, 1, 1, 1}, want: []bool{true, true, true, false}},
+		{name: "exactly the byte limit", maxFrames: 10, maxBytes: 10, sizes: []int{4, 6, 1}, want: []bool{true, true, false}},
+		{name: "one byte over", maxFrames: 10, maxBytes: 10, sizes: []int{4, 7, 6}, want: []bool{true, false, true}},
+		{name: "oversized frame enters an empty queue", maxFrames: 10, maxBytes: 10, sizes: []int{11, 1}, want: []bool{true, false}},
+		{name: "oversized frame waits for an empty queue", maxFrames: 10, maxBytes: 10, sizes: []int{1, 11}, want: []bool{true, false}},
+		{name: "empty frames count against frames", maxFrames: 2, maxBytes: 10, sizes: []int{0, 0, 0}, want: []bool{true, true, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newSendQueue(tt.maxFrames, tt.maxBytes)
+			var accepted [][]byte
+			for i, f := range frames(tt.sizes...) {
+				if got := q.offer(f); got != tt.want[i] {
+					t.Fatalf("offer #%d (%d bytes) = %v, want %v", i, len(f), got, tt.want[i])
+				} else if got {
+					accepted = append(accepted, f)
+				}
+			}
+			select {
+			case <-q.ready:
+			default:
+				t.Fatal("ready not signalled after an offer")
+			}
+			got := q.take(nil)
+			if len(got) != len(accepted) {
+				t.Fatalf("take returned %d frames, want %d", len(got), len(accepted))
+			}
+			for i := range got {
+				if string(got[i]) != string(accepted[i]) {
+					t.Errorf("frame %d = %q, want %q (order kept)", i, got[i], accepted[i])
+				}
+			}
+			// take emptied the queue: its limits apply afresh.
+			if q.bytes != 0 || len(q.frames) != 0 {
+				t.Errorf("after take: %d frames, %d bytes; want none", len(q.frames), q.bytes)
+			}
+			if !q.offer(make([]byte, tt.maxBytes)) {
+				t.Error("an emptied queue refused a frame of maxBytes")
+			}
+		})
+	}
+}
+
+func TestSendQueueTake(t *testing.T) {
+	q := newSendQueue(10, 100)
+	if got := q.take(nil); len(got) != 0 {
+		t.Errorf("take of an empty queue returned %d frames", len(got))
+	}
+	<-q.space // take signals room even when empty: pushers recheck
+	q.offer([]byte("a"))
+	q.offer([]byte("b"))
+	dst := make([][]byte, 0, 8)
+	got := q.take(dst)
+	if len(got) != 2 || &got[:1][0] != &dst[:1][0] {
+		t.Errorf("take returned %d frames in a new array, want 2 in dst's", len(got))
+	}
+	select {
+	case <-q.space:
+	default:
+		t.Error("take did not signal space")
+	}
+}
+
+func TestSendQueuePush(t *testing.T) {
+	const patience = 50 * time.Millisecond
+	full := func() *sendQueue {
+		q := newSendQueue(1, 100)
+		if !q.offer([]byte("x")) {
+			t.Fatal("offer to an empty queue refused")
+		}
+		return q
+	}
+
+	t.Run("fits at once", func(t *testing.T) {
+		q := newSendQueue(2, 100)
+		if err := q.push(context.Background(), []byte("a"), patience); err != nil {
+			t.Fatalf("push = %v, want nil", err)
+		}
+		if got := q.take(nil); len(got) != 1 || string(got[0]) != "a" {
+			t.Errorf("queued %q, want [a]", got)
+		}
+	})
+	t.Run("oversized into an empty queue", func(t *testing.T) {
+		q := newSendQueue(2, 4)
+		if err := q.push(context.Background(), []byte("too big"), patience); err != nil {
+			t.Fatalf("push = %v, want nil", err)
+		}
+	})
+	t.Run("waits for the writer", func(t *testing.T) {
+		q := full()
+		done := make(chan error, 1)
+		go func() { done <- q.push(context.Background(), []byte("y"), time.Minute) }()
+		select {
+		case err := <-done:
+			t.Fatalf("push into a full queue returned %v without waiting", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if got := q.take(nil); len(got) != 1 || string(got[0]) != "x" {
+			t.Fatalf("took %q, want [x]", got)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("push = %v after the writer took, want nil", err)
+		}
+		if got := q.take(nil); len(got) != 1 || string(got[0]) != "y" {
+			t.Errorf("queued %q, want [y]", got)
+		}
+	})
+	t.Run("gives up after patience", func(t *testing.T) {
+		q := full()
+		start := time.Now()
+		err := q.push(context.Background(), []byte("y"), patience)
+		if !errors.Is(err, errQueueStuck) {
+			t.Fatalf("push = %v, want errQueueStuck", err)
+		}
+		if d := time.Since(start); d < patience {
+			t.Errorf("gave up after %v, want at least %v", d, patience)
+		}
+		if len(q.frames) != 1 {
+			t.Errorf("%d frames queued, want the first only", len(q.frames))
+		}
+	})
+	t.Run("progress restarts patience", func(t *testing.T) {
+		// A full queue of ten 1-byte frames, a writer that takes one
+		// frame every patience/5, and a push that needs 8 bytes of room:
+		// it waits longer than patience in all, but never without
+		// progress for patience, so it must succeed.
+		const patience = 100 * time.Millisecond
+		q := newSendQueue(100, 10)
+		for _, f := range frames(1, 1, 1, 1, 1, 1, 1, 1, 1, 1) {
+			q.offer(f)
+		}
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			tick := time.NewTicker(patience / 5)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					q.mu.Lock()
+					if len(q.frames) > 0 {
+						q.frames = q.frames[1:]
+						q.bytes--
+					}
+					q.mu.Unlock()
+					signal(q.space)
+				}
+			}
+		}()
+		start := time.Now()
+		if err := q.push(context.Background(), []byte("12345678"), patience); err != nil {
+			t.Fatalf("push after %v = %v, want nil", time.Since(start), err)
+		}
+		if d := time.Since(start); d <= patience {
+			t.Errorf("push returned after %v; the test needs it to wait past patience (%v)", d, patience)
+		}
+	})
+	t.Run("context cancelled", func(t *testing.T) {
+		q := full()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- q.push(ctx, []byte("y"), time.Minute) }()
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("push = %v, want context.Canceled", err)
+		}
+	})
+	t.Run("close wakes a waiting push", func(t *testing.T) {
+		q := full()
+		done := make(chan error, 1)
+		go func() { done <- q.push(context.Background(), []byte("y"), time.Minute) }()
+		q.close()
+		select {
+		case err := <-done:
+			if !errors.Is(err, errQueueClosed) {
+				t.Fatalf("push = %v, want errQueueClosed", err)
+			}
+		case <-time.After(readTimeout):
+			t.Fatal("close did not wake the push")
+		}
+	})
+}
+
+func TestSendQueueClosed(t *testing.T) {
+	q := newSendQueue(1, 100)
+	q.offer([]byte("before"))
+	q.close()
+	if !q.offer([]byte("after")) {
+		t.Error("offer to a closed queue = false; want true (swallowed, not a slow consumer)")
+	}
+	if err := q.push(context.Background(), []byte("after"), time.Second); !errors.Is(err, errQueueClosed) {
+		t.Errorf("push to a closed queue = %v, want errQueueClosed", err)
+	}
+	// What was queued before close is still there for a draining writer.
+	if got := q.take(nil); len(got) != 1 || string(got[0]) != "before" {
+		t.Errorf("take after close = %q, want [before]", got)
+	}
+}
