@@ -280,10 +280,19 @@ func (c *conn) subscribe(ref, channel string, from broker.From, ack func(broker.
 	if err := sub.Replay(c.ctx); err != nil {
 		sub.Close()
 		delete(c.subs, channel)
-		if broker.CodeOf(err) == broker.CodeUnavailable && c.ctx.Err() == nil {
+		switch {
+		case c.ctx.Err() != nil, errors.Is(err, broker.ErrUnsubscribed),
+			errors.Is(err, errQueueClosed), errors.Is(err, errQueueStuck):
+			// The connection is going away; the client resumes with since.
+		case broker.CodeOf(err) == broker.CodeUnavailable:
 			// The subscription was acknowledged, so this error (same
 			// ref) ends it; the client resubscribes with since.
 			c.replyError(ref, c.hubError(err))
+		default:
+			// The ack promised messages that will not come, and there is
+			// no error frame for that: close, so the client resumes.
+			c.srv.cfg.Logger.Error("replay failed", "channel", channel, "err", err)
+			c.close(CloseInternal)
 		}
 	}
 }

@@ -492,10 +492,24 @@ func TestOrigins(t *testing.T) {
 	}
 }
 
-// faultyLog fails Append and Info with err while it is set.
+// faultyLog fails Append and Info with err while it is set, and calls
+// onRange, when set, before every Range with the call's number: a non-nil
+// answer is Range's error.
 type faultyLog struct {
 	*backlog.Memory
-	err atomic.Pointer[error]
+	err     atomic.Pointer[error]
+	ranges  atomic.Int64
+	onRange atomic.Pointer[func(call int64) error]
+}
+
+func (l *faultyLog) Range(ctx context.Context, channel string, after backlog.ID, limit int) (backlog.Page, error) {
+	n := l.ranges.Add(1)
+	if hook := l.onRange.Load(); hook != nil {
+		if err := (*hook)(n); err != nil {
+			return backlog.Page{}, err
+		}
+	}
+	return l.Memory.Range(ctx, channel, after, limit)
 }
 
 func (l *faultyLog) fail(err error) { l.err.Store(&err) }
@@ -744,4 +758,155 @@ func TestReplayLiveMerge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startFaulty starts a server whose backlog replays two messages per page
+// and can be made to fail.
+func startFaulty(t *testing.T, cfg Config) (*testServer, *faultyLog) {
+	t.Helper()
+	var log *faultyLog
+	ts := startServerWith(t, cfg, serverOptions{
+		hub: broker.Config{ReplayPage: 2},
+		wrap: func(m *backlog.Memory) backlog.Log {
+			log = &faultyLog{Memory: m}
+			return log
+		},
+	})
+	return ts, log
+}
+
+// TestReplayFailsMidway breaks the backlog after the ack and the first page
+// of a replay: the subscription ends, the client is told, and it can
+// resubscribe with since.
+func TestReplayFailsMidway(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		// the client is told with an error carrying the ref (code), or
+		// by a close (closeCode)
+		code      broker.Code
+		closeCode int
+	}{
+		{name: "unavailable", err: fmt.Errorf("redis: %w", backlog.ErrUnavailable), code: "unavailable"},
+		{name: "internal", err: errors.New("redis: WRONGTYPE"), closeCode: CodeInternal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts, log := startFaulty(t, Config{})
+			ts.create(t, "c", 0)
+			ids := ts.publish(t, "c", 5)
+			fail := func(call int64) error {
+				if call == 2 { // the first Range of Replay, after the ack
+					return tt.err
+				}
+				return nil
+			}
+			log.onRange.Store(&fail)
+
+			c := ts.dial(t)
+			c.send(map[string]any{"type": "subscribe", "ref": "s", "channel": "c", "since": "0-0"})
+			c.expect(map[string]any{"type": "ack", "ref": "s", "channel": "c", "head": ids[4], "resumed": true})
+			for i := range 2 {
+				c.expect(map[string]any{"type": "message", "channel": "c", "id": ids[i], "data": map[string]any{"i": i}})
+			}
+			if tt.closeCode != 0 {
+				c.expectClose(tt.closeCode)
+				return
+			}
+			c.expectError("s", string(tt.code))
+			// The subscription ended: subscribing again is not a
+			// duplicate, and resumes where the client stopped.
+			c.send(map[string]any{"type": "subscribe", "ref": "again", "channel": "c", "since": ids[1]})
+			c.expect(map[string]any{"type": "ack", "ref": "again", "channel": "c", "head": ids[4], "resumed": true})
+			for i := 2; i < 5; i++ {
+				c.expect(map[string]any{"type": "message", "channel": "c", "id": ids[i], "data": map[string]any{"i": i}})
+			}
+		})
+	}
+}
+
+// TestReplayGap trims the channel while a replay is between pages: the
+// client gets a gap frame after the last message it received, then the
+// oldest message held, with live messages merged without duplicates.
+func TestReplayGap(t *testing.T) {
+	ts, log := startFaulty(t, Config{})
+	ts.create(t, "g", 5)
+	ids := ts.publish(t, "g", 5)
+	var newer []string
+	trim := func(call int64) error {
+		if call == 2 { // between the replay's first and second page
+			for i := range 5 {
+				id, err := log.Memory.Append(context.Background(), "g", fmt.Appendf(nil, `{"i":%d}`, 5+i))
+				if err != nil {
+					return err
+				}
+				newer = append(newer, id.String())
+			}
+		}
+		return nil
+	}
+	log.onRange.Store(&trim)
+
+	c := ts.dial(t)
+	c.send(map[string]any{"type": "subscribe", "ref": "s", "channel": "g", "since": "0-0"})
+	c.expect(map[string]any{"type": "ack", "ref": "s", "channel": "g", "head": ids[4], "resumed": true})
+	c.expect(map[string]any{"type": "message", "channel": "g", "id": ids[0], "data": map[string]any{"i": 0}})
+	c.expect(map[string]any{"type": "message", "channel": "g", "id": ids[1], "data": map[string]any{"i": 1}})
+	c.expect(map[string]any{"type": "gap", "channel": "g", "after": ids[1]})
+	for i, id := range newer {
+		c.expect(map[string]any{"type": "message", "channel": "g", "id": id, "data": map[string]any{"i": 5 + i}})
+	}
+	live := ts.publish(t, "g", 1)[0]
+	c.expect(map[string]any{"type": "message", "channel": "g", "id": live, "data": map[string]any{"i": 0}})
+}
+
+func TestEncoders(t *testing.T) {
+	id := backlog.ID{Ms: 1732480000123, Seq: 4}
+	tests := []struct {
+		name string
+		enc  *broker.Encoder
+		p    *broker.Publication
+		want string
+	}{
+		{"v1 message", v1Encoder, &broker.Publication{Channel: "prices", ID: id, Data: []byte(`{"bid":1.5}`)},
+			`{"type":"message","channel":"prices","id":"1732480000123-4","data":{"bid":1.5}}`},
+		{"v1 gap", v1Encoder, &broker.Publication{Channel: "prices", ID: id, Gap: true},
+			`{"type":"gap","channel":"prices","after":"1732480000123-4"}`},
+		{"legacy text", legacyEncoder, &broker.Publication{Channel: "c", ID: id, Data: []byte(`"hi"`)},
+			`{"ChannelMessage":["c",{"Text":"hi"}]}`},
+		{"legacy json", legacyEncoder, &broker.Publication{Channel: "c", ID: id, Data: []byte(`[1]`)},
+			`{"ChannelMessage":["c",{"Json":[1]}]}`},
+		{"legacy gap", legacyEncoder, &broker.Publication{Channel: "c", ID: id, Gap: true},
+			`{"Error":"gap: messages after 1732480000123-4 on c were lost"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.enc.Encode(tt.p)
+			if string(got) != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			if !json.Valid(got) {
+				t.Errorf("%s is not valid JSON", got)
+			}
+		})
+	}
+}
+
+// TestNonJSONPayload: bytes a publisher wrote straight to the backlog that
+// are not JSON (or not UTF-8) arrive as a JSON string, in both protocols.
+func TestNonJSONPayload(t *testing.T) {
+	ts := startServer(t, Config{})
+	ts.create(t, "raw", 0)
+	v1 := ts.dial(t)
+	v1.subscribe("raw", nil)
+	lc := ts.dialLegacy(t)
+	lc.send(`{"Subscribe":"raw"}`)
+	lc.expect(map[string]any{"Success": "Subscribed to raw"})
+
+	id, err := ts.mem.Append(context.Background(), "raw", []byte("plain \xff text"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1.expect(map[string]any{"type": "message", "channel": "raw", "id": id.String(), "data": "plain \uFFFD text"})
+	lc.expect(map[string]any{"ChannelMessage": []any{"raw", map[string]any{"Text": "plain \uFFFD text"}}})
 }
