@@ -357,3 +357,26 @@ func TestShutdownDrainsQueue(t *testing.T) {
 		t.Errorf("Stats().Open = %d after Shutdown, want 0", got)
 	}
 }
+
+// TestShutdownDeadline: a client that never answers the close frame is cut
+// off when Shutdown's ctx ends, and Shutdown says so.
+func TestShutdownDeadline(t *testing.T) {
+	ts := startServer(t, Config{})
+	c := ts.dial(t)
+	c.roundTrip()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := ts.srv.Shutdown(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want context.DeadlineExceeded", err)
+	}
+	// Well before the server's own 1s close grace would have ended it.
+	if d := time.Since(start); d > 900*time.Millisecond {
+		t.Errorf("Shutdown returned after %v, want soon after its ctx ended", d)
+	}
+	waitFor(t, "the cut-off client to be forgotten", func() bool { return ts.srv.Stats().Open == 0 })
+	// The close frame was sent before the cut.
+	c.expectClose(CodeGoingAway)
+}

@@ -574,8 +574,9 @@ func TestHubErrors(t *testing.T) {
 			}
 			// Recovered, the same connection works.
 			log.fail(nil)
-			c.subscribe("c", nil)
-			c.publish("c", `1`)
+			id := c.publish("c", `1`)
+			c.send(map[string]any{"type": "subscribe", "ref": "s", "channel": "c"})
+			c.expect(map[string]any{"type": "ack", "ref": "s", "channel": "c", "head": id})
 		})
 	}
 }
