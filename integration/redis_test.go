@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -632,6 +633,9 @@ type resumer struct {
 	// the client drops it; nil or 0 means never.
 	drop func() int
 
+	// received counts messages; it may be read while run runs.
+	received atomic.Int64
+
 	// Owned by run until it returns.
 	ids      []string
 	last     backlog.ID
@@ -712,6 +716,7 @@ func (r *resumer) session(ctx context.Context, conn *websocket.Conn, s *session,
 			return fmt.Errorf("message %s after %s: duplicate or out of order", id, r.last)
 		}
 		r.ids, r.last = append(r.ids, f.ID), id
+		r.received.Add(1)
 		s.received++
 		switch {
 		case len(r.ids) == want:
