@@ -106,7 +106,7 @@ func (c *conn) readLoop() {
 		default:
 		}
 		c.srv.stats.commands.Add(1)
-		if !c.allowRate() {
+		if !c.allowRate(frame) {
 			continue
 		}
 		if kind != websocket.TextMessage {
@@ -130,7 +130,7 @@ func (c *conn) readLoop() {
 // allowRate applies the command rate. A command over it is answered with
 // rate_limited; a client that keeps going after as many refusals as its
 // burst is closed with 1008.
-func (c *conn) allowRate() bool {
+func (c *conn) allowRate(frame []byte) bool {
 	if c.limiter == nil || c.limiter.Allow() {
 		return true
 	}
@@ -138,7 +138,11 @@ func (c *conn) allowRate() bool {
 		c.close(ClosePolicy)
 		return false
 	}
-	c.replyError("", &protocolError{code: broker.CodeRateLimited, message: "command rate exceeded: slow down"})
+	ref := ""
+	if !c.legacy {
+		ref = refOf(frame)
+	}
+	c.replyError(ref, &protocolError{code: broker.CodeRateLimited, message: "command rate exceeded: slow down"})
 	return false
 }
 

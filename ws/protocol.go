@@ -1,9 +1,11 @@
 package ws
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +69,9 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *protocolError) {
 	if cmd.Ref != nil && len(*cmd.Ref) <= MaxRefBytes {
 		ref = *cmd.Ref
 	}
+	if perr := checkFieldNames(frame); perr != nil {
+		return cmd, ref, perr
+	}
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &typeErr):
@@ -90,6 +95,60 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *protocolError) {
 		return cmd, ref, &protocolError{code: broker.CodeBadRequest, message: broker.ErrBadChannel.Error()}
 	}
 	return cmd, ref, nil
+}
+
+// commandFields are the v1 field names, in the bit order checkFieldNames
+// uses.
+var commandFields = [...]string{"type", "ref", "channel", "since", "last", "max_len", "retention", "data"}
+
+// checkFieldNames refuses what encoding/json would quietly accept: a field
+// repeated (the last one would win) or a known field in another case
+// ("Type", "DATA"), which would be matched as if spelled right. Clients
+// then learn of their typo instead of depending on it. frame must be a
+// valid JSON object.
+func checkFieldNames(frame []byte) *protocolError {
+	dec := json.NewDecoder(bytes.NewReader(frame))
+	if _, err := dec.Token(); err != nil { // the opening brace
+		return badRequest("frame must be a JSON object")
+	}
+	var seen uint
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return badRequest("frame could not be decoded: %v", err)
+		}
+		key, _ := tok.(string)
+		switch i := slices.Index(commandFields[:], key); {
+		case i >= 0 && seen&(1<<i) != 0:
+			return badRequest("field %q appears more than once", key)
+		case i >= 0:
+			seen |= 1 << i
+		case slices.ContainsFunc(commandFields[:], func(f string) bool { return strings.EqualFold(f, key) }):
+			return badRequest("field names are case-sensitive: %q", truncate(key, 32))
+		}
+		var skip skipValue
+		if err := dec.Decode(&skip); err != nil {
+			return badRequest("frame could not be decoded: %v", err)
+		}
+	}
+	return nil
+}
+
+// skipValue lets the decoder scan past a value without keeping it.
+type skipValue struct{}
+
+func (*skipValue) UnmarshalJSON([]byte) error { return nil }
+
+// refOf extracts a frame's ref, if it has a valid one, without decoding the
+// rest: for answering commands that are refused before being parsed.
+func refOf(frame []byte) string {
+	var env struct {
+		Ref *string `json:"ref"`
+	}
+	if json.Unmarshal(frame, &env) == nil && env.Ref != nil && len(*env.Ref) <= MaxRefBytes {
+		return *env.Ref
+	}
+	return ""
 }
 
 func jsonKind(goKind string) string {
