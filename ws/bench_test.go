@@ -19,13 +19,14 @@ import (
 // (the publication's cached v1 frame offered to a send queue), and a drain
 // goroutine plays the writer, counting what it takes.
 type benchSink struct {
-	q *sendQueue
+	q   *sendQueue
+	enc *broker.Encoder
 }
 
-func (s *benchSink) Deliver(p *broker.Publication) bool { return s.q.offer(p.Frame(v1Encoder)) }
+func (s *benchSink) Deliver(p *broker.Publication) bool { return s.q.offer(p.Frame(s.enc)) }
 
 func (s *benchSink) Replay(ctx context.Context, p *broker.Publication) error {
-	return s.q.push(ctx, p.Frame(v1Encoder), time.Minute)
+	return s.q.push(ctx, p.Frame(s.enc), time.Minute)
 }
 
 func (s *benchSink) drain(delivered *atomic.Int64, stop <-chan struct{}) {
@@ -42,8 +43,16 @@ func (s *benchSink) drain(delivered *atomic.Int64, stop <-chan struct{}) {
 }
 
 // BenchmarkFanOut publishes through the hub to one channel with 1000
-// subscribers; one op is one message, delivered 1000 times.
+// subscribers; one op is one message, delivered 1000 times. The baseline
+// gives every subscriber an encoder of its own, so each delivery encodes
+// the frame again, as a hub that encodes per subscriber would: the ratio
+// between the two is what sharing one encoding per publication buys.
 func BenchmarkFanOut(b *testing.B) {
+	b.Run("shared-encoding", func(b *testing.B) { benchmarkFanOut(b, false) })
+	b.Run("baseline-encode-per-subscriber", func(b *testing.B) { benchmarkFanOut(b, true) })
+}
+
+func benchmarkFanOut(b *testing.B, encodeEach bool) {
 	const subscribers = 1000
 	ctx := context.Background()
 	quiet := slog.New(slog.DiscardHandler)
@@ -66,7 +75,10 @@ func BenchmarkFanOut(b *testing.B) {
 	for range subscribers {
 		// Room for every message of the run: the benchmark measures
 		// throughput, not slow-consumer drops.
-		sink := &benchSink{q: newSendQueue(1<<30, 1<<40)}
+		sink := &benchSink{q: newSendQueue(1<<30, 1<<40), enc: v1Encoder}
+		if encodeEach {
+			sink.enc = &broker.Encoder{Encode: v1Encoder.Encode}
+		}
 		wg.Go(func() { sink.drain(&delivered, stop) })
 		sub, _, err := hub.Subscribe(ctx, "bench", broker.From{}, sink)
 		if err != nil {
