@@ -86,6 +86,12 @@ func NewRedisClient(url string) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("backlog: redis URL: %w", err)
 	}
 	opt.ContextTimeoutEnabled = true
+	// go-redis redials 5 times per command attempt by default, so a
+	// command to a Redis that is down took about 2s to fail: long enough
+	// to trip a load balancer's readiness probe by timeout and to hold
+	// publishers. Failing fast is enough, as the hub's readers retry with
+	// their own backoff.
+	opt.DialerRetries = 1
 	if !strings.Contains(url, "pool_size=") {
 		opt.PoolSize = 10*runtime.GOMAXPROCS(0) + 1024
 	}

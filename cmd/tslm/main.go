@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tslm/tslm/gateway"
 )
 
@@ -33,6 +35,9 @@ func run() error {
 	}
 	logger := slog.New(handler)
 	slog.SetDefault(logger)
+	// go-redis logs connection trouble through its own global logger, in
+	// plain text: route it into the structured log instead.
+	redis.SetLogger(redisLogger{logger.With("component", "redis")})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -50,4 +55,11 @@ func run() error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// redisLogger adapts slog to go-redis's logging interface.
+type redisLogger struct{ logger *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.logger.WarnContext(ctx, fmt.Sprintf(format, v...))
 }
