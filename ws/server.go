@@ -189,6 +189,9 @@ func New(hub *broker.Hub, cfg Config) *Server {
 		CheckOrigin:     s.checkOrigin,
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
+		// Most connections are idle most of the time: they borrow a write
+		// buffer only while writing instead of holding 4 KiB each.
+		WriteBufferPool: &sync.Pool{},
 		// Errors before the upgrade are plain HTTP: the client is not
 		// speaking WebSocket yet.
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
