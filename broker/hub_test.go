@@ -385,3 +385,59 @@ func TestReadersGrowWithChannels(t *testing.T) {
 		checkSequence(t, rec.waitFor(t, 1), ids)
 	}
 }
+
+// TestGapReachesSubscribersAheadOfTheReader: a resuming subscriber reads the
+// backlog past the reader's cursor; when trimming then removes messages it
+// has not seen before the reader gets to them, the reader's gap (after its
+// own cursor) starts before the subscriber's last message, yet the
+// subscriber lost messages too and must be told, after its own last ID.
+func TestGapReachesSubscribersAheadOfTheReader(t *testing.T) {
+	log := &pausedLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), release: make(chan struct{})}
+	h := broker.New(log, broker.Config{Readers: 1})
+	defer h.Close()
+	create(t, h, "ahead", 3)
+	live := newRecorder()
+	subscribe(t, h, "ahead", broker.From{}, live) // the reader starts at 0-0, held back
+	ids := publish(t, h, "ahead", 3)
+
+	resumed := newRecorder()
+	_, res := subscribe(t, h, "ahead", broker.From{Since: &ids[0]}, resumed)
+	if !res.Resumed {
+		t.Fatalf("resume since a held id: %+v", res)
+	}
+	checkSequence(t, resumed.snapshot(), ids[1:3])
+
+	more := publish(t, h, "ahead", 4) // trims ids and more[0], unseen by the resumed subscriber
+	close(log.release)
+
+	got := resumed.waitFor(t, 2+1+3)[2:]
+	if !got[0].Gap || got[0].ID != ids[2] {
+		t.Fatalf("after its replay the resumed subscriber got %+v, want a gap after its last id %v", got[0], ids[2])
+	}
+	checkSequence(t, got[1:], more[1:])
+
+	gotLive := live.waitFor(t, 1+3)
+	if !gotLive[0].Gap || !gotLive[0].ID.IsZero() {
+		t.Fatalf("live subscriber got %+v first, want a gap after 0-0", gotLive[0])
+	}
+	checkSequence(t, gotLive[1:], more[1:])
+}
+
+// TestNoGapForSubscribersPastTheLoss: a subscriber that already has every
+// message up to the first one held after the loss lost nothing.
+func TestNoGapForSubscribersPastTheLoss(t *testing.T) {
+	log := &pausedLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), release: make(chan struct{})}
+	h := broker.New(log, broker.Config{Readers: 1})
+	defer h.Close()
+	create(t, h, "past", 2)
+	subscribe(t, h, "past", broker.From{}, newRecorder()) // the reader starts at 0-0, held back
+	ids := publish(t, h, "past", 4)                       // ids[2:] held
+	caughtUp := newRecorder()
+	_, res := subscribe(t, h, "past", broker.From{Since: &ids[2]}, caughtUp)
+	if !res.Resumed {
+		t.Fatalf("resume since a held id: %+v", res)
+	}
+	close(log.release)
+	next := publish(t, h, "past", 1)
+	checkSequence(t, caughtUp.waitFor(t, 2), []backlog.ID{ids[3], next[0]})
+}

@@ -18,6 +18,10 @@ type Publication struct {
 	// XADD of arbitrary bytes) arrive as a JSON string.
 	Data []byte
 	Gap  bool
+	// Resume, for a gap, is the first message held after the loss, or Zero
+	// when unknown: a subscriber already past ID lost something only if
+	// there is room for a message between its last one and Resume.
+	Resume backlog.ID
 
 	mu     sync.Mutex
 	frames [2]cachedFrame
@@ -57,8 +61,8 @@ func newPublication(channel string, m backlog.Message) *Publication {
 	return &Publication{Channel: channel, ID: m.ID, Data: asJSON(m.Data)}
 }
 
-func newGap(channel string, after backlog.ID) *Publication {
-	return &Publication{Channel: channel, ID: after, Gap: true}
+func newGap(channel string, after, resume backlog.ID) *Publication {
+	return &Publication{Channel: channel, ID: after, Gap: true, Resume: resume}
 }
 
 // asJSON passes JSON through and turns anything else into a JSON string, so

@@ -132,7 +132,11 @@ func (r *reader) deliver(c *channelState, b backlog.Batch, cursor backlog.ID) ba
 	subs := c.subscribers()
 	if b.Gap {
 		r.hub.cfg.Logger.Warn("messages lost from the backlog while subscribed", "channel", c.name, "after", cursor.String())
-		gap := newGap(c.name, cursor)
+		var resume backlog.ID
+		if len(b.Messages) > 0 {
+			resume = b.Messages[0].ID
+		}
+		gap := newGap(c.name, cursor, resume)
 		for _, s := range subs {
 			s.offer(gap)
 		}

@@ -149,7 +149,7 @@ func (s *Subscription) Replay(ctx context.Context) error {
 			if !page.Continuous {
 				// Trimmed while we replayed: say so, then go on from
 				// the oldest message held.
-				if err := s.send(ctx, newGap(name, s.lastSent)); err != nil {
+				if err := s.send(ctx, newGap(name, s.lastSent, backlog.Zero)); err != nil {
 					return err
 				}
 			}
@@ -180,7 +180,8 @@ func (s *Subscription) Replay(ctx context.Context) error {
 		s.buffer = nil
 		s.mu.Unlock()
 		for _, p := range buffered {
-			if !s.wanted(p) {
+			p = s.news(p)
+			if p == nil {
 				continue
 			}
 			if err := s.send(ctx, p); err != nil {
@@ -193,14 +194,24 @@ func (s *Subscription) Replay(ctx context.Context) error {
 	}
 }
 
-// wanted reports whether p is news to the client: a message after the last
-// one sent, or a gap that starts no earlier than it (a replay that crossed
-// the lost range has said so already).
-func (s *Subscription) wanted(p *Publication) bool {
-	if p.Gap {
-		return !p.ID.Less(s.lastSent)
+// news returns what p means to this subscriber: p itself, a gap of its own,
+// or nil when p tells it nothing new.
+func (s *Subscription) news(p *Publication) *Publication {
+	switch {
+	case !p.Gap:
+		if s.lastSent.Less(p.ID) {
+			return p
+		}
+		return nil
+	case !p.ID.Less(s.lastSent):
+		return p // the loss starts after what it has
+	case p.Resume.IsZero() || s.lastSent.Next().Less(p.Resume):
+		// Its replay read the backlog past the reader's cursor, so the
+		// reader's gap starts too early for it; but messages between its
+		// last one and the first one held are lost to it too.
+		return newGap(p.Channel, s.lastSent, p.Resume)
 	}
-	return s.lastSent.Less(p.ID)
+	return nil // it already has everything up to the first message held
 }
 
 func (s *Subscription) send(ctx context.Context, p *Publication) error {
@@ -230,7 +241,10 @@ func (s *Subscription) offer(p *Publication) {
 			return
 		}
 		s.buffer = append(s.buffer, p)
-	case s.wanted(p):
+	default:
+		if p = s.news(p); p == nil {
+			return
+		}
 		if !s.sink.Deliver(p) {
 			s.closed, s.buffer = true, nil
 			return
