@@ -27,6 +27,9 @@ type Config struct {
 	// ReplayPage is how many messages a replay reads from the backlog at a
 	// time; 0 means 500.
 	ReplayPage int
+	// MaxLast is the largest "last" a subscriber may ask for: those
+	// messages are read in one go and held until sent. 0 means 1000.
+	MaxLast int
 	// ReplayBuffer bounds the live messages held for one subscription while
 	// its replay runs; past it they are dropped and re-read from the
 	// backlog, so it trades memory for backlog reads, never for loss.
@@ -68,6 +71,7 @@ func (c *Config) setDefaults() {
 		c.MaxRetention = 30 * 24 * time.Hour
 	}
 	def(&c.ReplayPage, 500)
+	def(&c.MaxLast, 1000)
 	def(&c.ReplayBuffer, 4096)
 	def(&c.Readers, 4)
 	def(&c.ReaderChannels, 100)

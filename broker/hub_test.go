@@ -441,3 +441,15 @@ func TestNoGapForSubscribersPastTheLoss(t *testing.T) {
 	next := publish(t, h, "past", 1)
 	checkSequence(t, caughtUp.waitFor(t, 2), []backlog.ID{ids[3], next[0]})
 }
+
+func TestLastIsBounded(t *testing.T) {
+	h, _ := newHub(t, broker.Config{MaxLast: 5})
+	create(t, h, "bounded", 100)
+	ids := publish(t, h, "bounded", 8)
+	rec := newRecorder()
+	subscribe(t, h, "bounded", broker.From{Last: 5}, rec) // at the limit
+	checkSequence(t, rec.snapshot(), ids[3:])
+	if _, _, err := h.Subscribe(t.Context(), "bounded", broker.From{Last: 6}, newRecorder()); !errors.Is(err, broker.ErrLimit) {
+		t.Errorf("last over the limit: %v, want ErrLimit", err)
+	}
+}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/tslm/tslm/backlog"
@@ -70,6 +71,9 @@ type Subscription struct {
 func (h *Hub) Subscribe(ctx context.Context, channel string, from From, sink Sink) (*Subscription, SubscribeResult, error) {
 	if !backlog.ValidChannel(channel) {
 		return nil, SubscribeResult{}, ErrBadChannel
+	}
+	if from.Last > h.cfg.MaxLast {
+		return nil, SubscribeResult{}, fmt.Errorf("%w: last may be at most %d", ErrLimit, h.cfg.MaxLast)
 	}
 	c, err := h.acquire(ctx, channel)
 	if err != nil {

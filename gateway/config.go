@@ -39,6 +39,7 @@ type Config struct {
 	ChannelRetentionLimit time.Duration `env:"CHANNEL_RETENTION_LIMIT" envDefault:"720h"`
 	MaxChannels           int           `env:"MAX_CHANNELS" envDefault:"100000"`
 	ReplayBuffer          int           `env:"REPLAY_BUFFER" envDefault:"4096"`
+	MaxLast               int           `env:"MAX_LAST" envDefault:"1000"`
 	Readers               int           `env:"READERS" envDefault:"4"`
 	ReaderChannels        int           `env:"READER_CHANNELS" envDefault:"100"`
 	TrimInterval          time.Duration `env:"TRIM_INTERVAL" envDefault:"1m"`
@@ -72,6 +73,7 @@ func (c *Config) Validate() error {
 		{"CHANNEL_RETENTION_LIMIT", float64(c.ChannelRetentionLimit)},
 		{"MAX_CHANNELS", float64(c.MaxChannels)},
 		{"REPLAY_BUFFER", float64(c.ReplayBuffer)},
+		{"MAX_LAST", float64(c.MaxLast)},
 		{"READERS", float64(c.Readers)},
 		{"READER_CHANNELS", float64(c.ReaderChannels)},
 		{"TRIM_INTERVAL", float64(c.TrimInterval)},

@@ -58,6 +58,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 		MaxMaxLen:        cfg.ChannelMaxLenLimit,
 		MaxRetention:     cfg.ChannelRetentionLimit,
 		ReplayBuffer:     cfg.ReplayBuffer,
+		MaxLast:          cfg.MaxLast,
 		Readers:          cfg.Readers,
 		ReaderChannels:   cfg.ReaderChannels,
 		TrimInterval:     cfg.TrimInterval,
