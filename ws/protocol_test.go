@@ -283,7 +283,7 @@ func TestMalformedFrames(t *testing.T) {
 		{name: "since bare ms", frame: `{"type":"subscribe","ref":"r","channel":"exists","since":"1"}`, code: "bad_request", ref: "r"},
 		{name: "since number", frame: `{"type":"subscribe","ref":"r","channel":"exists","since":5}`, code: "bad_request", ref: "r"},
 		{name: "last negative", frame: `{"type":"subscribe","ref":"r","channel":"exists","last":-1}`, code: "bad_request", ref: "r"},
-		{name: "last over the default limit", frame: `{"type":"subscribe","ref":"r","channel":"exists","last":1001}`, code: "limit_exceeded", ref: "r"},
+		{name: "last over the default limit", frame: `{"type":"subscribe","ref":"r","channel":"never-created","last":1001}`, code: "limit_exceeded", ref: "r"},
 		{name: "last string", frame: `{"type":"subscribe","ref":"r","channel":"exists","last":"5"}`, code: "bad_request", ref: "r"},
 		{name: "last float", frame: `{"type":"subscribe","ref":"r","channel":"exists","last":1.5}`, code: "bad_request", ref: "r"},
 		{name: "since and last", frame: `{"type":"subscribe","ref":"r","channel":"exists","since":"0-0","last":1}`, code: "bad_request", ref: "r"},
