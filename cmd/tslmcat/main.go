@@ -1,9 +1,11 @@
 // Command tslmcat is a minimal WebSocket client for trying TSLM from a
 // terminal: every line of standard input is sent as one text frame, and
-// every frame received is printed as one line. It exits when the server
-// closes the connection, printing the close code and reason.
+// every frame received is printed as one line. The end of input does not
+// end the session, so that a piped subscribe goes on printing messages;
+// Ctrl-C (or -linger) closes it. It exits when the server closes the
+// connection, printing the close code and reason.
 //
-//	go run ./cmd/tslmcat ws://localhost:8080/v1/ws
+//	echo '{"type":"subscribe","channel":"prices"}' | go run ./cmd/tslmcat ws://localhost:8080/v1/ws
 package main
 
 import (
@@ -12,14 +14,18 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
 
 func main() {
 	proto := flag.String("protocol", "tslm.v1", "subprotocol to ask for (tslm.v1 or tslm.legacy)")
+	linger := flag.Duration("linger", 0, "after the end of input, wait this long for answers, then close (0: stay until Ctrl-C)")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: tslmcat [-protocol tslm.v1] ws://host:port/v1/ws")
+		fmt.Fprintln(os.Stderr, "usage: tslmcat [-protocol tslm.v1] [-linger 1s] ws://host:port/v1/ws")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -27,7 +33,7 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	dialer := websocket.Dialer{Subprotocols: []string{*proto}}
+	dialer := websocket.Dialer{Subprotocols: []string{*proto}, HandshakeTimeout: 10 * time.Second}
 	conn, _, err := dialer.Dial(flag.Arg(0), nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tslmcat:", err)
@@ -35,6 +41,14 @@ func main() {
 	}
 	defer conn.Close()
 
+	// Only this goroutine writes data frames; closing uses WriteControl,
+	// which gorilla allows concurrently.
+	closeNormally := func() {
+		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
+		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		// The reader exits when the server answers; don't wait forever.
+		time.AfterFunc(2*time.Second, func() { os.Exit(0) })
+	}
 	go func() {
 		in := bufio.NewScanner(os.Stdin)
 		in.Buffer(make([]byte, 64<<10), 16<<20)
@@ -46,16 +60,21 @@ func main() {
 				return
 			}
 		}
-		// End of input: close politely, then keep printing until the
-		// server answers.
-		conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		if *linger > 0 {
+			time.Sleep(*linger)
+			closeNormally()
+		}
+	}()
+	interrupt := make(chan os.Signal, 1)
+	signal.Notify(interrupt, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-interrupt
+		closeNormally()
 	}()
 
-	out := bufio.NewWriter(os.Stdout)
 	for {
 		_, frame, err := conn.ReadMessage()
 		if err != nil {
-			out.Flush()
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
 				fmt.Fprintf(os.Stderr, "closed: %d %s\n", ce.Code, ce.Text)
@@ -67,10 +86,6 @@ func main() {
 			}
 			os.Exit(1)
 		}
-		out.Write(frame)
-		out.WriteByte('\n')
-		// Flush when nothing more is buffered by the connection, so
-		// bursts print in one write and single messages right away.
-		out.Flush()
+		os.Stdout.Write(append(frame, '\n'))
 	}
 }
