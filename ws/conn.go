@@ -160,14 +160,15 @@ func (c *conn) writeLoop() {
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.ws.Close()
+				c.fail()
 				return
 			}
 		case <-c.closing:
-			if c.reason == CloseShutdown {
+			if c.reason != CloseSlowConsumer {
 				// Drain what was already queued: the client resumes
 				// from what it received, so every frame sent saves a
-				// replay elsewhere.
+				// replay elsewhere. A slow consumer is the exception:
+				// it cannot take them, which is why it is closed.
 				if !c.write(c.queue.take(batch)) {
 					return
 				}
@@ -187,17 +188,34 @@ func (c *conn) writeLoop() {
 }
 
 // write sends frames, each as one text message under the write deadline. On
-// failure it closes the socket, which ends the reader too.
+// failure it closes the socket, which ends the reader too. It stops early
+// once the connection is closed as a slow consumer: trickling through a
+// full batch would hold the close back by up to a write timeout per frame.
 func (c *conn) write(frames [][]byte) bool {
 	for i, f := range frames {
+		select {
+		case <-c.closing:
+			if c.reason == CloseSlowConsumer {
+				clear(frames[i:])
+				return true
+			}
+		default:
+		}
 		c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
 		if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
-			c.ws.Close()
+			c.fail()
 			return false
 		}
 		frames[i] = nil
 	}
 	return true
+}
+
+// fail ends a connection whose writes fail: the socket closes, which ends
+// the reader, and the queue closes, which stops a replay filling it.
+func (c *conn) fail() {
+	c.queue.close()
+	c.ws.Close()
 }
 
 // close starts closing the connection for reason: the queue stops taking

@@ -465,6 +465,8 @@ func TestOrigins(t *testing.T) {
 		{name: "listed origin", allowed: []string{"https://other.example", foreign}, ok: true, origin: func(*testServer) string { return foreign }},
 		{name: "unlisted origin", allowed: []string{"https://other.example"}, origin: func(*testServer) string { return foreign }},
 		{name: "no Origin with a list", allowed: []string{"https://other.example"}, ok: true, origin: func(*testServer) string { return "" }},
+		{name: "own origin with a list", allowed: []string{"https://other.example"}, ok: true, origin: func(ts *testServer) string { return ts.http.URL }},
+		{name: "listed origin with spaces", allowed: []string{"https://other.example", " " + foreign + " "}, ok: true, origin: func(*testServer) string { return foreign }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -100,9 +100,8 @@ type Config struct {
 	// replay waits for room in a full send queue. 0 means 10s.
 	WriteTimeout time.Duration
 	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
-	// to connect, or "*" for any. Empty means only the server's own origin;
-	// requests without an Origin header (non-browser clients) are always
-	// allowed.
+	// to connect besides the server's own, or "*" for any. Requests without
+	// an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -146,6 +145,14 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	c.Logger = c.Logger.With("listener", c.Name)
+	// "https://a, https://b" in an environment variable must match b too.
+	origins := make([]string, 0, len(c.AllowedOrigins))
+	for _, o := range c.AllowedOrigins {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	c.AllowedOrigins = origins
 }
 
 // Server serves WebSocket clients of one listener at GET /v1/ws. It is safe
@@ -207,7 +214,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 		return true
 	}
 	u, err := url.Parse(origin)
-	return err == nil && len(s.cfg.AllowedOrigins) == 0 && strings.EqualFold(u.Host, r.Host)
+	return err == nil && strings.EqualFold(u.Host, r.Host)
 }
 
 // ServeHTTP upgrades the request and serves the connection until it ends.
