@@ -296,8 +296,10 @@ func (h *Hub) acquire(ctx context.Context, name string) (*channelState, error) {
 
 	if !ok {
 		// The reader starts at the current head: messages after it reach
-		// subscribers live, older ones come from their replay.
-		info, err := h.log.Info(ctx, name)
+		// subscribers live, older ones come from their replay. Other
+		// subscribers may be waiting on this, so the first one leaving
+		// must not cancel it; the backlog's own timeouts bound it.
+		info, err := h.log.Info(context.WithoutCancel(ctx), name)
 		if err != nil {
 			c.initErr = err
 		} else {

@@ -376,3 +376,21 @@ func TestShutdownDeadline(t *testing.T) {
 	// The close frame was sent before the cut.
 	c.expectClose(CodeGoingAway)
 }
+
+// TestShutdownTwice: a second Shutdown (say, a second signal) waits for the
+// same drain instead of stranding the first caller until its deadline.
+func TestShutdownTwice(t *testing.T) {
+	ts := startServer(t, Config{})
+	c := ts.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- ts.srv.Shutdown(ctx) }()
+	go func() { errs <- ts.srv.Shutdown(ctx) }()
+	c.expectClose(CodeGoingAway)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("Shutdown: %v, want nil once the client is gone", err)
+		}
+	}
+}

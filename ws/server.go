@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -88,7 +89,8 @@ type Config struct {
 	// closed with 1013. 0 means 10 000.
 	MaxConnections int
 	// CommandRate is the sustained commands per second a connection may
-	// send, with bursts of CommandBurst; 0 means unlimited. A connection
+	// send, with bursts of CommandBurst (0: the rate rounded up); a rate of
+	// 0 means unlimited. A connection
 	// that keeps sending past its limit is closed with 1008.
 	CommandRate  float64
 	CommandBurst int
@@ -130,7 +132,7 @@ func (c *Config) setDefaults() {
 		c.MaxConnections = 10_000
 	}
 	if c.CommandRate > 0 && c.CommandBurst <= 0 {
-		c.CommandBurst = max(1, int(c.CommandRate))
+		c.CommandBurst = int(math.Ceil(c.CommandRate))
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = 25 * time.Second
@@ -165,7 +167,8 @@ type Server struct {
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
 	draining bool
-	done     chan struct{} // closed when draining and the last conn is gone
+	drained  chan struct{} // closed once draining and the last conn is gone
+	drainOne sync.Once
 
 	stats serverStats
 }
@@ -190,7 +193,7 @@ type Stats struct {
 // New returns a Server over hub.
 func New(hub *broker.Hub, cfg Config) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{})}
+	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{}), drained: make(chan struct{})}
 	s.upgrader = websocket.Upgrader{
 		Subprotocols:    []string{ProtocolV1, ProtocolLegacy},
 		CheckOrigin:     s.checkOrigin,
@@ -257,9 +260,8 @@ func (s *Server) forget(c *conn) {
 	defer s.mu.Unlock()
 	delete(s.conns, c)
 	s.stats.open.Add(-1)
-	if s.draining && len(s.conns) == 0 && s.done != nil {
-		close(s.done)
-		s.done = nil
+	if s.draining && len(s.conns) == 0 {
+		s.drainOne.Do(func() { close(s.drained) })
 	}
 }
 
@@ -278,11 +280,8 @@ func (s *Server) refuse(c *websocket.Conn, reason CloseReason) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
-	done := make(chan struct{})
 	if len(s.conns) == 0 {
-		close(done)
-	} else {
-		s.done = done
+		s.drainOne.Do(func() { close(s.drained) })
 	}
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
@@ -293,7 +292,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.close(CloseShutdown)
 	}
 	select {
-	case <-done:
+	case <-s.drained:
 		return nil
 	case <-ctx.Done():
 	}
