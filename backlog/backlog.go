@@ -32,7 +32,9 @@ type Log interface {
 	Tail(ctx context.Context, channel string, n int) ([]Message, error)
 
 	// Read waits until at least one cursor's channel holds messages after
-	// the cursor, then returns them, up to limit per channel. It returns
+	// the cursor, then returns them, up to limit per channel; every Batch
+	// holds at least one message, so a loss after a cursor with nothing
+	// held after it is reported with the next message appended. It returns
 	// (nil, nil) when the implementation's block interval passes with
 	// nothing new, and ctx.Err() once ctx is done; it must return promptly
 	// on cancellation, because the broker cancels a Read whenever the set

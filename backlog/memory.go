@@ -217,10 +217,14 @@ func (m *Memory) collect(cursors []Cursor, limit int) []Batch {
 			continue
 		}
 		msgs := copyUpTo(c.msgs[c.indexAfter(cur.After):], limit)
-		gap := cur.After.Less(c.removedUpTo)
-		if len(msgs) > 0 || gap {
-			batches = append(batches, Batch{Channel: cur.Channel, Messages: msgs, Gap: gap})
+		// A batch always carries a message: a loss with nothing after it
+		// is reported with the next append, as Redis does, since a
+		// message-less batch leaves the caller's cursor where it was and
+		// its next Read would return at once.
+		if len(msgs) == 0 {
+			continue
 		}
+		batches = append(batches, Batch{Channel: cur.Channel, Messages: msgs, Gap: cur.After.Less(c.removedUpTo)})
 	}
 	return batches
 }

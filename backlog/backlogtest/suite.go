@@ -42,6 +42,7 @@ func Run(t *testing.T, newLog Factory) {
 		{"ReadReturnsNewMessages", testRead},
 		{"ReadBlocksUntilAppend", testReadBlocks},
 		{"ReadReportsGap", testReadGap},
+		{"ReadAfterLossBlocksUntilAppend", testReadGapWaits},
 		{"ReadCancels", testReadCancels},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"DataIsOpaque", testDataOpaque},
@@ -353,6 +354,60 @@ func testReadGap(t *testing.T, ctx context.Context, l backlog.Log) {
 	}
 	if len(batches) != 1 || batches[0].Gap {
 		t.Fatalf("batches = %+v, want one without Gap", batches)
+	}
+}
+
+// testReadGapWaits: everything after the cursor was trimmed, so there is
+// nothing to return yet. Read must block (a message-less gap batch would
+// leave the caller's cursor in place and make every Read return at once),
+// then report the gap with the next message.
+func testReadGapWaits(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{Retention: 100 * time.Millisecond})
+	ids := mustAppend(t, ctx, l, ch, 2)
+	time.Sleep(150 * time.Millisecond) // retention is judged by wall-clock IDs
+	if err := l.TrimExpired(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectGapWithNext(t, ctx, l, ch, ids[0])
+}
+
+// expectGapWithNext checks that a Read after cursor blocks while nothing
+// after it is held, then returns the next append alone, with Gap.
+func expectGapWithNext(t *testing.T, ctx context.Context, l backlog.Log, ch string, cursor backlog.ID) {
+	t.Helper()
+	got := make(chan []backlog.Batch, 1)
+	errs := make(chan error, 1)
+	go func() {
+		for {
+			batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: cursor}}, 10)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if len(batches) > 0 {
+				got <- batches
+				return
+			}
+		}
+	}()
+	select {
+	case b := <-got:
+		t.Fatalf("Read returned %+v before anything was appended", b)
+	case err := <-errs:
+		t.Fatal(err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	id := mustAppend(t, ctx, l, ch, 1)[0]
+	select {
+	case b := <-got:
+		if len(b) != 1 || !b[0].Gap {
+			t.Fatalf("batches = %+v, want one with Gap", b)
+		}
+		sameIDs(t, "read after the loss", idsOf(b[0].Messages), []backlog.ID{id})
+	case err := <-errs:
+		t.Fatal(err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not wake on append")
 	}
 }
 
