@@ -164,20 +164,28 @@ func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (
 	if r.isClosed() {
 		return false, ErrClosed
 	}
-	n, err := createScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)},
-		cfg.MaxLen, cfg.Retention.Milliseconds()).Int()
+	vals, err := createScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)},
+		cfg.MaxLen, cfg.Retention.Milliseconds()).Slice()
 	if err != nil {
 		return false, r.wrap(ctx, err)
 	}
-	if n == 1 && cfg.Retention > 0 {
-		// Not atomic with the meta: the registry lives in its own slot. A
-		// crash in between leaves a channel TrimExpired skips; the meta
-		// stays the truth and TrimExpired drops stale members.
+	if len(vals) != 2 {
+		return false, fmt.Errorf("backlog: create script returned %v", vals)
+	}
+	created := vals[0] == int64(1)
+	retention, _ := vals[1].(string)
+	if n, _ := strconv.ParseInt(retention, 10, 64); n > 0 {
+		// Not atomic with the meta: the registry lives in its own slot.
+		// So the SADD runs on every Create of a channel that has a
+		// retention, created now or not: it is idempotent, and a Create
+		// retried after a failure here (or a crash) repairs the registry,
+		// which nothing else does. TrimExpired drops members whose meta is
+		// gone.
 		if err := r.client.SAdd(ctx, r.retentionKey(), channel).Err(); err != nil {
-			return true, r.wrap(ctx, err)
+			return created, r.wrap(ctx, err)
 		}
 	}
-	return n == 1, nil
+	return created, nil
 }
 
 func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {

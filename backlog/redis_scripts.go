@@ -19,14 +19,17 @@ import (
 
 // createScript makes the meta hash unless it exists. ARGV: max_len,
 // retention_ms. created_ms is Redis's clock, the same clock as entry IDs.
-// Returns 1 when created, 0 when the channel existed.
+// Returns {1, retention_ms} when created, {0, the stored retention_ms}
+// when the channel existed.
 var createScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, redis.call('HGET', KEYS[1], 'retention_ms') or '0'}
+end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'max_len', ARGV[1], 'retention_ms', ARGV[2],
   'created_ms', string.format('%d', ms))
-return 1
+return {1, ARGV[2]}
 `)
 
 // appendScript adds ARGV[1] as field data and trims to max_len exactly.

@@ -226,6 +226,42 @@ func TestRedisNoFalseGaps(t *testing.T) {
 	})
 }
 
+// A Create whose SADD to the retention registry failed after the meta was
+// written is repaired by the next Create, although that one creates
+// nothing.
+func TestRedisCreateRepairsRetentionRegistry(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "repair:"})
+	client := srv.Client()
+	create(t, ctx, r, "kept", backlog.ChannelConfig{Retention: time.Hour})
+	create(t, ctx, r, "forever", backlog.ChannelConfig{})
+	if err := client.SRem(ctx, "repair:retention", "kept").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		channel string
+		cfg     backlog.ChannelConfig
+		want    bool
+	}{
+		{"kept", backlog.ChannelConfig{Retention: time.Hour}, true},
+		{"kept", backlog.ChannelConfig{}, true}, // the stored retention counts
+		{"forever", backlog.ChannelConfig{Retention: time.Hour}, false},
+	} {
+		created, err := r.Create(ctx, c.channel, c.cfg)
+		if err != nil || created {
+			t.Fatalf("Create(%s) again = %v, %v; want false, nil", c.channel, created, err)
+		}
+		member, err := client.SIsMember(ctx, "repair:retention", c.channel).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if member != c.want {
+			t.Errorf("after Create(%s, %+v): registry member = %v, want %v", c.channel, c.cfg, member, c.want)
+		}
+	}
+}
+
 func TestRedisDownIsUnavailableThenRecovers(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{AOF: true})
 	if !srv.CanRestart() {
