@@ -43,7 +43,8 @@ type Log interface {
 	Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch, error)
 
 	// TrimExpired removes, from every channel with a Retention, the
-	// messages older than it. Safe to call from several replicas at once.
+	// messages older than it, except the channel's newest message, which
+	// stays however old. Safe to call from several replicas at once.
 	TrimExpired(ctx context.Context) error
 
 	// Close releases the log's resources. Calls in flight may fail.
@@ -56,7 +57,9 @@ type ChannelConfig struct {
 	// MaxLen bounds the number of messages kept.
 	MaxLen int64
 	// Retention bounds the age of messages kept, judged by the millisecond
-	// part of their IDs, as Redis's XTRIM MINID does.
+	// part of their IDs, as Redis's XTRIM MINID does. The newest message
+	// is kept however old, so that a client that saw it can always prove
+	// it resumes right after it.
 	Retention time.Duration
 }
 
@@ -68,9 +71,10 @@ type Info struct {
 	Length int64
 	// FirstID is the oldest message held, Zero when the channel is empty.
 	FirstID ID
-	// LastID is the newest ID ever appended, Zero when none was. It stays
-	// put when trimming empties the channel, so a live subscriber can rely
-	// on every later message having a greater ID.
+	// LastID is the newest ID ever appended, Zero when none was. Every
+	// later message has a greater ID. As neither MaxLen nor Retention
+	// removes a channel's newest message, it is held too, unless the
+	// storage lost it (a publisher's own trim, a reset).
 	LastID ID
 }
 
@@ -101,8 +105,12 @@ type Cursor struct {
 type Batch struct {
 	Channel  string
 	Messages []Message
-	// Gap is true when messages after the cursor were removed before this
-	// Read could return them; Messages then start at the oldest one held.
+	// Gap is false only when the log proves that Messages follow the
+	// cursor with nothing lost in between: the cursor entry is still held,
+	// or the cursor is Zero and nothing was ever removed, or Messages[0]
+	// is the cursor's immediate successor (ID.Next). Otherwise messages
+	// after the cursor may have been removed before this Read could return
+	// them, and Messages start at the oldest one held after the cursor.
 	Gap bool
 }
 

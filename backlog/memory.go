@@ -37,9 +37,9 @@ type memChannel struct {
 	created time.Time
 	msgs    []Message // oldest first
 	last    ID        // newest ID ever appended
-	// removedUpTo is the greatest ID ever trimmed: a range starting before
-	// it cannot prove continuity.
-	removedUpTo ID
+	// trimmed is set once any message was removed, like Redis's
+	// entries-added > length.
+	trimmed bool
 }
 
 var _ Log = (*Memory)(nil)
@@ -129,7 +129,7 @@ func (c *memChannel) removeFirst(n int) {
 	if n <= 0 {
 		return
 	}
-	c.removedUpTo = c.msgs[n-1].ID
+	c.trimmed = true
 	clear(c.msgs[:n])
 	c.msgs = c.msgs[n:]
 }
@@ -145,6 +145,13 @@ func (c *memChannel) holds(id ID) bool {
 	return i < len(c.msgs) && c.msgs[i].ID == id
 }
 
+// provesAfter reports whether nothing after id was lost, by the proofs
+// the Redis backlog can make (docs/redis.md, "Resume proof"): id is still
+// held, or id is Zero and nothing was ever removed.
+func (c *memChannel) provesAfter(id ID) bool {
+	return c.holds(id) || (id.IsZero() && !c.trimmed)
+}
+
 func (m *Memory) Range(_ context.Context, channel string, after ID, limit int) (Page, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -152,7 +159,7 @@ func (m *Memory) Range(_ context.Context, channel string, after ID, limit int) (
 	if err != nil {
 		return Page{}, err
 	}
-	page := Page{Continuous: c.holds(after) || (after.IsZero() && c.removedUpTo.IsZero())}
+	page := Page{Continuous: c.provesAfter(after)}
 	page.Messages = copyUpTo(c.msgs[c.indexAfter(after):], limit)
 	return page, nil
 }
@@ -224,7 +231,10 @@ func (m *Memory) collect(cursors []Cursor, limit int) []Batch {
 		if len(msgs) == 0 {
 			continue
 		}
-		batches = append(batches, Batch{Channel: cur.Channel, Messages: msgs, Gap: cur.After.Less(c.removedUpTo)})
+		// As in Redis, the first message being the cursor's immediate
+		// successor proves continuity too.
+		gap := !c.provesAfter(cur.After) && (cur.After.IsZero() || msgs[0].ID != cur.After.Next())
+		batches = append(batches, Batch{Channel: cur.Channel, Messages: msgs, Gap: gap})
 	}
 	return batches
 }
@@ -241,7 +251,10 @@ func (m *Memory) TrimExpired(_ context.Context) error {
 			continue
 		}
 		minID := ID{Ms: uint64(max(now.Add(-c.cfg.Retention).UnixMilli(), 0))}
-		c.removeFirst(sort.Search(len(c.msgs), func(i int) bool { return !c.msgs[i].ID.Less(minID) }))
+		n := sort.Search(len(c.msgs), func(i int) bool { return !c.msgs[i].ID.Less(minID) })
+		// The newest message stays, however old: a client that saw it can
+		// then always prove it resumes right after it.
+		c.removeFirst(min(n, len(c.msgs)-1))
 	}
 	return nil
 }

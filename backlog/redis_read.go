@@ -181,12 +181,11 @@ func (r *Redis) unblock(id int64, done <-chan struct{}) {
 // The gap proof, per stream with messages: when the first message is the
 // cursor's immediate successor (same millisecond, next sequence) nothing
 // can lie between them. Otherwise one pipelined gapScript per such stream
-// asks whether the cursor entry is still held (then, since Redis removes
-// only from the head, nothing after it was removed). If it is not, the
-// cursor must be exactly the newest entry ever removed (the gateway records
-// it as max-deleted-entry-id), else messages after it are gone or it was
-// never in this stream (Redis was reset). From 0-0, a gap means anything
-// was ever removed: entries-added > length.
+// asks whether the cursor entry is still held: then, since Redis removes
+// only from the head, nothing after it was removed. From 0-0, no gap
+// means nothing was ever removed: entries-added == length. Anything else
+// is a gap, since an entry gone from the stream says nothing about what a
+// publisher's trim took after it.
 func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStream) ([]Batch, error) {
 	after := make(map[string]ID, len(cursors))
 	for _, c := range cursors {
@@ -228,23 +227,17 @@ func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStre
 	return out, nil
 }
 
-// gapOf reads gapScript's answer for cursor cur.
+// gapOf reads gapScript's answer for cursor cur: without the cursor
+// entry, only a 0-0 cursor on a stream that never lost an entry proves
+// that nothing after it was removed.
 func gapOf(cur ID, vals []any) (bool, error) {
 	if len(vals) == 1 {
 		return false, nil // the cursor entry is held
 	}
-	if len(vals) != 4 {
+	if len(vals) != 3 {
 		return false, fmt.Errorf("backlog: gap probe returned %v", vals)
 	}
-	maxDel, _ := vals[1].(string)
-	added, _ := vals[2].(int64)
-	length, _ := vals[3].(int64)
-	if cur.IsZero() {
-		return added > length, nil
-	}
-	removed, err := ParseID(maxDel)
-	if err != nil {
-		return false, fmt.Errorf("backlog: gap probe returned max-deleted-entry-id %q", maxDel)
-	}
-	return cur != removed, nil
+	added, _ := vals[1].(int64)
+	length, _ := vals[2].(int64)
+	return !cur.IsZero() || added > length, nil
 }

@@ -53,29 +53,12 @@ redis.call('XSETID', KEYS[2], id, 'MAXDELETEDID', gone[#gone][1])
 return id
 `)
 
-// luaIDHelpers parses and compares IDs. Sequence numbers above 2^53 lose
-// precision in Lua numbers; only a hand-made ID can have one.
-const luaIDHelpers = `
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local function less(a, b)
-  local am, as = parse(a)
-  local bm, bs = parse(b)
-  return am < bm or (am == bm and as < bs)
-end
-local function field(info, name)
-  for i = 1, #info, 2 do
-    if info[i] == name then return info[i + 1] end
-  end
-end
-`
-
 // trimScript drops entries older than the channel's retention_ms, judged by
-// Redis's clock, and records the newest one dropped. Returns the number
-// dropped, -1 when the channel is gone, -2 when it has no retention.
-var trimScript = redis.NewScript(luaIDHelpers + `
+// Redis's clock, except the newest entry, which stays however old: a
+// client that saw it can then always prove it resumes right after it.
+// Returns the number dropped, -1 when the channel is gone, -2 when it has
+// no retention.
+var trimScript = redis.NewScript(`
 local r = redis.call('HGET', KEYS[1], 'retention_ms')
 if not r then return -1 end
 r = tonumber(r)
@@ -84,32 +67,27 @@ local t = redis.call('TIME')
 local minms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - r
 if minms <= 0 then return 0 end
 local minid = string.format('%d-0', minms)
-local newest = redis.call('XREVRANGE', KEYS[2], '(' .. minid, '-', 'COUNT', 1)
+local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if #newest == 0 then return 0 end
-local n = redis.call('XTRIM', KEYS[2], 'MINID', minid)
-local info = redis.call('XINFO', 'STREAM', KEYS[2])
-if less(field(info, 'max-deleted-entry-id'), newest[1][1]) then
-  redis.call('XSETID', KEYS[2], field(info, 'last-generated-id'),
-    'MAXDELETEDID', newest[1][1])
+if tonumber(string.match(newest[1][1], '^(%d+)-')) < minms then
+  minid = newest[1][1]
 end
-return n
+return redis.call('XTRIM', KEYS[2], 'MINID', minid)
 `)
 
-// gapScript tells Read whether messages after cursor ARGV[1] were removed.
-// Returns {1} when the cursor entry is still held, else {0,
-// max-deleted-entry-id, entries-added, length} ({0, '0-0', 0, 0} when the
-// stream is gone).
+// gapScript tells Read whether messages after cursor ARGV[1] may have been
+// removed. Returns {1} when the cursor entry is still held, else {0,
+// entries-added, length} ({0, 0, 0} when the stream is gone).
 var gapScript = redis.NewScript(`
 if ARGV[1] ~= '0-0' and #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then
   return {1}
 end
 local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
-if info['err'] then return {0, '0-0', 0, 0} end
-local out = {0, '0-0', 0, 0}
+local out = {0, 0, 0}
+if info['err'] then return out end
 for i = 1, #info, 2 do
-  if info[i] == 'max-deleted-entry-id' then out[2] = info[i + 1]
-  elseif info[i] == 'entries-added' then out[3] = info[i + 1]
-  elseif info[i] == 'length' then out[4] = info[i + 1] end
+  if info[i] == 'entries-added' then out[2] = info[i + 1]
+  elseif info[i] == 'length' then out[3] = info[i + 1] end
 end
 return out
 `)

@@ -119,8 +119,8 @@ func TestRedisRestartWithAOFKeepsIDsAndContinuity(t *testing.T) {
 	if !ids[4].Less(next) {
 		t.Errorf("id after restart %v not after %v", next, ids[4])
 	}
-	// The record of the newest trimmed entry survived in the AOF: a cursor
-	// on it has lost nothing, one before it has.
+	// A cursor still held proves that nothing after it was lost; one
+	// trimmed cannot.
 	if b := readOne(t, ctx, r, "prices", ids[2]); b.Gap {
 		t.Errorf("read after held %v reports a gap", ids[2])
 	}
@@ -191,37 +191,81 @@ func TestRedisForeignEntriesAreReturnedAsIs(t *testing.T) {
 	}
 }
 
-func TestRedisNoFalseGaps(t *testing.T) {
+// TestRedisGapProofs covers the only ways Read and Range prove that nothing
+// after a cursor was lost (docs/redis.md, "Resume proof"), and a trim by a
+// direct publisher that no record of removals could see.
+func TestRedisGapProofs(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	ctx := testContext(t)
-	r := newRedis(t, srv, backlog.RedisConfig{})
+	client := srv.Client()
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "proof:"})
 
-	t.Run("cursor is the newest trimmed entry", func(t *testing.T) {
-		create(t, ctx, r, "maxlen", backlog.ChannelConfig{MaxLen: 3})
-		ids := appendN(t, ctx, r, "maxlen", 6) // ids[2] is the newest trimmed
-		b := readOne(t, ctx, r, "maxlen", ids[2])
-		if b.Gap || len(b.Messages) != 3 {
-			t.Errorf("read after %v = %+v, want ids[3:] without gap", ids[2], b)
+	t.Run("publisher trim past the newest entry the gateway trimmed", func(t *testing.T) {
+		create(t, ctx, r, "approx", backlog.ChannelConfig{MaxLen: 300})
+		// The gateway's exact MAXLEN removes ids[0]: the newest entry it
+		// ever trimmed, which a reader may still hold as its cursor.
+		ids := appendN(t, ctx, r, "approx", 301)
+		// A publisher, as docs/redis.md allows. Redis trims whole nodes of
+		// 100 entries while at least 100 remain: here ids[0] to ids[199].
+		if err := client.Do(ctx, "XADD", "proof:ch:{approx}", "MAXLEN", "~", "100", "*", "data", "{}").Err(); err != nil {
+			t.Fatal(err)
 		}
-		if b := readOne(t, ctx, r, "maxlen", ids[1]); !b.Gap {
-			t.Errorf("read after %v = %+v, want a gap", ids[1], b)
+		if n, err := client.XLen(ctx, "proof:ch:{approx}").Result(); err != nil || n >= 300 {
+			t.Fatalf("XLEN after the publisher's trim = %d, %v; want a trim past ids[1]", n, err)
+		}
+		b := readOne(t, ctx, r, "approx", ids[0])
+		if !b.Gap || b.Messages[0].ID == ids[1] {
+			t.Errorf("read after %v = gap %v, %d messages from %v; want a gap", ids[0], b.Gap, len(b.Messages), b.Messages[0].ID)
+		}
+		page, err := r.Range(ctx, "approx", ids[0], 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page.Continuous {
+			t.Errorf("range after %v claims continuity across the publisher's trim", ids[0])
 		}
 	})
-	t.Run("channel emptied by retention", func(t *testing.T) {
+
+	t.Run("idle channel past its retention keeps its newest entry", func(t *testing.T) {
 		create(t, ctx, r, "retained", backlog.ChannelConfig{Retention: 50 * time.Millisecond})
 		last := appendN(t, ctx, r, "retained", 3)[2]
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // retention is judged by wall-clock IDs
 		if err := r.TrimExpired(ctx); err != nil {
 			t.Fatal(err)
 		}
 		info, err := r.Info(ctx, "retained")
-		if err != nil || info.Length != 0 || info.LastID != last {
-			t.Fatalf("info = %+v, %v; want empty with LastID %v", info, err, last)
+		if err != nil || info.Length != 1 || info.FirstID != last || info.LastID != last {
+			t.Fatalf("info = %+v, %v; want only %v", info, err, last)
+		}
+		page, err := r.Range(ctx, "retained", last, 10)
+		if err != nil || !page.Continuous || len(page.Messages) != 0 {
+			t.Fatalf("range after the newest = %+v, %v; want empty and continuous", page, err)
 		}
 		next := appendN(t, ctx, r, "retained", 1)[0]
-		b := readOne(t, ctx, r, "retained", info.LastID)
+		b := readOne(t, ctx, r, "retained", last)
 		if b.Gap || len(b.Messages) != 1 || b.Messages[0].ID != next {
-			t.Errorf("read after LastID = %+v, want %v without gap", b, next)
+			t.Errorf("read after the newest = %+v, want %v without gap", b, next)
+		}
+	})
+
+	t.Run("trimmed cursor followed by its immediate successor", func(t *testing.T) {
+		create(t, ctx, r, "succ", backlog.ChannelConfig{})
+		for _, id := range []string{"1000-1", "1000-2", "1000-3"} {
+			if err := client.XAdd(ctx, &redis.XAddArgs{Stream: "proof:ch:{succ}", ID: id, Values: []any{"data", "{}"}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := client.XTrimMaxLen(ctx, "proof:ch:{succ}", 2).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if b := readOne(t, ctx, r, "succ", backlog.ID{Ms: 1000, Seq: 1}); b.Gap {
+			t.Errorf("read after trimmed 1000-1, from 1000-2 = %+v, want no gap", b)
+		}
+		if b := readOne(t, ctx, r, "succ", backlog.ID{Ms: 1000}); !b.Gap {
+			t.Errorf("read after 1000-0, from 1000-2 with 1000-1 trimmed = %+v, want a gap", b)
+		}
+		if b := readOne(t, ctx, r, "succ", backlog.Zero); !b.Gap {
+			t.Errorf("read from 0-0 with 1000-1 trimmed = %+v, want a gap", b)
 		}
 	})
 }

@@ -278,8 +278,8 @@ func testRetention(t *testing.T, ctx context.Context, l backlog.Log) {
 	if info, err := l.Info(ctx, keep); err != nil || info.Length != 3 {
 		t.Errorf("channel without retention: %+v, %v; want 3 messages kept", info, err)
 	}
-	// Emptied by retention: the head stays, so live subscribers know where
-	// the next message will start.
+	// Everything expired: retention keeps the newest message, so a client
+	// that saw it can still prove it resumes right after it.
 	time.Sleep(250 * time.Millisecond)
 	if err := l.TrimExpired(ctx); err != nil {
 		t.Fatal(err)
@@ -288,8 +288,15 @@ func testRetention(t *testing.T, ctx context.Context, l backlog.Log) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Length != 0 || !info.FirstID.IsZero() || info.LastID != fresh[0] {
-		t.Errorf("emptied channel info = %+v, want length 0, first 0-0, last %v", info, fresh[0])
+	if info.Length != 1 || info.FirstID != fresh[0] || info.LastID != fresh[0] {
+		t.Errorf("expired channel info = %+v, want length 1, first and last %v", info, fresh[0])
+	}
+	page, err = l.Range(ctx, ch, fresh[0], 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !page.Continuous || len(page.Messages) != 0 {
+		t.Errorf("range after the kept newest message = %+v, want empty and continuous", page)
 	}
 }
 
@@ -357,18 +364,21 @@ func testReadGap(t *testing.T, ctx context.Context, l backlog.Log) {
 	}
 }
 
-// testReadGapWaits: everything after the cursor was trimmed, so there is
-// nothing to return yet. Read must block (a message-less gap batch would
-// leave the caller's cursor in place and make every Read return at once),
-// then report the gap with the next message.
+// testReadGapWaits: the cursor is not held and nothing after it is, so
+// there is nothing to return yet. Read must block (a message-less gap
+// batch would leave the caller's cursor in place and make every Read
+// return at once), then report the gap with the next message. As neither
+// retention nor MaxLen removes a channel's newest message, such a cursor
+// lies past the head, as one from before the log was reset would.
 func testReadGapWaits(t *testing.T, ctx context.Context, l backlog.Log) {
 	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{Retention: 100 * time.Millisecond})
-	ids := mustAppend(t, ctx, l, ch, 2)
+	head := mustAppend(t, ctx, l, ch, 2)[1]
 	time.Sleep(150 * time.Millisecond) // retention is judged by wall-clock IDs
 	if err := l.TrimExpired(ctx); err != nil {
 		t.Fatal(err)
 	}
-	expectGapWithNext(t, ctx, l, ch, ids[0])
+	// The next append comes at least 100ms later, so after this cursor.
+	expectGapWithNext(t, ctx, l, ch, backlog.ID{Ms: head.Ms + 1})
 }
 
 // expectGapWithNext checks that a Read after cursor blocks while nothing
