@@ -14,7 +14,7 @@ var benchPayload = []byte(`{"symbol":"EURUSD","bid":1.08512,"ask":1.08519,"ts":1
 
 // BenchmarkRedisAppend measures Append round trips against a local
 // redis-server: without a MaxLen, with exact MaxLen trimming (steady state:
-// every append trims one entry and records it with XSETID), and with
+// every append trims one entry), and with
 // parallel publishers sharing the client's pool.
 func BenchmarkRedisAppend(b *testing.B) {
 	srv := redistest.Start(b, redistest.Options{})

@@ -11,11 +11,6 @@ import (
 // behind Read. Each touches only the two keys of one channel, which share a
 // Cluster hash tag, so every script is Cluster-safe: KEYS[1] is the meta
 // hash, KEYS[2] the stream (the probe takes only the stream).
-//
-// The gateway records every removal it makes in the stream's own
-// max-deleted-entry-id (XSETID ... MAXDELETEDID), because Redis 7 updates
-// that field on XDEL but not when XADD MAXLEN or XTRIM trims. Read's gap
-// proof relies on it; see docs/redis.md.
 
 // createScript makes the meta hash unless it exists. ARGV: max_len,
 // retention_ms. created_ms is Redis's clock, the same clock as entry IDs.
@@ -33,24 +28,14 @@ return {1, ARGV[2]}
 `)
 
 // appendScript adds ARGV[1] as field data and trims to max_len exactly.
-// When it trims, it first reads the newest entry that will go (usually a
-// single XRANGE COUNT 1) and records it as max-deleted-entry-id. Returns
-// the new ID, or nil when the channel does not exist.
+// Returns the new ID, or nil when the channel does not exist.
 var appendScript = redis.NewScript(`
 local ml = redis.call('HGET', KEYS[1], 'max_len')
 if not ml then return false end
-ml = tonumber(ml)
-if ml <= 0 then
+if tonumber(ml) <= 0 then
   return redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
 end
-local len = redis.call('XLEN', KEYS[2])
-if len < ml then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
-end
-local gone = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', len - ml + 1)
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
-redis.call('XSETID', KEYS[2], id, 'MAXDELETEDID', gone[#gone][1])
-return id
+return redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
 `)
 
 // trimScript drops entries older than the channel's retention_ms, judged by
