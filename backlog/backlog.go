@@ -36,7 +36,8 @@ type Log interface {
 	// holds at least one message, so a loss after a cursor with nothing
 	// held after it is reported with the next message appended. It returns
 	// (nil, nil) when the implementation's block interval passes with
-	// nothing new, and ctx.Err() once ctx is done; it must return promptly
+	// nothing new (or sooner, when what woke it up was trimmed away
+	// before it could be returned), and ctx.Err() once ctx is done; it must return promptly
 	// on cancellation, because the broker cancels a Read whenever the set
 	// of channels it follows changes. Cursors naming channels that do not
 	// exist are ignored.

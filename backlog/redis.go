@@ -47,6 +47,10 @@ type Redis struct {
 	mu     sync.Mutex
 	active map[*reader]struct{} // Reads in flight; guarded by mu
 	closed bool                 // guarded by mu
+
+	// afterXRead, when set (by tests only, before any Read), runs between
+	// a Read's XREAD and its proving read.
+	afterXRead func()
 }
 
 var _ Log = (*Redis)(nil)

@@ -58,6 +58,9 @@ func (r *Redis) putReader(rd *reader, healthy bool) {
 // shared pool, retrying until the XREAD returns (the UNBLOCK may otherwise
 // arrive before the XREAD blocks). A reader that failed while idle, for
 // instance because Redis restarted, is replaced once before Read gives up.
+// The XREAD is only the wake-up for streams whose entries do not prove
+// continuity by themselves: those are read again, atomically with their
+// proof, in one more round trip (see batches).
 //
 // Read does not re-check that the cursors' channels still exist: a cursor
 // on a missing channel simply never sees an entry unless a publisher
@@ -83,7 +86,7 @@ func (r *Redis) Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch,
 		if err != nil || len(res) == 0 {
 			return nil, err
 		}
-		return r.batches(ctx, cursors, res)
+		return r.batches(ctx, cursors, res, limit)
 	}
 }
 
@@ -176,17 +179,20 @@ func (r *Redis) unblock(id int64, done <-chan struct{}) {
 	}
 }
 
-// batches converts XREAD's answer and marks gaps.
+// batches converts XREAD's answer and marks gaps. XREAD is the wake-up;
+// its entries are kept only where they prove continuity by themselves:
+// the first is the cursor's immediate successor (same millisecond, next
+// sequence), so nothing can lie between them.
 //
-// The gap proof, per stream with messages: when the first message is the
-// cursor's immediate successor (same millisecond, next sequence) nothing
-// can lie between them. Otherwise one pipelined gapScript per such stream
-// asks whether the cursor entry is still held: then, since Redis removes
-// only from the head, nothing after it was removed. From 0-0, no gap
-// means nothing was ever removed: entries-added == length. Anything else
-// is a gap, since an entry gone from the stream says nothing about what a
-// publisher's trim took after it.
-func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStream) ([]Batch, error) {
+// For every other stream with entries, one readScript (pipelined across
+// streams, one round trip) reads again after the cursor and decides in the
+// same atomic step whether that read is continuous: the cursor entry is
+// still held, or the cursor is 0-0 and nothing was ever removed. Deciding
+// on XREAD's entries instead would race with trims landing between the two
+// round trips. Without that proof, or a first entry that is the cursor's
+// successor, the batch is a gap: once the cursor entry is gone, nothing in
+// the stream tells what a publisher's trim took after it.
+func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStream, limit int) ([]Batch, error) {
 	after := make(map[string]ID, len(cursors))
 	for _, c := range cursors {
 		after[c.Channel] = c.After
@@ -194,12 +200,14 @@ func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStre
 	out := make([]Batch, 0, len(res))
 	var probe []int // indexes into out
 	for _, s := range res {
-		b := Batch{Channel: r.channelOf(s.Stream), Messages: messagesOf(s.Messages)}
-		if len(b.Messages) == 0 {
+		if len(s.Messages) == 0 {
 			continue
 		}
+		b := Batch{Channel: r.channelOf(s.Stream)}
 		cur := after[b.Channel]
-		if cur.IsZero() || b.Messages[0].ID != cur.Next() {
+		if msgs := messagesOf(s.Messages); len(msgs) > 0 && !cur.IsZero() && msgs[0].ID == cur.Next() {
+			b.Messages = msgs
+		} else {
 			probe = append(probe, len(out))
 		}
 		out = append(out, b)
@@ -207,37 +215,75 @@ func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStre
 	if len(probe) == 0 {
 		return out, nil
 	}
+	if r.afterXRead != nil {
+		r.afterXRead()
+	}
 	calls := make([]scriptCall, len(probe))
 	for i, j := range probe {
 		ch := out[j].Channel
-		calls[i] = scriptCall{keys: []string{r.streamKey(ch)}, args: []any{after[ch].String()}}
+		calls[i] = scriptCall{keys: []string{r.streamKey(ch)}, args: []any{after[ch].String(), max(limit, 0)}}
 	}
-	cmds := evalPipelined(ctx, r.client, gapScript, calls)
+	cmds := evalPipelined(ctx, r.client, readScript, calls)
 	for i, j := range probe {
 		vals, err := cmds[i].Slice()
 		if err != nil {
 			return nil, r.wrap(ctx, err)
 		}
-		gap, err := gapOf(after[out[j].Channel], vals)
+		proved, msgs, err := parseRead(vals)
 		if err != nil {
 			return nil, err
 		}
-		out[j].Gap = gap
+		cur := after[out[j].Channel]
+		out[j].Messages = msgs
+		out[j].Gap = !proved && len(msgs) > 0 && (cur.IsZero() || msgs[0].ID != cur.Next())
 	}
-	return out, nil
+	// A publisher's trim between the two round trips may have left a
+	// stream with nothing after its cursor: its loss is reported with the
+	// next entry, as a batch always holds a message.
+	kept := out[:0]
+	for _, b := range out {
+		if len(b.Messages) > 0 {
+			kept = append(kept, b)
+		}
+	}
+	if len(kept) == 0 {
+		return nil, nil
+	}
+	return kept, nil
 }
 
-// gapOf reads gapScript's answer for cursor cur: without the cursor
-// entry, only a 0-0 cursor on a stream that never lost an entry proves
-// that nothing after it was removed.
-func gapOf(cur ID, vals []any) (bool, error) {
-	if len(vals) == 1 {
-		return false, nil // the cursor entry is held
+// parseRead reads readScript's answer: {proved, {{id, {field, value,
+// ...}}, ...}}. As in messagesOf, an entry without a data field has empty
+// Data.
+func parseRead(vals []any) (proved bool, msgs []Message, err error) {
+	entries, ok := []any(nil), len(vals) == 2
+	if ok {
+		entries, ok = vals[1].([]any)
 	}
-	if len(vals) != 3 {
-		return false, fmt.Errorf("backlog: gap probe returned %v", vals)
+	if !ok {
+		return false, nil, fmt.Errorf("backlog: read script returned %v", vals)
 	}
-	added, _ := vals[1].(int64)
-	length, _ := vals[2].(int64)
-	return !cur.IsZero() || added > length, nil
+	for _, e := range entries {
+		pair, _ := e.([]any)
+		if len(pair) != 2 {
+			return false, nil, fmt.Errorf("backlog: read script returned entry %v", e)
+		}
+		s, _ := pair[0].(string)
+		id, err := ParseID(s)
+		if err != nil {
+			continue // Redis only hands out canonical IDs
+		}
+		m := Message{ID: id}
+		fields, _ := pair[1].([]any)
+		for k := 0; k+1 < len(fields); k += 2 {
+			if name, _ := fields[k].(string); name == "data" {
+				data, _ := fields[k+1].(string)
+				m.Data = []byte(data)
+				break
+			}
+		}
+		msgs = append(msgs, m)
+	}
+	flag, _ := vals[0].(int64)
+	return flag == 1, msgs, nil
 }

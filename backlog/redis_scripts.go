@@ -7,10 +7,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The Lua scripts behind Create, Append and TrimExpired, and the gap probe
-// behind Read. Each touches only the two keys of one channel, which share a
+// The Lua scripts behind Create, Append and TrimExpired, and the proving
+// read behind Read. Each touches only the two keys of one channel, which share a
 // Cluster hash tag, so every script is Cluster-safe: KEYS[1] is the meta
-// hash, KEYS[2] the stream (the probe takes only the stream).
+// hash, KEYS[2] the stream (the read takes only the stream).
 
 // createScript makes the meta hash unless it exists. ARGV: max_len,
 // retention_ms. created_ms is Redis's clock, the same clock as entry IDs.
@@ -60,21 +60,35 @@ end
 return redis.call('XTRIM', KEYS[2], 'MINID', minid)
 `)
 
-// gapScript tells Read whether messages after cursor ARGV[1] may have been
-// removed. Returns {1} when the cursor entry is still held, else {0,
-// entries-added, length} ({0, 0, 0} when the stream is gone).
-var gapScript = redis.NewScript(`
-if ARGV[1] ~= '0-0' and #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then
-  return {1}
+// readScript reads after cursor ARGV[1] for Read, up to ARGV[2] entries (0
+// = no limit), and tells in the same atomic step whether that proves
+// nothing after the cursor was lost: the cursor entry is held (Redis
+// removes only from the head, so everything after it is too), or the
+// cursor is 0-0 and nothing was ever removed (entries-added == length).
+// Returns {1 when proved else 0, entries after the cursor}.
+var readScript = redis.NewScript(`
+local cur, n = ARGV[1], tonumber(ARGV[2])
+local proved, start
+if cur == '0-0' then
+  local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
+  if info['err'] then return {1, {}} end
+  local added, len
+  for i = 1, #info, 2 do
+    if info[i] == 'entries-added' then added = info[i + 1]
+    elseif info[i] == 'length' then len = info[i + 1] end
+  end
+  proved, start = added == len, '-'
+else
+  proved = #redis.call('XRANGE', KEYS[1], cur, cur) > 0
+  start = '(' .. cur
 end
-local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
-local out = {0, 0, 0}
-if info['err'] then return out end
-for i = 1, #info, 2 do
-  if info[i] == 'entries-added' then out[2] = info[i + 1]
-  elseif info[i] == 'length' then out[3] = info[i + 1] end
+local entries
+if n > 0 then
+  entries = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', n)
+else
+  entries = redis.call('XRANGE', KEYS[1], start, '+')
 end
-return out
+return {proved and 1 or 0, entries}
 `)
 
 // scriptCall is one invocation in evalPipelined.

@@ -270,6 +270,111 @@ func TestRedisGapProofs(t *testing.T) {
 	})
 }
 
+// TestRedisReadProofIsAtomic changes the stream between Read's XREAD
+// wake-up and its proving read. The batch must be what the proving read
+// saw: the exact entries after the cursor without a gap, or a gap with the
+// oldest entries held after it; never a batch without a gap that skips an
+// entry, and never a gap while the cursor entry is still held.
+func TestRedisReadProofIsAtomic(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	client := srv.Client()
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "atomic:", BlockInterval: 100 * time.Millisecond})
+	var between atomic.Pointer[func()]
+	backlog.SetAfterXRead(r, func() {
+		if f := between.Swap(nil); f != nil {
+			(*f)()
+		}
+	})
+	id := func(s string) backlog.ID {
+		id, err := backlog.ParseID(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	xadd := func(key string, ids ...string) {
+		for _, i := range ids {
+			if err := client.XAdd(ctx, &redis.XAddArgs{Stream: key, ID: i, Values: []any{"data", i}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const (
+		gapNo = iota
+		gapYes
+		gapEither
+	)
+	for i, c := range []struct {
+		name    string
+		held    []string // the stream when XREAD runs; the cursor is 1000-0
+		between func(key string) error
+		want    []string
+		gap     int
+	}{
+		{"appended in between", []string{"1000-0", "2000-0"},
+			func(key string) error { xadd(key, "3000-0"); return nil }, []string{"2000-0", "3000-0"}, gapNo},
+		{"entry before the cursor trimmed in between", []string{"500-0", "1000-0", "2000-0"},
+			func(key string) error { return client.XTrimMaxLen(ctx, key, 2).Err() }, []string{"2000-0"}, gapNo},
+		{"cursor trimmed in between, the rest held", []string{"1000-0", "2000-0", "3000-0"},
+			func(key string) error { return client.XTrimMaxLen(ctx, key, 2).Err() }, []string{"2000-0", "3000-0"}, gapEither},
+		{"cursor and its successor trimmed in between", []string{"1000-0", "2000-0", "3000-0"},
+			func(key string) error { return client.XTrimMaxLen(ctx, key, 1).Err() }, []string{"3000-0"}, gapYes},
+		{"everything trimmed in between", []string{"1000-0", "2000-0"},
+			func(key string) error { return client.XTrimMaxLen(ctx, key, 0).Err() }, nil, gapYes},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ch := fmt.Sprintf("c%d", i)
+			key := "atomic:ch:{" + ch + "}"
+			create(t, ctx, r, ch, backlog.ChannelConfig{})
+			xadd(key, c.held...)
+			f := func() {
+				if err := c.between(key); err != nil {
+					t.Error(err)
+				}
+			}
+			between.Store(&f)
+			batches, err := r.Read(ctx, []backlog.Cursor{{Channel: ch, After: id("1000-0")}}, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if between.Load() != nil {
+				t.Fatal("the proving read did not run")
+			}
+			if c.want == nil {
+				// Nothing after the cursor: no batch now, a gap with the
+				// next entry.
+				if len(batches) != 0 {
+					t.Fatalf("batches = %+v, want none", batches)
+				}
+				xadd(key, "4000-0")
+				batches, err = r.Read(ctx, []backlog.Cursor{{Channel: ch, After: id("1000-0")}}, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.want = []string{"4000-0"}
+			}
+			if len(batches) != 1 {
+				t.Fatalf("batches = %+v, want one", batches)
+			}
+			b := batches[0]
+			var got []string
+			for _, m := range b.Messages {
+				got = append(got, m.ID.String())
+				if string(m.Data) != m.ID.String() {
+					t.Errorf("entry %v holds %q, want %q", m.ID, m.Data, m.ID.String())
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(c.want, " ") {
+				t.Errorf("messages = %v, want %v", got, c.want)
+			}
+			if (c.gap == gapNo && b.Gap) || (c.gap == gapYes && !b.Gap) {
+				t.Errorf("gap = %v, want %v", b.Gap, c.gap == gapYes)
+			}
+		})
+	}
+}
+
 // A Create whose SADD to the retention registry failed after the meta was
 // written is repaired by the next Create, although that one creates
 // nothing.
