@@ -302,15 +302,15 @@ func TestInfo(t *testing.T) {
 		})
 	}
 
-	t.Run("trimmed empty keeps last_id", func(t *testing.T) {
+	t.Run("retention keeps the newest message", func(t *testing.T) {
 		f.now.Add((3 * time.Hour).Milliseconds())
 		if err := f.log.TrimExpired(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		var got infoResponse
 		f.mustDo(t, http.MethodGet, "/v1/channels/full", "", http.StatusOK, &got)
-		if got.Length != 0 || got.FirstID != "0-0" || got.LastID != ids[2] {
-			t.Errorf("got length %d first %s last %s, want 0 0-0 %s", got.Length, got.FirstID, got.LastID, ids[2])
+		if got.Length != 1 || got.FirstID != ids[2] || got.LastID != ids[2] {
+			t.Errorf("got length %d first %s last %s, want 1 %s %s", got.Length, got.FirstID, got.LastID, ids[2], ids[2])
 		}
 	})
 
