@@ -106,10 +106,10 @@ func BenchmarkRedisDelivery(b *testing.B) {
 		readers, readerCaps int
 		rate                int // messages per second; 0: as fast as one publisher goes
 	}{
-		{"channels=1/subs=1000/full-speed", 1, 1000, 4, 500, 0},
-		{"channels=1/subs=1000/rate=1000", 1, 1000, 4, 500, 1000},
-		{"channels=1000/subs=1/full-speed", 1000, 1, 4, 500, 0},
-		{"channels=1000/subs=1/rate=1000", 1000, 1, 4, 500, 1000},
+		{"channels=1/subs=1000/full-speed", 1, 1000, 4, 100, 0},
+		{"channels=1/subs=1000/rate=1000", 1, 1000, 4, 100, 1000},
+		{"channels=1000/subs=1/full-speed", 1000, 1, 4, 100, 0},
+		{"channels=1000/subs=1/rate=1000", 1000, 1, 4, 100, 1000},
 		{"channels=10000/subs=1/rate=1000/reader-channels=10000", 10000, 1, 1, 10000, 1000},
 		{"channels=10000/subs=1/rate=1000/reader-channels=500", 10000, 1, 4, 500, 1000},
 		{"channels=10000/subs=1/rate=1000/reader-channels=100", 10000, 1, 4, 100, 1000},
