@@ -268,17 +268,7 @@ func TestShutdown(t *testing.T) {
 		}
 		c.expectClose(CodeGoingAway)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(readTimeout):
-		t.Fatal("Shutdown did not return after every client left")
-	}
-	if got := ts.srv.Stats().Open; got != 0 {
-		t.Errorf("Stats().Open = %d after Shutdown, want 0", got)
-	}
+	shutdownReturned(t, ts, done)
 	if got := ts.srv.Stats().Closes[CodeGoingAway]; got != int64(len(clients)) {
 		t.Errorf("Stats().Closes[1001] = %d, want %d", got, len(clients))
 	}
@@ -341,17 +331,7 @@ func TestShutdownDrainsQueue(t *testing.T) {
 		}
 	}
 	c.expectClose(CodeGoingAway)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Shutdown: %v", err)
-		}
-	case <-time.After(readTimeout):
-		t.Fatal("Shutdown did not return")
-	}
-	if got := ts.srv.Stats().Open; got != 0 {
-		t.Errorf("Stats().Open = %d after Shutdown, want 0", got)
-	}
+	shutdownReturned(t, ts, done)
 }
 
 // TestShutdownDeadline: a client that never answers the close frame is cut
@@ -392,5 +372,22 @@ func TestShutdownTwice(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Errorf("Shutdown: %v, want nil once the client is gone", err)
 		}
+	}
+}
+
+// shutdownReturned waits for a Shutdown's result and checks that it left no
+// connection open.
+func shutdownReturned(t *testing.T, ts *testServer, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(readTimeout):
+		t.Fatal("Shutdown did not return after every client left")
+	}
+	if got := ts.srv.Stats().Open; got != 0 {
+		t.Errorf("Stats().Open = %d after Shutdown, want 0", got)
 	}
 }
