@@ -120,9 +120,10 @@ func TestRedisRestartWithAOFKeepsIDsAndContinuity(t *testing.T) {
 		t.Errorf("id after restart %v not after %v", next, ids[4])
 	}
 	// A cursor still held proves that nothing after it was lost; one
-	// trimmed cannot.
-	if b := readOne(t, ctx, r, "prices", ids[2]); b.Gap {
-		t.Errorf("read after held %v reports a gap", ids[2])
+	// trimmed cannot. (The append above trimmed ids[2]: ids[3] is the
+	// oldest held.)
+	if b := readOne(t, ctx, r, "prices", ids[3]); b.Gap {
+		t.Errorf("read after held %v reports a gap", ids[3])
 	}
 	if b := readOne(t, ctx, r, "prices", ids[0]); !b.Gap {
 		t.Errorf("read after %v, with %v trimmed since, reports no gap", ids[0], ids[1])
