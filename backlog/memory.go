@@ -46,15 +46,7 @@ var _ Log = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory backlog.
 func NewMemory(cfg MemoryConfig) *Memory {
-	if cfg.MaxChannels <= 0 {
-		cfg.MaxChannels = 100_000
-	}
-	if cfg.BlockInterval <= 0 {
-		cfg.BlockInterval = 5 * time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.WithDefaults()
 	return &Memory{cfg: cfg, channels: make(map[string]*memChannel), appended: make(chan struct{})}
 }
 

@@ -63,15 +63,7 @@ type conner interface {
 // NewRedis returns a backlog stored in client, which the caller keeps
 // owning: Close does not close it.
 func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
-	if cfg.KeyPrefix == "" {
-		cfg.KeyPrefix = "tslm:"
-	}
-	if cfg.BlockInterval <= 0 {
-		cfg.BlockInterval = 5 * time.Second
-	}
-	if cfg.IdleReaders <= 0 {
-		cfg.IdleReaders = 16
-	}
+	cfg = cfg.WithDefaults()
 	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{})}
 	r.conns, _ = client.(conner)
 	return r

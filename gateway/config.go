@@ -2,112 +2,233 @@ package gateway
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/tslm/tslm/backlog"
+	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/httpapi"
 	"github.com/tslm/tslm/ws"
 )
 
-// Config is the whole gateway's configuration. cmd/tslm fills it from
-// TSLM_* environment variables (the env tags, without the prefix); the
-// envDefault values are the documented defaults, repeated in README.md.
+// Config is a replica's configuration. Zero values mean the documented
+// defaults, so Config{} runs a replica on the in-memory backlog. Most
+// defaults belong to the package that applies the setting (ws, broker,
+// backlog) and are written there once; WithDefaults reports them all.
+// cmd/tslm fills Config from TSLM_* environment variables.
 type Config struct {
-	PublicAddrs   []string `env:"PUBLIC_ADDRS" envDefault:":8080"`
-	InternalAddrs []string `env:"INTERNAL_ADDRS" envDefault:"127.0.0.1:8081"`
-	PublicAllow   []string `env:"PUBLIC_ALLOW" envDefault:"subscribe"`
-	RedisURL      string   `env:"REDIS_URL"`
+	// PublicAddrs are the public listener's addresses; nil means ":8080".
+	PublicAddrs []string
+	// InternalAddrs are the internal listener's addresses; nil means
+	// "127.0.0.1:8081". Keep it on a private interface.
+	InternalAddrs []string
+	// PublicAllow names the operations public clients may perform (see
+	// ws.ParseOps); nil means ws's default, subscribe only.
+	PublicAllow []string
+	// RedisURL selects the Redis backlog; "" means the in-memory one.
+	RedisURL string
 
-	MaxFrameBytes    int64    `env:"MAX_FRAME_BYTES" envDefault:"131072"`
-	MaxDataBytes     int      `env:"MAX_DATA_BYTES" envDefault:"65536"`
-	SendQueue        int      `env:"SEND_QUEUE" envDefault:"1024"`
-	SendQueueBytes   int      `env:"SEND_QUEUE_BYTES" envDefault:"4194304"`
-	MaxSubscriptions int      `env:"MAX_SUBSCRIPTIONS" envDefault:"100"`
-	MaxConnections   int      `env:"MAX_CONNECTIONS" envDefault:"10000"`
-	PublicRate       float64  `env:"PUBLIC_RATE" envDefault:"50"`
-	PublicBurst      int      `env:"PUBLIC_BURST" envDefault:"100"`
-	InternalRate     float64  `env:"INTERNAL_RATE" envDefault:"0"`
-	InternalBurst    int      `env:"INTERNAL_BURST" envDefault:"0"`
-	AllowedOrigins   []string `env:"ALLOWED_ORIGINS"`
+	// Limits of both listeners: see ws.Config.
+	MaxFrameBytes    int64
+	MaxDataBytes     int
+	SendQueue        int // ws.Config.SendQueueFrames
+	SendQueueBytes   int
+	MaxSubscriptions int
+	MaxConnections   int
+	// PublicRate is the commands per second a public connection may send;
+	// 0 means 50, a negative value means unlimited. PublicBurst: 0 means 100.
+	PublicRate  float64
+	PublicBurst int
+	// InternalRate is the same for internal connections; 0 or negative
+	// means unlimited. InternalBurst: 0 means the rate rounded up.
+	InternalRate  float64
+	InternalBurst int
+	// AllowedOrigins are browser origins allowed besides the server's own.
+	AllowedOrigins []string
 
-	PingInterval  time.Duration `env:"PING_INTERVAL" envDefault:"25s"`
-	PongTimeout   time.Duration `env:"PONG_TIMEOUT" envDefault:"10s"`
-	WriteTimeout  time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
-	ShutdownGrace time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+	WriteTimeout time.Duration
+	// ShutdownGrace is how long Shutdown's caller should let clients
+	// leave; 0 means 10s. cmd/tslm applies it.
+	ShutdownGrace time.Duration
 
-	DefaultMaxLen         int64         `env:"DEFAULT_MAX_LEN" envDefault:"10000"`
-	DefaultRetention      time.Duration `env:"DEFAULT_RETENTION" envDefault:"24h"`
-	ChannelMaxLenLimit    int64         `env:"CHANNEL_MAX_LEN_LIMIT" envDefault:"1000000"`
-	ChannelRetentionLimit time.Duration `env:"CHANNEL_RETENTION_LIMIT" envDefault:"720h"`
-	MaxChannels           int           `env:"MAX_CHANNELS" envDefault:"100000"`
-	ReplayBuffer          int           `env:"REPLAY_BUFFER" envDefault:"4096"`
-	MaxLast               int           `env:"MAX_LAST" envDefault:"1000"`
-	Readers               int           `env:"READERS" envDefault:"4"`
-	ReaderChannels        int           `env:"READER_CHANNELS" envDefault:"100"`
-	TrimInterval          time.Duration `env:"TRIM_INTERVAL" envDefault:"1m"`
+	// Channel defaults and limits, the replay and the readers: see
+	// broker.Config.
+	DefaultMaxLen         int64
+	DefaultRetention      time.Duration
+	ChannelMaxLenLimit    int64         // broker.Config.MaxMaxLen
+	ChannelRetentionLimit time.Duration // broker.Config.MaxRetention
+	ReplayBuffer          int
+	ReplayPage            int
+	MaxLast               int
+	Readers               int
+	ReaderChannels        int
+	ReadBatch             int
+	TrimInterval          time.Duration
 
-	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
-	LogFormat string `env:"LOG_FORMAT" envDefault:"text"`
+	// MaxChannels bounds the in-memory backlog: see backlog.MemoryConfig.
+	MaxChannels int
+	// BlockInterval is how long a backlog read waits for news before it
+	// is renewed: see backlog.RedisConfig.
+	BlockInterval time.Duration
+	// MaxReadLimit is the largest limit of an HTTP backlog read: see
+	// httpapi.Config.
+	MaxReadLimit int
 }
 
-// Prefix is the environment variables' prefix.
-const Prefix = "TSLM_"
+// Unlimited, as PublicRate or InternalRate, means no command rate limit.
+const Unlimited = -1
 
-// Validate checks what the env parser cannot, naming the variable at fault.
+const (
+	defaultPublicAddr    = ":8080"
+	defaultInternalAddr  = "127.0.0.1:8081"
+	defaultPublicRate    = 50
+	defaultPublicBurst   = 100
+	defaultShutdownGrace = 10 * time.Second
+)
+
+// WithDefaults returns c with every zero field set to its effective
+// default, taken from the package that applies it.
+func (c Config) WithDefaults() Config {
+	wsDef := ws.Config{}.WithDefaults()
+	hubDef := broker.Config{}.WithDefaults()
+	memDef := backlog.MemoryConfig{}.WithDefaults()
+	redisDef := backlog.RedisConfig{}.WithDefaults()
+	apiDef := httpapi.Config{}.WithDefaults()
+
+	if len(c.PublicAddrs) == 0 {
+		c.PublicAddrs = []string{defaultPublicAddr}
+	}
+	if len(c.InternalAddrs) == 0 {
+		c.InternalAddrs = []string{defaultInternalAddr}
+	}
+	if len(c.PublicAllow) == 0 {
+		c.PublicAllow = strings.Split(wsDef.Allow.String(), ",")
+	}
+	orDefault(&c.MaxFrameBytes, wsDef.MaxFrameBytes)
+	orDefault(&c.MaxDataBytes, wsDef.MaxDataBytes)
+	orDefault(&c.SendQueue, wsDef.SendQueueFrames)
+	orDefault(&c.SendQueueBytes, wsDef.SendQueueBytes)
+	orDefault(&c.MaxSubscriptions, wsDef.MaxSubscriptions)
+	orDefault(&c.MaxConnections, wsDef.MaxConnections)
+	orDefault(&c.PublicRate, defaultPublicRate)
+	orDefault(&c.PublicBurst, defaultPublicBurst)
+	orDefault(&c.PingInterval, wsDef.PingInterval)
+	orDefault(&c.PongTimeout, wsDef.PongTimeout)
+	orDefault(&c.WriteTimeout, wsDef.WriteTimeout)
+	orDefault(&c.ShutdownGrace, defaultShutdownGrace)
+
+	orDefault(&c.DefaultMaxLen, hubDef.DefaultMaxLen)
+	orDefault(&c.DefaultRetention, hubDef.DefaultRetention)
+	orDefault(&c.ChannelMaxLenLimit, hubDef.MaxMaxLen)
+	orDefault(&c.ChannelRetentionLimit, hubDef.MaxRetention)
+	orDefault(&c.ReplayBuffer, hubDef.ReplayBuffer)
+	orDefault(&c.ReplayPage, hubDef.ReplayPage)
+	orDefault(&c.MaxLast, hubDef.MaxLast)
+	orDefault(&c.Readers, hubDef.Readers)
+	orDefault(&c.ReaderChannels, hubDef.ReaderChannels)
+	orDefault(&c.ReadBatch, hubDef.ReadBatch)
+	orDefault(&c.TrimInterval, hubDef.TrimInterval)
+
+	orDefault(&c.MaxChannels, memDef.MaxChannels)
+	orDefault(&c.BlockInterval, redisDef.BlockInterval)
+	orDefault(&c.MaxReadLimit, apiDef.MaxReadLimit)
+	return c
+}
+
+func orDefault[T int | int64 | float64 | time.Duration](v *T, def T) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// ConfigError is an invalid setting. Field names the Config field, so that
+// whoever filled it (cmd/tslm: an environment variable) can name its own
+// source in the message.
+type ConfigError struct {
+	Field string
+	// Related, if set, is the other field the value conflicts with.
+	Related string
+	Err     error
+}
+
+func (e *ConfigError) Error() string {
+	if e.Related != "" {
+		return e.Field + ": " + e.Err.Error() + " (see " + e.Related + ")"
+	}
+	return e.Field + ": " + e.Err.Error()
+}
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+func invalid(field, format string, args ...any) error {
+	return &ConfigError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+func conflict(field, related, format string, args ...any) error {
+	return &ConfigError{Field: field, Related: related, Err: fmt.Errorf(format, args...)}
+}
+
+// Validate checks c after WithDefaults. Its errors are *ConfigError.
 func (c *Config) Validate() error {
-	positive := []struct {
-		name string
-		v    float64
+	nonNegative := []struct {
+		field string
+		v     float64
 	}{
-		{"MAX_FRAME_BYTES", float64(c.MaxFrameBytes)},
-		{"MAX_DATA_BYTES", float64(c.MaxDataBytes)},
-		{"SEND_QUEUE", float64(c.SendQueue)},
-		{"SEND_QUEUE_BYTES", float64(c.SendQueueBytes)},
-		{"MAX_SUBSCRIPTIONS", float64(c.MaxSubscriptions)},
-		{"MAX_CONNECTIONS", float64(c.MaxConnections)},
-		{"PING_INTERVAL", float64(c.PingInterval)},
-		{"PONG_TIMEOUT", float64(c.PongTimeout)},
-		{"WRITE_TIMEOUT", float64(c.WriteTimeout)},
-		{"SHUTDOWN_GRACE", float64(c.ShutdownGrace)},
-		{"DEFAULT_MAX_LEN", float64(c.DefaultMaxLen)},
-		{"DEFAULT_RETENTION", float64(c.DefaultRetention)},
-		{"CHANNEL_MAX_LEN_LIMIT", float64(c.ChannelMaxLenLimit)},
-		{"CHANNEL_RETENTION_LIMIT", float64(c.ChannelRetentionLimit)},
-		{"MAX_CHANNELS", float64(c.MaxChannels)},
-		{"REPLAY_BUFFER", float64(c.ReplayBuffer)},
-		{"MAX_LAST", float64(c.MaxLast)},
-		{"READERS", float64(c.Readers)},
-		{"READER_CHANNELS", float64(c.ReaderChannels)},
-		{"TRIM_INTERVAL", float64(c.TrimInterval)},
+		{"MaxFrameBytes", float64(c.MaxFrameBytes)},
+		{"MaxDataBytes", float64(c.MaxDataBytes)},
+		{"SendQueue", float64(c.SendQueue)},
+		{"SendQueueBytes", float64(c.SendQueueBytes)},
+		{"MaxSubscriptions", float64(c.MaxSubscriptions)},
+		{"MaxConnections", float64(c.MaxConnections)},
+		{"PublicBurst", float64(c.PublicBurst)},
+		{"InternalBurst", float64(c.InternalBurst)},
+		{"PingInterval", float64(c.PingInterval)},
+		{"PongTimeout", float64(c.PongTimeout)},
+		{"WriteTimeout", float64(c.WriteTimeout)},
+		{"ShutdownGrace", float64(c.ShutdownGrace)},
+		{"DefaultMaxLen", float64(c.DefaultMaxLen)},
+		{"DefaultRetention", float64(c.DefaultRetention)},
+		{"ChannelMaxLenLimit", float64(c.ChannelMaxLenLimit)},
+		{"ChannelRetentionLimit", float64(c.ChannelRetentionLimit)},
+		{"ReplayBuffer", float64(c.ReplayBuffer)},
+		{"ReplayPage", float64(c.ReplayPage)},
+		{"MaxLast", float64(c.MaxLast)},
+		{"Readers", float64(c.Readers)},
+		{"ReaderChannels", float64(c.ReaderChannels)},
+		{"ReadBatch", float64(c.ReadBatch)},
+		{"TrimInterval", float64(c.TrimInterval)},
+		{"MaxChannels", float64(c.MaxChannels)},
+		{"BlockInterval", float64(c.BlockInterval)},
+		{"MaxReadLimit", float64(c.MaxReadLimit)},
 	}
-	for _, p := range positive {
-		if p.v <= 0 {
-			return fmt.Errorf("%s%s must be positive", Prefix, p.name)
-		}
-	}
-	for _, p := range []struct {
-		name string
-		v    float64
-	}{{"PUBLIC_RATE", c.PublicRate}, {"PUBLIC_BURST", float64(c.PublicBurst)}, {"INTERNAL_RATE", c.InternalRate}, {"INTERNAL_BURST", float64(c.InternalBurst)}} {
+	for _, p := range nonNegative {
 		if p.v < 0 {
-			return fmt.Errorf("%s%s must not be negative (0 means unlimited)", Prefix, p.name)
+			return invalid(p.field, "must be positive")
 		}
 	}
 	switch {
 	case int64(c.MaxDataBytes) >= c.MaxFrameBytes:
-		return fmt.Errorf("%sMAX_DATA_BYTES (%d) must be less than %sMAX_FRAME_BYTES (%d): a publish frame wraps its data", Prefix, c.MaxDataBytes, Prefix, c.MaxFrameBytes)
+		return conflict("MaxDataBytes", "MaxFrameBytes", "(%d) must be less than the frame limit (%d): a publish frame wraps its data", c.MaxDataBytes, c.MaxFrameBytes)
 	case c.DefaultMaxLen > c.ChannelMaxLenLimit:
-		return fmt.Errorf("%sDEFAULT_MAX_LEN exceeds %sCHANNEL_MAX_LEN_LIMIT", Prefix, Prefix)
+		return conflict("DefaultMaxLen", "ChannelMaxLenLimit", "(%d) exceeds the channel max_len limit (%d)", c.DefaultMaxLen, c.ChannelMaxLenLimit)
 	case c.DefaultRetention > c.ChannelRetentionLimit:
-		return fmt.Errorf("%sDEFAULT_RETENTION exceeds %sCHANNEL_RETENTION_LIMIT", Prefix, Prefix)
-	case len(c.PublicAddrs) == 0:
-		return fmt.Errorf("%sPUBLIC_ADDRS must name at least one address", Prefix)
-	case c.LogFormat != "text" && c.LogFormat != "json":
-		return fmt.Errorf("%sLOG_FORMAT must be text or json", Prefix)
+		return conflict("DefaultRetention", "ChannelRetentionLimit", "(%s) exceeds the channel retention limit (%s)", c.DefaultRetention, c.ChannelRetentionLimit)
+	case c.BlockInterval < time.Millisecond:
+		return invalid("BlockInterval", "must be at least 1ms")
+	}
+	for _, addrs := range []struct {
+		field string
+		list  []string
+	}{{"PublicAddrs", c.PublicAddrs}, {"InternalAddrs", c.InternalAddrs}} {
+		for _, a := range addrs.list {
+			if strings.TrimSpace(a) == "" {
+				return invalid(addrs.field, "has an empty address: give host:port, such as 127.0.0.1:8080 or :8080")
+			}
+		}
 	}
 	if _, err := ws.ParseOps(c.PublicAllow); err != nil {
-		return fmt.Errorf("%sPUBLIC_ALLOW: %w", Prefix, err)
-	}
-	if _, err := c.Level(); err != nil {
-		return err
+		return &ConfigError{Field: "PublicAllow", Err: err}
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -34,17 +33,13 @@ type Gateway struct {
 	serveWG                  sync.WaitGroup
 }
 
-// Level parses LogLevel.
-func (c *Config) Level() (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
-		return l, fmt.Errorf("%sLOG_LEVEL must be debug, info, warn or error", Prefix)
-	}
-	return l, nil
-}
-
-// Start opens the backlog and the listeners and starts serving.
+// Start opens the backlog and the listeners and starts serving. Zero
+// fields of cfg take their defaults; a nil logger means slog.Default().
 func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -58,9 +53,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 		MaxMaxLen:        cfg.ChannelMaxLenLimit,
 		MaxRetention:     cfg.ChannelRetentionLimit,
 		ReplayBuffer:     cfg.ReplayBuffer,
+		ReplayPage:       cfg.ReplayPage,
 		MaxLast:          cfg.MaxLast,
 		Readers:          cfg.Readers,
 		ReaderChannels:   cfg.ReaderChannels,
+		ReadBatch:        cfg.ReadBatch,
 		TrimInterval:     cfg.TrimInterval,
 		Logger:           logger,
 	})
@@ -77,17 +74,17 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	internalMux.HandleFunc("GET /healthz", healthz)
 	internalMux.HandleFunc("GET /readyz", g.readyz)
 	internalMux.Handle("GET /metrics", promhttp.HandlerFor(g.metricsRegistry(), promhttp.HandlerOpts{}))
-	httpapi.New(g.hub, httpapi.Config{MaxDataBytes: int64(cfg.MaxDataBytes), Logger: logger}).Register(internalMux)
+	httpapi.New(g.hub, httpapi.Config{MaxDataBytes: int64(cfg.MaxDataBytes), MaxReadLimit: cfg.MaxReadLimit, Logger: logger}).Register(internalMux)
 
 	var err error
 	if g.publicLn, err = listen(cfg.PublicAddrs); err != nil {
 		g.closeCore()
-		return nil, fmt.Errorf("%sPUBLIC_ADDRS: %w", Prefix, err)
+		return nil, &ConfigError{Field: "PublicAddrs", Err: err}
 	}
 	if g.internalLn, err = listen(cfg.InternalAddrs); err != nil {
 		closeAll(g.publicLn)
 		g.closeCore()
-		return nil, fmt.Errorf("%sINTERNAL_ADDRS: %w", Prefix, err)
+		return nil, &ConfigError{Field: "InternalAddrs", Err: err}
 	}
 	g.publicHTTP = g.serve("public", publicMux, g.publicLn)
 	g.internalHTTP = g.serve("internal", internalMux, g.internalLn)
@@ -96,7 +93,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 
 func (g *Gateway) openBacklog(ctx context.Context) error {
 	if g.cfg.RedisURL == "" {
-		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels})
+		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, BlockInterval: g.cfg.BlockInterval})
 		g.ready = func(context.Context) error { return nil }
 		g.logger.Warn("no TSLM_REDIS_URL: running on the in-memory backlog (single node, not durable: messages are lost on exit)")
 		return nil
@@ -105,6 +102,9 @@ func (g *Gateway) openBacklog(ctx context.Context) error {
 }
 
 func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) ws.Config {
+	if rate < 0 {
+		rate = 0 // ws's unlimited
+	}
 	return ws.Config{
 		Name:             name,
 		Allow:            allow,

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,11 +15,11 @@ import (
 func (g *Gateway) openRedis(ctx context.Context) error {
 	client, err := backlog.NewRedisClient(g.cfg.RedisURL)
 	if err != nil {
-		return fmt.Errorf("%sREDIS_URL: %w", Prefix, err)
+		return &ConfigError{Field: "RedisURL", Err: err}
 	}
 	// Every hub reader holds one dedicated connection between its Reads;
 	// the cap only bounds connections left over when readers are fewer.
-	r := backlog.NewRedis(client, backlog.RedisConfig{IdleReaders: 1024})
+	r := backlog.NewRedis(client, backlog.RedisConfig{IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval})
 	g.log = closeBoth{Redis: r, client: client}
 	g.ready = func(ctx context.Context) error { return client.Ping(ctx).Err() }
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)

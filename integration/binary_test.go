@@ -126,16 +126,22 @@ func (p *process) wait(t *testing.T, within time.Duration) error {
 }
 
 func TestBinaryServesAndDrainsOnSIGTERM(t *testing.T) {
-	p := startBinary(t, map[string]string{"TSLM_SHUTDOWN_GRACE": "5s"})
+	p := startBinary(t, map[string]string{"TSLM_SHUTDOWN_GRACE": "5s", "TSLM_SHUTDOWN_GARCE": "9s"})
 	r := &replica{
 		publicURL: "ws://" + p.addr(t, "public") + "/v1/ws",
 		apiURL:    "http://" + p.addr(t, "internal"),
 	}
-	var memoryWarnings int
+	var memoryWarnings, typoWarnings int
 	for _, l := range p.logLines() {
+		if msg, _ := l["msg"].(string); l["level"] == "WARN" && strings.Contains(msg, "did you mean TSLM_SHUTDOWN_GRACE?") {
+			typoWarnings++
+		}
 		if msg, _ := l["msg"].(string); strings.Contains(msg, "in-memory backlog") && strings.Contains(msg, "not durable") {
 			memoryWarnings++
 		}
+	}
+	if typoWarnings != 1 {
+		t.Errorf("%d warnings of the misspelled TSLM_SHUTDOWN_GARCE, want 1; stderr:\n%s", typoWarnings, p.output())
 	}
 	if memoryWarnings != 1 {
 		t.Errorf("start-up logged the in-memory warning %d times, want once:\n%s", memoryWarnings, p.output())
@@ -161,6 +167,7 @@ func TestBinaryRefusesBadConfig(t *testing.T) {
 		"TSLM_SEND_QUEUE":   "many",
 		"TSLM_PUBLIC_ALLOW": "subscribe,destroy",
 		"TSLM_PUBLIC_ADDRS": "127.0.0.1:99999",
+		"TSLM_REDIS_URL":    "",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {

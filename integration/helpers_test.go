@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"github.com/gorilla/websocket"
 
 	"github.com/tslm/tslm/gateway"
+	"github.com/tslm/tslm/internal/envconfig"
 )
 
 // config returns the documented defaults with overrides applied, listening
@@ -29,11 +29,11 @@ func config(t testing.TB, overrides map[string]string) gateway.Config {
 	for k, v := range overrides {
 		vars[k] = v
 	}
-	cfg, err := env.ParseAsWithOptions[gateway.Config](env.Options{Prefix: gateway.Prefix, Environment: vars})
+	st, err := envconfig.Load(vars)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg
+	return st.Gateway
 }
 
 type replica struct {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tslm/tslm/gateway"
+	"github.com/tslm/tslm/internal/envconfig"
 )
 
 func main() {
@@ -23,27 +24,30 @@ func main() {
 }
 
 func run() error {
-	cfg, err := loadConfig(nil)
+	st, err := envconfig.Load(nil)
 	if err != nil {
 		return err
 	}
-	level, _ := cfg.Level() // checked by Validate
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: st.LogLevel}
 	var handler slog.Handler = slog.NewTextHandler(os.Stderr, opts)
-	if cfg.LogFormat == "json" {
+	if st.LogFormat == "json" {
 		handler = slog.NewJSONHandler(os.Stderr, opts)
 	}
 	logger := slog.New(handler)
 	slog.SetDefault(logger)
+	for _, w := range st.Warnings {
+		logger.Warn(w)
+	}
 	// go-redis logs connection trouble through its own global logger, in
 	// plain text: route it into the structured log instead.
 	redis.SetLogger(redisLogger{logger.With("component", "redis")})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	cfg := st.Gateway.WithDefaults()
 	g, err := gateway.Start(ctx, cfg, logger)
 	if err != nil {
-		return err
+		return envconfig.Explain(err)
 	}
 	<-ctx.Done()
 	stop()

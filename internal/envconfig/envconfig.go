@@ -1,0 +1,347 @@
+// Package envconfig reads a replica's configuration from TSLM_* environment
+// variables into gateway.Config. It is the only place that knows the
+// variables' names; every default lives with the package that applies it,
+// and an unset variable leaves its field zero so that default applies.
+package envconfig
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/tslm/tslm/gateway"
+)
+
+// Prefix starts every variable's name.
+const Prefix = "TSLM_"
+
+// Vars are the variables, each named by its env tag after Prefix. A field
+// named like a gateway.Config field is copied into it; the others belong to
+// the process (logging).
+type Vars struct {
+	PublicAddrs   []string `env:"PUBLIC_ADDRS"`
+	InternalAddrs []string `env:"INTERNAL_ADDRS"`
+	PublicAllow   []string `env:"PUBLIC_ALLOW"`
+	RedisURL      string   `env:"REDIS_URL"`
+
+	MaxFrameBytes    int64    `env:"MAX_FRAME_BYTES"`
+	MaxDataBytes     int      `env:"MAX_DATA_BYTES"`
+	SendQueue        int      `env:"SEND_QUEUE"`
+	SendQueueBytes   int      `env:"SEND_QUEUE_BYTES"`
+	MaxSubscriptions int      `env:"MAX_SUBSCRIPTIONS"`
+	MaxConnections   int      `env:"MAX_CONNECTIONS"`
+	PublicRate       float64  `env:"PUBLIC_RATE"`
+	PublicBurst      int      `env:"PUBLIC_BURST"`
+	InternalRate     float64  `env:"INTERNAL_RATE"`
+	InternalBurst    int      `env:"INTERNAL_BURST"`
+	AllowedOrigins   []string `env:"ALLOWED_ORIGINS"`
+
+	PingInterval  time.Duration `env:"PING_INTERVAL"`
+	PongTimeout   time.Duration `env:"PONG_TIMEOUT"`
+	WriteTimeout  time.Duration `env:"WRITE_TIMEOUT"`
+	ShutdownGrace time.Duration `env:"SHUTDOWN_GRACE"`
+
+	DefaultMaxLen         int64         `env:"DEFAULT_MAX_LEN"`
+	DefaultRetention      time.Duration `env:"DEFAULT_RETENTION"`
+	ChannelMaxLenLimit    int64         `env:"CHANNEL_MAX_LEN_LIMIT"`
+	ChannelRetentionLimit time.Duration `env:"CHANNEL_RETENTION_LIMIT"`
+	MaxChannels           int           `env:"MAX_CHANNELS"`
+	ReplayBuffer          int           `env:"REPLAY_BUFFER"`
+	ReplayPage            int           `env:"REPLAY_PAGE"`
+	MaxLast               int           `env:"MAX_LAST"`
+	Readers               int           `env:"READERS"`
+	ReaderChannels        int           `env:"READER_CHANNELS"`
+	ReadBatch             int           `env:"READ_BATCH"`
+	BlockInterval         time.Duration `env:"BLOCK_INTERVAL"`
+	TrimInterval          time.Duration `env:"TRIM_INTERVAL"`
+	MaxReadLimit          int           `env:"MAX_READ_LIMIT"`
+
+	LogLevel  string `env:"LOG_LEVEL"`
+	LogFormat string `env:"LOG_FORMAT"`
+}
+
+// processOnly are the Vars fields that are not gateway.Config's.
+var processOnly = []string{"LogLevel", "LogFormat"}
+
+// emptyMeansNone are the variables for which an empty value is meaningful:
+// an empty list of extra origins allows the server's own origin only. Every
+// other variable set to "" is an error, since an empty value is far more
+// often a templating slip (TSLM_X=${UNSET}) than a wish for the default.
+var emptyMeansNone = []string{"ALLOWED_ORIGINS"}
+
+// zeroMeansUnlimited are the variables for which 0 is a value rather than
+// a mistake. Every other number or duration set to 0 is an error: unset
+// the variable for its default.
+var zeroMeansUnlimited = []string{"PUBLIC_RATE", "INTERNAL_RATE"}
+
+// Settings is what Load read.
+type Settings struct {
+	Gateway   gateway.Config
+	LogLevel  slog.Level
+	LogFormat string // "text" or "json"
+	// Warnings are worth logging at start but not worth refusing it:
+	// variables with the prefix that no setting has (misspellings).
+	Warnings []string
+}
+
+// Load reads the variables from environ (nil: the process's environment)
+// and validates them. Every error names the variable at fault.
+func Load(environ map[string]string) (Settings, error) {
+	if environ == nil {
+		environ = processEnviron()
+	}
+	known := names()
+	var st Settings
+	var errs []error
+	for _, key := range sortedKeys(environ) {
+		name, ok := strings.CutPrefix(key, Prefix)
+		if !ok {
+			continue
+		}
+		if !slices.Contains(known, name) {
+			st.Warnings = append(st.Warnings, unknownWarning(key, known))
+			continue
+		}
+		if strings.TrimSpace(environ[key]) == "" && !slices.Contains(emptyMeansNone, name) {
+			errs = append(errs, fmt.Errorf("%s is set but empty: unset it for its default, or give a value", key))
+		}
+	}
+	if len(errs) > 0 {
+		return st, errors.Join(errs...)
+	}
+	// An empty list that means none is no list at all: the parser would
+	// read it as one empty entry.
+	environ = maps.Clone(environ)
+	for _, name := range emptyMeansNone {
+		if strings.TrimSpace(environ[Prefix+name]) == "" {
+			delete(environ, Prefix+name)
+		}
+	}
+	vars, err := env.ParseAsWithOptions[Vars](env.Options{Prefix: Prefix, Environment: environ})
+	if err != nil {
+		return st, nameVariables(err)
+	}
+	if err := checkValues(&vars, environ); err != nil {
+		return st, err
+	}
+	st.Gateway = toGateway(vars)
+	if err := st.readLogging(vars); err != nil {
+		return st, err
+	}
+	resolved := st.Gateway.WithDefaults()
+	if err := resolved.Validate(); err != nil {
+		return st, Explain(err)
+	}
+	return st, nil
+}
+
+// Explain rewrites a *gateway.ConfigError, which names a Config field, to
+// name the variable that sets it; other errors pass through.
+func Explain(err error) error {
+	var ce *gateway.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	v, ok := variableOf(ce.Field)
+	if !ok {
+		return err
+	}
+	if r, ok := variableOf(ce.Related); ok {
+		return fmt.Errorf("%s: %w (see %s)", v, ce.Err, r)
+	}
+	return fmt.Errorf("%s: %w", v, ce.Err)
+}
+
+func variableOf(field string) (string, bool) {
+	f, ok := reflect.TypeFor[Vars]().FieldByName(field)
+	if !ok {
+		return "", false
+	}
+	return Prefix + f.Tag.Get("env"), true
+}
+
+// names lists the variables without the prefix, in declaration order.
+func names() []string {
+	t := reflect.TypeFor[Vars]()
+	out := make([]string, t.NumField())
+	for i := range out {
+		out[i] = t.Field(i).Tag.Get("env")
+	}
+	return out
+}
+
+// Names lists every variable, prefix included, in declaration order.
+func Names() []string {
+	out := names()
+	for i := range out {
+		out[i] = Prefix + out[i]
+	}
+	return out
+}
+
+// checkValues refuses what the parser accepts but no setting means:
+// negative numbers, zero where zero is not a value, empty list entries.
+func checkValues(vars *Vars, environ map[string]string) error {
+	v := reflect.ValueOf(vars).Elem()
+	t := v.Type()
+	for i := range t.NumField() {
+		name := t.Field(i).Tag.Get("env")
+		if _, set := environ[Prefix+name]; !set {
+			continue
+		}
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.Int, reflect.Int64, reflect.Float64:
+			var n float64
+			if f.Kind() == reflect.Float64 {
+				n = f.Float()
+			} else {
+				n = float64(f.Int())
+			}
+			switch {
+			case slices.Contains(zeroMeansUnlimited, name) && n < 0:
+				return fmt.Errorf("%s%s must not be negative (0 means unlimited)", Prefix, name)
+			case slices.Contains(zeroMeansUnlimited, name):
+			case n <= 0:
+				return fmt.Errorf("%s%s must be positive: unset it for its default", Prefix, name)
+			}
+		case reflect.Slice:
+			for j := range f.Len() {
+				item := strings.TrimSpace(f.Index(j).String())
+				if item == "" {
+					return fmt.Errorf("%s%s has an empty entry in %q", Prefix, name, environ[Prefix+name])
+				}
+				f.Index(j).SetString(item)
+			}
+		}
+	}
+	// 0 says "unlimited" in the environment; in gateway.Config zero means
+	// the default, so say it the Config way.
+	if _, set := environ[Prefix+"PUBLIC_RATE"]; set && vars.PublicRate == 0 {
+		vars.PublicRate = gateway.Unlimited
+	}
+	if _, set := environ[Prefix+"INTERNAL_RATE"]; set && vars.InternalRate == 0 {
+		vars.InternalRate = gateway.Unlimited
+	}
+	return nil
+}
+
+// toGateway copies every field of vars into the gateway.Config field of the
+// same name; TestEveryConfigFieldHasAVariable keeps the two in step.
+func toGateway(vars Vars) gateway.Config {
+	var cfg gateway.Config
+	src := reflect.ValueOf(vars)
+	dst := reflect.ValueOf(&cfg).Elem()
+	for i := range src.NumField() {
+		name := src.Type().Field(i).Name
+		if slices.Contains(processOnly, name) {
+			continue
+		}
+		dst.FieldByName(name).Set(src.Field(i))
+	}
+	return cfg
+}
+
+func (st *Settings) readLogging(vars Vars) error {
+	level := cmpOr(vars.LogLevel, "info")
+	if err := st.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("%sLOG_LEVEL must be debug, info, warn or error", Prefix)
+	}
+	st.LogFormat = cmpOr(vars.LogFormat, "text")
+	if st.LogFormat != "text" && st.LogFormat != "json" {
+		return fmt.Errorf("%sLOG_FORMAT must be text or json", Prefix)
+	}
+	return nil
+}
+
+func cmpOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// nameVariables rewrites the env parser's errors, which name Go struct
+// fields, to name the environment variables an operator actually sets.
+func nameVariables(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	msgs := make([]string, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if v, ok := variableOf(pe.Name); ok {
+				msgs = append(msgs, fmt.Sprintf("%s: invalid value: %v", v, pe.Err))
+				continue
+			}
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// unknownWarning names a variable no setting reads, with the closest known
+// name when one is a likely misspelling.
+func unknownWarning(key string, known []string) string {
+	name := strings.TrimPrefix(key, Prefix)
+	best, bestDist := "", 4 // farther than 3 edits is not a typo
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("%s is not a TSLM setting and is ignored: did you mean %s%s?", key, Prefix, best)
+	}
+	return fmt.Sprintf("%s is not a TSLM setting and is ignored", key)
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+func processEnviron() map[string]string {
+	m := make(map[string]string)
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,241 @@
+package envconfig
+
+import (
+	"bufio"
+	"log/slog"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tslm/tslm/gateway"
+)
+
+func TestLoadLeavesUnsetVariablesToTheirPackages(t *testing.T) {
+	st, err := Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(st.Gateway, gateway.Config{}) {
+		t.Errorf("no variables gave %+v, want the zero Config", st.Gateway)
+	}
+	if st.LogLevel != slog.LevelInfo || st.LogFormat != "text" {
+		t.Errorf("logging = %v %q, want info text", st.LogLevel, st.LogFormat)
+	}
+	if len(st.Warnings) != 0 {
+		t.Errorf("warnings: %q", st.Warnings)
+	}
+}
+
+func TestLoadParsesLists(t *testing.T) {
+	st, err := Load(map[string]string{
+		"TSLM_PUBLIC_ADDRS":    "127.0.0.1:9000, [::1]:9000",
+		"TSLM_PUBLIC_ALLOW":    "subscribe, publish",
+		"TSLM_ALLOWED_ORIGINS": "",
+		"TSLM_PUBLIC_RATE":     "0",
+		"TSLM_READ_BATCH":      "50",
+		"TSLM_BLOCK_INTERVAL":  "2s",
+		"PATH":                 "/bin",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := st.Gateway
+	if !slices.Equal(g.PublicAddrs, []string{"127.0.0.1:9000", "[::1]:9000"}) {
+		t.Errorf("public addrs = %q", g.PublicAddrs)
+	}
+	if !slices.Equal(g.PublicAllow, []string{"subscribe", "publish"}) {
+		t.Errorf("public allow = %q", g.PublicAllow)
+	}
+	if g.AllowedOrigins != nil {
+		t.Errorf("empty TSLM_ALLOWED_ORIGINS gave %q, want none", g.AllowedOrigins)
+	}
+	if g.PublicRate != gateway.Unlimited {
+		t.Errorf("TSLM_PUBLIC_RATE=0 gave rate %v, want unlimited", g.PublicRate)
+	}
+	if g.ReadBatch != 50 || g.BlockInterval != 2*time.Second {
+		t.Errorf("tuning = %d %s", g.ReadBatch, g.BlockInterval)
+	}
+}
+
+// TestLoadNamesTheVariable holds every start-up error to naming the
+// variable to fix.
+func TestLoadNamesTheVariable(t *testing.T) {
+	cases := map[string]string{
+		"TSLM_MAX_FRAME_BYTES":         "lots",
+		"TSLM_PING_INTERVAL":           "soon",
+		"TSLM_SEND_QUEUE":              "-1",
+		"TSLM_MAX_CONNECTIONS":         "0",
+		"TSLM_PUBLIC_RATE":             "-3",
+		"TSLM_PUBLIC_BURST":            "0",
+		"TSLM_PUBLIC_ALLOW":            "subscribe,delete",
+		"TSLM_LOG_LEVEL":               "loud",
+		"TSLM_LOG_FORMAT":              "xml",
+		"TSLM_MAX_DATA_BYTES":          "200000", // not less than the frame limit
+		"TSLM_DEFAULT_MAX_LEN":         "2000000",
+		"TSLM_SHUTDOWN_GRACE":          "0s",
+		"TSLM_CHANNEL_RETENTION_LIMIT": "1h", // below the default retention
+		"TSLM_BLOCK_INTERVAL":          "10us",
+		// Empty values are slips, not wishes for the default.
+		"TSLM_PUBLIC_ADDRS": "",
+		"TSLM_REDIS_URL":    " ",
+		"TSLM_READERS":      "",
+		// So are empty entries in a list.
+		"TSLM_INTERNAL_ADDRS": "127.0.0.1:8081,",
+	}
+	for name, value := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(map[string]string{name: value})
+			if err == nil {
+				t.Fatalf("%s=%q accepted", name, value)
+			}
+			if !strings.Contains(err.Error(), name) {
+				t.Errorf("%s=%q: error %q does not name the variable", name, value, err)
+			}
+		})
+	}
+}
+
+func TestLoadWarnsOfUnknownVariables(t *testing.T) {
+	st, err := Load(map[string]string{
+		"TSLM_PUBLIC_ADRS": ":9000",
+		"TSLM_FROBNICATE":  "yes",
+		"OTHER_THING":      "x",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"TSLM_FROBNICATE is not a TSLM setting and is ignored",
+		"TSLM_PUBLIC_ADRS is not a TSLM setting and is ignored: did you mean TSLM_PUBLIC_ADDRS?",
+	}
+	if !slices.Equal(st.Warnings, want) {
+		t.Errorf("warnings = %q, want %q", st.Warnings, want)
+	}
+}
+
+func TestExplainNamesTheVariableOfAConfigError(t *testing.T) {
+	err := Explain(&gateway.ConfigError{Field: "PublicAddrs", Err: os.ErrPermission})
+	if !strings.HasPrefix(err.Error(), "TSLM_PUBLIC_ADDRS: ") {
+		t.Errorf("Explain = %q", err)
+	}
+}
+
+// TestEveryConfigFieldHasAVariable keeps Vars and gateway.Config in step:
+// toGateway copies fields by name, so a field added to one must be added
+// to the other, with the same type.
+func TestEveryConfigFieldHasAVariable(t *testing.T) {
+	vars, cfg := reflect.TypeFor[Vars](), reflect.TypeFor[gateway.Config]()
+	for i := range cfg.NumField() {
+		f := cfg.Field(i)
+		v, ok := vars.FieldByName(f.Name)
+		switch {
+		case !ok:
+			t.Errorf("gateway.Config.%s has no variable in Vars", f.Name)
+		case v.Type != f.Type:
+			t.Errorf("Vars.%s is %s, gateway.Config's is %s", f.Name, v.Type, f.Type)
+		}
+	}
+	for i := range vars.NumField() {
+		name := vars.Field(i).Name
+		if _, ok := cfg.FieldByName(name); !ok && !slices.Contains(processOnly, name) {
+			t.Errorf("Vars.%s sets nothing in gateway.Config", name)
+		}
+	}
+}
+
+// TestReadmeDocumentsEveryVariable holds README.md's configuration table
+// to the code: every variable listed, none invented, and each default the
+// one the packages actually apply, so that defaults are written once, in
+// code, and the README cannot drift from them.
+func TestReadmeDocumentsEveryVariable(t *testing.T) {
+	documented := readmeDefaults(t, "../../README.md")
+	resolved := reflect.ValueOf(gateway.Config{}.WithDefaults())
+	st, err := Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	process := map[string]string{"LogLevel": strings.ToLower(st.LogLevel.String()), "LogFormat": st.LogFormat}
+	vars := reflect.TypeFor[Vars]()
+	for i := range vars.NumField() {
+		f := vars.Field(i)
+		name := Prefix + f.Tag.Get("env")
+		doc, ok := documented[name]
+		if !ok {
+			t.Errorf("README.md does not document %s", name)
+			continue
+		}
+		delete(documented, name)
+		if v, ok := process[f.Name]; ok {
+			if doc != v {
+				t.Errorf("README.md says %s defaults to %q; it is %q", name, doc, v)
+			}
+			continue
+		}
+		if !defaultMatches(doc, resolved.FieldByName(f.Name)) {
+			t.Errorf("README.md says %s defaults to %q; it is %v", name, doc, resolved.FieldByName(f.Name))
+		}
+	}
+	for name := range documented {
+		t.Errorf("README.md documents %s, which no setting reads", name)
+	}
+}
+
+// readmeDefaults reads the default column of the rows "| `TSLM_X` | … |".
+func readmeDefaults(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := make(map[string]string)
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "| `"+Prefix) {
+			continue
+		}
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 {
+			t.Fatalf("README.md: malformed row %q", line)
+		}
+		name := strings.Trim(strings.TrimSpace(cells[1]), "`")
+		out[name] = strings.Trim(strings.TrimSpace(cells[2]), "`")
+	}
+	if len(out) == 0 {
+		t.Fatal("README.md has no configuration table")
+	}
+	return out
+}
+
+// defaultMatches compares a README default with the effective value. A
+// default in italics, "*(unset: …)*", stands for the zero value: the
+// setting is off or derived at run time, as the text says.
+func defaultMatches(doc string, v reflect.Value) bool {
+	if strings.HasPrefix(doc, "*(") {
+		return v.IsZero()
+	}
+	switch v.Kind() {
+	case reflect.Slice:
+		return doc == strings.Join(v.Interface().([]string), ",")
+	case reflect.String:
+		return doc == v.String()
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(doc, 64)
+		return err == nil && n == v.Float()
+	case reflect.Int64:
+		if v.Type() == reflect.TypeFor[time.Duration]() {
+			d, err := time.ParseDuration(doc)
+			return err == nil && d == time.Duration(v.Int())
+		}
+		fallthrough
+	case reflect.Int:
+		n, err := strconv.ParseInt(doc, 10, 64)
+		return err == nil && n == v.Int()
+	}
+	return false
+}
