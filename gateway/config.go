@@ -39,6 +39,10 @@ type Config struct {
 	ChannelRetentionLimit time.Duration `env:"CHANNEL_RETENTION_LIMIT" envDefault:"720h"`
 	MaxChannels           int           `env:"MAX_CHANNELS" envDefault:"100000"`
 	ReplayBuffer          int           `env:"REPLAY_BUFFER" envDefault:"4096"`
+	ReplayPageBytes       int           `env:"REPLAY_PAGE_BYTES" envDefault:"1048576"`
+	ReplayBytes           int64         `env:"REPLAY_BYTES" envDefault:"67108864"`
+	ReplayWait            time.Duration `env:"REPLAY_WAIT" envDefault:"10s"`
+	ReplayOvertakes       int           `env:"REPLAY_OVERTAKES" envDefault:"3"`
 	MaxLast               int           `env:"MAX_LAST" envDefault:"1000"`
 	Readers               int           `env:"READERS" envDefault:"4"`
 	ReaderChannels        int           `env:"READER_CHANNELS" envDefault:"100"`
@@ -73,6 +77,10 @@ func (c *Config) Validate() error {
 		{"CHANNEL_RETENTION_LIMIT", float64(c.ChannelRetentionLimit)},
 		{"MAX_CHANNELS", float64(c.MaxChannels)},
 		{"REPLAY_BUFFER", float64(c.ReplayBuffer)},
+		{"REPLAY_PAGE_BYTES", float64(c.ReplayPageBytes)},
+		{"REPLAY_BYTES", float64(c.ReplayBytes)},
+		{"REPLAY_WAIT", float64(c.ReplayWait)},
+		{"REPLAY_OVERTAKES", float64(c.ReplayOvertakes)},
 		{"MAX_LAST", float64(c.MaxLast)},
 		{"READERS", float64(c.Readers)},
 		{"READER_CHANNELS", float64(c.ReaderChannels)},
