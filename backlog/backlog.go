@@ -31,6 +31,14 @@ type Log interface {
 	// Tail returns the newest n messages, oldest first.
 	Tail(ctx context.Context, channel string, n int) ([]Message, error)
 
+	// TailStart returns the ID of the oldest of the newest n messages (the
+	// first message Tail(n) would return), or Zero when the channel holds
+	// none or n < 1. It reads no payload, so that a replay of the newest n
+	// can then page forward with Range (after TailStart's ID.Prev) instead
+	// of holding all n at once; the first message that Range returns is
+	// that ID unless it was trimmed meanwhile.
+	TailStart(ctx context.Context, channel string, n int) (ID, error)
+
 	// Read waits until at least one cursor's channel holds messages after
 	// the cursor, then returns them, up to limit per channel; every Batch
 	// holds at least one message, so a loss after a cursor with nothing

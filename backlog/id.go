@@ -94,3 +94,15 @@ func (id ID) Next() ID {
 	}
 	return ID{Ms: id.Ms, Seq: id.Seq + 1}
 }
+
+// Prev returns the greatest ID before id, so that Range after id.Prev()
+// starts with id itself; Zero has no predecessor and stays Zero.
+func (id ID) Prev() ID {
+	switch {
+	case id.Seq > 0:
+		return ID{Ms: id.Ms, Seq: id.Seq - 1}
+	case id.Ms > 0:
+		return ID{Ms: id.Ms - 1, Seq: ^uint64(0)}
+	}
+	return Zero
+}

@@ -42,6 +42,22 @@ func TestIDOrder(t *testing.T) {
 	}
 }
 
+func TestPrev(t *testing.T) {
+	for _, c := range []struct{ id, want ID }{
+		{ID{5, 3}, ID{5, 2}},
+		{ID{5, 0}, ID{4, 1<<64 - 1}},
+		{ID{0, 1}, Zero},
+		{Zero, Zero},
+	} {
+		if got := c.id.Prev(); got != c.want {
+			t.Errorf("%v.Prev() = %v, want %v", c.id, got, c.want)
+		}
+		if !c.id.IsZero() && c.id.Prev().Next() != c.id {
+			t.Errorf("%v.Prev().Next() = %v", c.id, c.id.Prev().Next())
+		}
+	}
+}
+
 func FuzzParseID(f *testing.F) {
 	for _, s := range []string{"0-0", "1732480000123-7", "1-", "01-1"} {
 		f.Add(s)

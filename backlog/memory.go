@@ -170,6 +170,16 @@ func (m *Memory) Tail(_ context.Context, channel string, n int) ([]Message, erro
 	return copyUpTo(c.msgs[start:], n), nil
 }
 
+func (m *Memory) TailStart(_ context.Context, channel string, n int) (ID, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c, err := m.lookup(channel)
+	if err != nil || n <= 0 || len(c.msgs) == 0 {
+		return ID{}, err
+	}
+	return c.msgs[max(len(c.msgs)-n, 0)].ID, nil
+}
+
 // copyUpTo copies so that callers never share the channel's slice; the
 // payloads themselves are immutable and shared.
 func copyUpTo(msgs []Message, limit int) []Message {

@@ -340,6 +340,26 @@ func (r *Redis) Tail(ctx context.Context, channel string, n int) ([]Message, err
 	return out, nil
 }
 
+// TailStart walks back from the newest entry in a script, so that only the
+// ID it finds crosses the network, however large the n entries are.
+func (r *Redis) TailStart(ctx context.Context, channel string, n int) (ID, error) {
+	if r.isClosed() {
+		return ID{}, ErrClosed
+	}
+	s, err := tailStartScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)}, max(n, 0)).Text()
+	if errors.Is(err, redis.Nil) {
+		return ID{}, ErrNotFound
+	}
+	if err != nil {
+		return ID{}, r.wrap(ctx, err)
+	}
+	id, err := ParseID(s)
+	if err != nil {
+		return ID{}, fmt.Errorf("backlog: redis returned id %q: %w", s, err)
+	}
+	return id, nil
+}
+
 // messagesOf converts stream entries. An entry without a data field (a
 // publisher broke the contract) is returned with empty Data.
 func messagesOf(xs []redis.XMessage) []Message {

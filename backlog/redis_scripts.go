@@ -60,6 +60,30 @@ end
 return redis.call('XTRIM', KEYS[2], 'MINID', minid)
 `)
 
+// tailStartScript returns the ID of the oldest of the newest ARGV[1]
+// entries, '0-0' when the stream holds none (or ARGV[1] is 0), or nil when
+// the channel does not exist. It walks back in chunks so that Redis never
+// materializes more than tailStartChunk entries at once, and returns no
+// payload: the broker reads those forward, a page at a time.
+var tailStartScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local n, chunk = tonumber(ARGV[1]), ` + tailStartChunk + `
+local id, before = '0-0', '+'
+while n > 0 do
+  local c = math.min(n, chunk)
+  local es = redis.call('XREVRANGE', KEYS[2], before, '-', 'COUNT', c)
+  if #es == 0 then break end
+  id = es[#es][1]
+  n = n - #es
+  if #es < c then break end
+  before = '(' .. id
+end
+return id
+`)
+
+// tailStartChunk bounds the entries one step of tailStartScript reads.
+const tailStartChunk = "64"
+
 // readScript reads after cursor ARGV[1] for Read, up to ARGV[2] entries (0
 // = no limit), and tells in the same atomic step whether that proves
 // nothing after the cursor was lost: the cursor entry is held (Redis

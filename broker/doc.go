@@ -4,7 +4,12 @@
 // or duplicate.
 //
 // Hub and Subscription are safe for concurrent use. A Subscription's
-// Replay must be called once, by the goroutine that called Subscribe.
+// Replay must be called once, by the goroutine that called Subscribe; its
+// Close may come from any goroutine (but not from within a Sink method) and
+// is final: it cancels a replay in flight and waits for it. Replays hold
+// their pages within a byte bound per replay and a byte budget per hub
+// (Config.ReplayPageBytes, Config.ReplayBytes); the merge of replay and
+// live traffic is the pure logic of merge.go.
 // Live publications reach a Sink from the hub's reader goroutines, never
 // concurrently for one subscription, and each Publication is encoded once
 // per Encoder however many sinks receive it.

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/tslm/tslm/backlog"
 )
@@ -19,4 +20,14 @@ var (
 	// ErrUnsubscribed is returned by Replay once the subscription was
 	// closed, by its owner or because its sink refused a delivery.
 	ErrUnsubscribed = errors.New("subscription closed")
+	// ErrSlowConsumer is returned by Replay when live traffic overtook the
+	// replay Config.ReplayOvertakes times in a row: the client reads
+	// slower than the channel's live rate. The transport closes the
+	// connection as a slow consumer; the client resumes with since, having
+	// made progress.
+	ErrSlowConsumer = errors.New("replay overtaken by live traffic: slow consumer")
+	// ErrReplayCapacity is returned by Subscribe and Replay when the
+	// replica's replay byte budget (Config.ReplayBytes) had no room for a
+	// page within Config.ReplayWait. It is an ErrUnavailable: retry later.
+	ErrReplayCapacity = fmt.Errorf("%w: replay capacity exhausted, retry later", ErrUnavailable)
 )

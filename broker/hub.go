@@ -24,11 +24,33 @@ type Config struct {
 	MaxMaxLen int64
 	// MaxRetention is the longest Retention a creator may ask for; 0 means 30 days.
 	MaxRetention time.Duration
-	// ReplayPage is how many messages a replay reads from the backlog at a
-	// time; 0 means 500.
+	// ReplayPage is the most messages a replay reads from the backlog at a
+	// time; 0 means 500. Pages hold fewer when messages are large: see
+	// ReplayPageBytes.
 	ReplayPage int
-	// MaxLast is the largest "last" a subscriber may ask for: those
-	// messages are read in one go and held until sent. 0 means 1000.
+	// ReplayPageBytes bounds the bytes one replay reads and holds at a
+	// time: the page count adapts to the largest message of the channel's
+	// last page, and a page is cut at this bound, so it holds at most
+	// ReplayPageBytes, or one message when a single message is larger.
+	// 0 means 1 MiB.
+	ReplayPageBytes int
+	// ReplayBytes is the replica-wide budget of bytes that replays hold
+	// (read from the backlog, not yet handed to a connection): a page is
+	// reserved before it is read and each message released once sent. A
+	// page that does not fit waits for room; a page larger than the whole
+	// budget waits until it has the budget to itself. 0 means 64 MiB.
+	ReplayBytes int64
+	// ReplayWait is how long a replay waits for room in ReplayBytes before
+	// it fails with ErrReplayCapacity (code unavailable: retry later).
+	// 0 means 10s.
+	ReplayWait time.Duration
+	// ReplayOvertakes is how many times in a row live traffic may overflow
+	// ReplayBuffer during one replay (each time the replay re-reads the
+	// backlog) before Replay gives up with ErrSlowConsumer. 0 means 3.
+	ReplayOvertakes int
+	// MaxLast is the largest "last" a subscriber may ask for. Those
+	// messages are replayed in pages like a since, but finding where they
+	// start walks back over them in the backlog. 0 means 1000.
 	MaxLast int
 	// ReplayBuffer bounds the live messages held for one subscription while
 	// its replay runs; past it they are dropped and re-read from the
@@ -71,6 +93,14 @@ func (c *Config) setDefaults() {
 		c.MaxRetention = 30 * 24 * time.Hour
 	}
 	def(&c.ReplayPage, 500)
+	def(&c.ReplayPageBytes, 1<<20)
+	if c.ReplayBytes <= 0 {
+		c.ReplayBytes = 64 << 20
+	}
+	if c.ReplayWait <= 0 {
+		c.ReplayWait = 10 * time.Second
+	}
+	def(&c.ReplayOvertakes, 3)
 	def(&c.MaxLast, 1000)
 	def(&c.ReplayBuffer, 4096)
 	def(&c.Readers, 4)
@@ -100,14 +130,17 @@ type Hub struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	stats hubStats
+	budget *replayBudget
+	stats  hubStats
 }
 
 type hubStats struct {
-	delivered     atomic.Int64
-	subscriptions atomic.Int64
-	gaps          atomic.Int64
-	readErrors    atomic.Int64
+	delivered       atomic.Int64
+	subscriptions   atomic.Int64
+	gaps            atomic.Int64
+	readErrors      atomic.Int64
+	replayOverflows atomic.Int64
+	replayRefused   atomic.Int64
 }
 
 // Stats is a snapshot of the hub's counters, for metrics.
@@ -115,16 +148,27 @@ type Stats struct {
 	Channels      int   // channels with local subscribers
 	Readers       int   // reader goroutines started
 	Subscriptions int64 // open subscriptions
-	Delivered     int64 // messages handed to sinks, replay included
-	Gaps          int64 // gap notices handed to sinks
+	Delivered     int64 // messages sinks took, replay included
+	Gaps          int64 // gap notices sinks took
 	ReadErrors    int64 // failed backlog reads
+	// ReplayBytes is what replays hold now of the ReplayBytes budget.
+	ReplayBytes int64
+	// ReplayOverflows counts replays overtaken by live traffic (their
+	// buffer overflowed, so they re-read the backlog or gave up).
+	ReplayOverflows int64
+	// ReplayRefused counts subscriptions refused or ended because the
+	// replay budget had no room within ReplayWait.
+	ReplayRefused int64
 }
 
 // New starts a hub over log. Close stops it; it does not close log.
 func New(log backlog.Log, cfg Config) *Hub {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Hub{cfg: cfg, log: log, channels: make(map[string]*channelState), ctx: ctx, cancel: cancel}
+	h := &Hub{
+		cfg: cfg, log: log, channels: make(map[string]*channelState), ctx: ctx, cancel: cancel,
+		budget: newReplayBudget(cfg.ReplayBytes),
+	}
 	h.mu.Lock()
 	for range cfg.Readers {
 		h.startReaderLocked()
@@ -157,6 +201,10 @@ func (h *Hub) Stats() Stats {
 		Delivered:     h.stats.delivered.Load(),
 		Gaps:          h.stats.gaps.Load(),
 		ReadErrors:    h.stats.readErrors.Load(),
+
+		ReplayBytes:     h.budget.used.Load(),
+		ReplayOverflows: h.stats.replayOverflows.Load(),
+		ReplayRefused:   h.stats.replayRefused.Load(),
 	}
 }
 
@@ -246,6 +294,11 @@ type channelState struct {
 
 	mu   sync.Mutex
 	subs atomic.Pointer[[]*Subscription] // copy-on-write under mu
+
+	// messageBytes is the cost of the largest message of the last page a
+	// replay read here (0: none yet), from which the next replay sizes its
+	// first page.
+	messageBytes atomic.Int64
 }
 
 func (c *channelState) add(s *Subscription) {

@@ -137,19 +137,27 @@ func (r *reader) deliver(c *channelState, b backlog.Batch, cursor backlog.ID) ba
 			resume = b.Messages[0].ID
 		}
 		gap := newGap(c.name, cursor, resume)
+		var gaps int64
 		for _, s := range subs {
-			s.offer(gap)
+			if s.offer(gap) {
+				gaps++
+			}
 		}
-		r.hub.stats.gaps.Add(int64(len(subs)))
+		r.hub.stats.gaps.Add(gaps)
 	}
+	// Counted once per batch, not per sink: one shared atomic per
+	// delivery would serialize the fan-out of every reader.
+	var delivered int64
 	for _, m := range b.Messages {
 		p := newPublication(c.name, m)
 		for _, s := range subs {
-			s.offer(p)
+			if s.offer(p) {
+				delivered++
+			}
 		}
 		cursor = m.ID
 	}
-	r.hub.stats.delivered.Add(int64(len(subs) * len(b.Messages)))
+	r.hub.stats.delivered.Add(delivered)
 	return cursor
 }
 

@@ -9,6 +9,8 @@ import (
 )
 
 // Sink receives one connection's publications. Transports implement it.
+// Its methods must not call the subscription's Close: Close waits for a
+// Replay call in flight to return.
 type Sink interface {
 	// Deliver queues a live publication without waiting. It returns false
 	// when the queue is full: the subscription then stops and the sink
@@ -16,7 +18,8 @@ type Sink interface {
 	// from the last ID it received, so nothing is lost).
 	Deliver(p *Publication) bool
 	// Replay queues a publication read from the backlog, waiting for room
-	// until ctx is done: a replay goes at the pace the client reads.
+	// until ctx is done: a replay goes at the pace the client reads. It
+	// must return promptly once ctx is done, as Close cancels it.
 	Replay(ctx context.Context, p *Publication) error
 }
 
@@ -42,32 +45,50 @@ type SubscribeResult struct {
 
 // Subscription is one channel's subscription on one connection. Between
 // Subscribe and Replay it buffers live messages; Replay sends the backlog
-// part, merges the buffer in without gap or duplicate (by ID), and switches
-// to live delivery.
+// part, merges the buffer in without gap or duplicate (by ID, see merge.go),
+// and switches to live delivery.
 type Subscription struct {
 	hub  *Hub
 	ch   *channelState
 	sink Sink
 
+	// stopped is cancelled by Close; it ends the replay's reads and sends.
+	stopped context.Context
+	stop    context.CancelFunc
+	// replayed is closed once Replay has returned, or by Close when Replay
+	// had not started, so that Close can wait for a replay in flight.
+	replayed chan struct{}
+
 	// Owned by the goroutine that calls Subscribe and then Replay, until
-	// live is set.
+	// live is set (or by Close when Replay never started).
 	pending  []backlog.Message // read from the backlog, not yet sent
+	held     int64             // bytes of the replay budget reserved for pending
+	startGap *Publication      // a loss to report before pending
 	paging   bool              // more may follow pending in the backlog
 	floor    backlog.ID        // live messages at or before it are not wanted
 	lastSent backlog.ID        // after live is set, guarded by mu
 
-	mu         sync.Mutex
-	live       bool
-	closed     bool // no more deliveries
-	detached   bool // removed from the channel
-	buffer     []*Publication
-	overflowed bool // buffer was dropped; Replay re-reads the backlog
+	mu       sync.Mutex
+	state    replayState
+	live     bool
+	closed   bool // no more deliveries
+	detached bool // removed from the channel
+	buffer   liveBuffer
 }
+
+type replayState int
+
+const (
+	replayNotStarted replayState = iota
+	replayRunning
+	replayDone
+)
 
 // Subscribe registers sink for channel's publications from the position
 // given by from, and returns what the client should be told first. The
 // caller then sends that to the client and calls Replay; until then live
-// messages are buffered.
+// messages are buffered. The first page of a replay is read here, so that a
+// replay that cannot start fails the subscribe.
 func (h *Hub) Subscribe(ctx context.Context, channel string, from From, sink Sink) (*Subscription, SubscribeResult, error) {
 	if !backlog.ValidChannel(channel) {
 		return nil, SubscribeResult{}, ErrBadChannel
@@ -79,7 +100,8 @@ func (h *Hub) Subscribe(ctx context.Context, channel string, from From, sink Sin
 	if err != nil {
 		return nil, SubscribeResult{}, err
 	}
-	s := &Subscription{hub: h, ch: c, sink: sink}
+	s := &Subscription{hub: h, ch: c, sink: sink, replayed: make(chan struct{})}
+	s.stopped, s.stop = context.WithCancel(context.Background())
 	// Registering before reading the backlog is what makes the merge
 	// gap-free: every message the reader delivers from now on is buffered,
 	// and every message before it is in what we read next.
@@ -94,7 +116,7 @@ func (h *Hub) Subscribe(ctx context.Context, channel string, from From, sink Sin
 }
 
 func (s *Subscription) position(ctx context.Context, from From) (SubscribeResult, error) {
-	log, name, pageSize := s.hub.log, s.ch.name, s.hub.cfg.ReplayPage
+	log, name := s.hub.log, s.ch.name
 	info, err := log.Info(ctx, name)
 	if err != nil {
 		return SubscribeResult{}, err
@@ -102,176 +124,90 @@ func (s *Subscription) position(ctx context.Context, from From) (SubscribeResult
 	res := SubscribeResult{Head: info.LastID}
 	switch {
 	case from.Since != nil:
-		page, err := log.Range(ctx, name, *from.Since, pageSize)
+		continuous, err := s.readPage(ctx, *from.Since)
 		if err != nil {
 			return res, err
 		}
-		res.Resumed = page.Continuous
-		if page.Continuous {
+		res.Resumed = continuous
+		if continuous {
 			s.lastSent = *from.Since
 		} else if !from.Since.Less(info.FirstID) {
 			// Since lies within or beyond what is held (the backlog was
 			// reset or lost its newest entries): start from the oldest.
-			if page, err = log.Range(ctx, name, backlog.Zero, pageSize); err != nil {
+			s.dropPending()
+			if _, err := s.readPage(ctx, backlog.Zero); err != nil {
 				return res, err
 			}
 		}
-		s.pending, s.paging = page.Messages, len(page.Messages) >= pageSize
 	case from.Last > 0:
-		msgs, err := log.Tail(ctx, name, from.Last)
-		if err != nil {
+		// Only where the newest Last start is read at once; they are then
+		// paged forward like a since.
+		s.floor = info.LastID
+		start, err := log.TailStart(ctx, name, from.Last)
+		if err != nil || start.IsZero() {
 			return res, err
 		}
-		s.pending, s.floor = msgs, info.LastID
+		s.lastSent = start.Prev()
+		if _, err := s.readPage(ctx, s.lastSent); err != nil {
+			return res, err
+		}
+		if len(s.pending) == 0 || s.pending[0].ID != start {
+			// Trimmed between the two reads: the first of the newest
+			// Last is gone.
+			s.startGap = newGap(name, s.lastSent, backlog.Zero)
+		}
 	default:
 		s.floor = info.LastID
 	}
 	return res, nil
 }
 
-// Replay sends the backlog part of the subscription and the live messages
-// buffered meanwhile, then switches to live delivery. It returns
-// ErrUnsubscribed if the subscription was closed meanwhile, or the sink's
-// error.
-func (s *Subscription) Replay(ctx context.Context) error {
-	log, name, pageSize := s.hub.log, s.ch.name, s.hub.cfg.ReplayPage
-	for {
-		for _, m := range s.pending {
-			if s.lastSent.Less(m.ID) {
-				if err := s.send(ctx, newPublication(name, m)); err != nil {
-					return err
-				}
-				s.lastSent = m.ID
-			}
-		}
-		s.pending = nil
-		if s.paging {
-			page, err := log.Range(ctx, name, s.lastSent, pageSize)
-			if err != nil {
-				return err
-			}
-			if !page.Continuous {
-				// Trimmed while we replayed: say so, then go on from
-				// the oldest message held.
-				if err := s.send(ctx, newGap(name, s.lastSent, backlog.Zero)); err != nil {
-					return err
-				}
-			}
-			s.pending, s.paging = page.Messages, len(page.Messages) >= pageSize
-			continue
-		}
-		if s.lastSent.Less(s.floor) {
-			s.lastSent = s.floor
-		}
-
-		s.mu.Lock()
-		switch {
-		case s.closed:
-			s.mu.Unlock()
-			return ErrUnsubscribed
-		case s.overflowed:
-			// Live traffic outran the replay; what was dropped is in the
-			// backlog, after lastSent.
-			s.overflowed, s.buffer, s.paging = false, nil, true
-			s.mu.Unlock()
-			continue
-		case len(s.buffer) == 0:
-			s.live = true
-			s.mu.Unlock()
-			return nil
-		}
-		buffered := s.buffer
-		s.buffer = nil
-		s.mu.Unlock()
-		for _, p := range buffered {
-			p = s.news(p)
-			if p == nil {
-				continue
-			}
-			if err := s.send(ctx, p); err != nil {
-				return err
-			}
-			if !p.Gap {
-				s.lastSent = p.ID
-			}
-		}
-	}
-}
-
-// news returns what p means to this subscriber: p itself, a gap of its own,
-// or nil when p tells it nothing new.
-func (s *Subscription) news(p *Publication) *Publication {
-	switch {
-	case !p.Gap:
-		if s.lastSent.Less(p.ID) {
-			return p
-		}
-		return nil
-	case !p.ID.Less(s.lastSent):
-		return p // the loss starts after what it has
-	case p.Resume.IsZero() || s.lastSent.Next().Less(p.Resume):
-		// Its replay read the backlog past the reader's cursor, so the
-		// reader's gap starts too early for it; but messages between its
-		// last one and the first one held are lost to it too.
-		return newGap(p.Channel, s.lastSent, p.Resume)
-	}
-	return nil // it already has everything up to the first message held
-}
-
-func (s *Subscription) send(ctx context.Context, p *Publication) error {
-	if err := s.sink.Replay(ctx, p); err != nil {
-		return err
-	}
-	if p.Gap {
-		s.hub.stats.gaps.Add(1)
-	} else {
-		s.hub.stats.delivered.Add(1)
-	}
-	return nil
-}
-
-// offer is the reader's hand-off of a live publication.
-func (s *Subscription) offer(p *Publication) {
+// offer is the reader's hand-off of a live publication. It reports whether
+// the sink took it (the hub counts deliveries, not offers).
+func (s *Subscription) offer(p *Publication) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.closed:
+		return false
 	case !s.live:
-		if s.overflowed {
-			return
-		}
-		if len(s.buffer) >= s.hub.cfg.ReplayBuffer {
-			s.overflowed, s.buffer = true, nil
-			return
-		}
-		s.buffer = append(s.buffer, p)
-	default:
-		if p = s.news(p); p == nil {
-			return
-		}
-		if !s.sink.Deliver(p) {
-			s.closed, s.buffer = true, nil
-			return
-		}
-		if !p.Gap {
-			s.lastSent = p.ID
-		}
+		s.buffer.add(p, s.hub.cfg.ReplayBuffer)
+		return false
 	}
+	if p = news(s.lastSent, p); p == nil {
+		return false
+	}
+	if !s.sink.Deliver(p) {
+		s.closed, s.buffer = true, liveBuffer{}
+		return false
+	}
+	if !p.Gap {
+		s.lastSent = p.ID
+	}
+	return true
 }
 
-// Close ends the subscription: once it returns, the sink receives nothing
-// more from it. Safe to call more than once and from any goroutine.
+// Close ends the subscription. Once it returns, to any caller, the sink
+// receives nothing more from it and its replay reads no more pages: Close
+// cancels a Replay in flight and waits for it to return. Safe to call more
+// than once and from any goroutine, except from within the sink's methods.
 func (s *Subscription) Close() {
 	s.mu.Lock()
-	if s.detached {
-		s.mu.Unlock()
-		return
+	first := !s.detached
+	s.closed, s.detached, s.buffer = true, true, liveBuffer{}
+	if s.state == replayNotStarted {
+		s.state = replayDone
+		s.dropPending()
+		close(s.replayed)
 	}
-	s.closed, s.detached, s.buffer = true, true, nil
 	s.mu.Unlock()
-	s.ch.remove(s)
-	s.hub.release(s.ch)
-	s.hub.stats.subscriptions.Add(-1)
+	s.stop()
+	if first {
+		s.ch.remove(s)
+		s.hub.release(s.ch)
+		s.hub.stats.subscriptions.Add(-1)
+	}
+	<-s.replayed
 }
 
 // Channel is the subscribed channel's name.

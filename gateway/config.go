@@ -61,6 +61,10 @@ type Config struct {
 	ChannelRetentionLimit time.Duration // broker.Config.MaxRetention
 	ReplayBuffer          int
 	ReplayPage            int
+	ReplayPageBytes       int
+	ReplayBytes           int64
+	ReplayWait            time.Duration
+	ReplayOvertakes       int
 	MaxLast               int
 	Readers               int
 	ReaderChannels        int
@@ -125,6 +129,10 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.ChannelRetentionLimit, hubDef.MaxRetention)
 	orDefault(&c.ReplayBuffer, hubDef.ReplayBuffer)
 	orDefault(&c.ReplayPage, hubDef.ReplayPage)
+	orDefault(&c.ReplayPageBytes, hubDef.ReplayPageBytes)
+	orDefault(&c.ReplayBytes, hubDef.ReplayBytes)
+	orDefault(&c.ReplayWait, hubDef.ReplayWait)
+	orDefault(&c.ReplayOvertakes, hubDef.ReplayOvertakes)
 	orDefault(&c.MaxLast, hubDef.MaxLast)
 	orDefault(&c.Readers, hubDef.Readers)
 	orDefault(&c.ReaderChannels, hubDef.ReaderChannels)
@@ -193,6 +201,10 @@ func (c *Config) Validate() error {
 		{"ChannelRetentionLimit", float64(c.ChannelRetentionLimit)},
 		{"ReplayBuffer", float64(c.ReplayBuffer)},
 		{"ReplayPage", float64(c.ReplayPage)},
+		{"ReplayPageBytes", float64(c.ReplayPageBytes)},
+		{"ReplayBytes", float64(c.ReplayBytes)},
+		{"ReplayWait", float64(c.ReplayWait)},
+		{"ReplayOvertakes", float64(c.ReplayOvertakes)},
 		{"MaxLast", float64(c.MaxLast)},
 		{"Readers", float64(c.Readers)},
 		{"ReaderChannels", float64(c.ReaderChannels)},

@@ -19,7 +19,10 @@ type collector struct {
 var (
 	descChannels      = prometheus.NewDesc("tslm_channels_followed", "Channels with local subscribers.", nil, nil)
 	descSubscriptions = prometheus.NewDesc("tslm_subscriptions", "Open subscriptions.", nil, nil)
-	descDelivered     = prometheus.NewDesc("tslm_messages_delivered_total", "Messages handed to connections, replays included.", nil, nil)
+	descDelivered     = prometheus.NewDesc("tslm_messages_delivered_total", "Messages connections took, replays included.", nil, nil)
+	descReplayBytes   = prometheus.NewDesc("tslm_replay_bytes", "Bytes replays hold of the TSLM_REPLAY_BYTES budget.", nil, nil)
+	descOverflows     = prometheus.NewDesc("tslm_replay_overflows_total", "Replays overtaken by live traffic (re-read from the backlog, or ended as slow consumers).", nil, nil)
+	descRefused       = prometheus.NewDesc("tslm_replay_refused_total", "Subscriptions refused or ended for lack of replay capacity.", nil, nil)
 	descGaps          = prometheus.NewDesc("tslm_gaps_total", "Gap notices sent to subscribers.", nil, nil)
 	descReadErrors    = prometheus.NewDesc("tslm_backlog_read_errors_total", "Failed backlog reads.", nil, nil)
 	descOpen          = prometheus.NewDesc("tslm_connections", "Open WebSocket connections.", []string{"listener"}, nil)
@@ -30,7 +33,7 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descGaps, descReadErrors, descOpen, descAccepted, descCommands, descCloses, descErrors} {
+	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descRefused, descGaps, descReadErrors, descOpen, descAccepted, descCommands, descCloses, descErrors} {
 		ch <- d
 	}
 }
@@ -40,6 +43,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descChannels, prometheus.GaugeValue, float64(hs.Channels))
 	ch <- prometheus.MustNewConstMetric(descSubscriptions, prometheus.GaugeValue, float64(hs.Subscriptions))
 	ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(hs.Delivered))
+	ch <- prometheus.MustNewConstMetric(descReplayBytes, prometheus.GaugeValue, float64(hs.ReplayBytes))
+	ch <- prometheus.MustNewConstMetric(descOverflows, prometheus.CounterValue, float64(hs.ReplayOverflows))
+	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(hs.ReplayRefused))
 	ch <- prometheus.MustNewConstMetric(descGaps, prometheus.CounterValue, float64(hs.Gaps))
 	ch <- prometheus.MustNewConstMetric(descReadErrors, prometheus.CounterValue, float64(hs.ReadErrors))
 	for name, srv := range c.servers {

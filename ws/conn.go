@@ -276,6 +276,9 @@ func (c *conn) hubError(err error) *protocolError {
 		c.srv.cfg.Logger.Error("command failed", "err", err)
 		return &protocolError{code: code, message: "internal error"}
 	case broker.CodeUnavailable:
+		if errors.Is(err, broker.ErrReplayCapacity) {
+			return &protocolError{code: code, message: "replay capacity exhausted: retry later"}
+		}
 		return &protocolError{code: code, message: "the backlog is unavailable: retry later"}
 	}
 	return &protocolError{code: code, message: err.Error()}
@@ -303,6 +306,11 @@ func (c *conn) subscribe(ref, channel string, from broker.From, ack func(broker.
 		sub.Close()
 		delete(c.subs, channel)
 		switch {
+		case errors.Is(err, broker.ErrSlowConsumer):
+			// Live traffic kept overtaking the replay: the client reads
+			// slower than the channel's rate. It resumes with since,
+			// having made progress.
+			c.close(CloseSlowConsumer)
 		case c.ctx.Err() != nil, errors.Is(err, broker.ErrUnsubscribed),
 			errors.Is(err, errQueueClosed), errors.Is(err, errQueueStuck):
 			// The connection is going away; the client resumes with since.

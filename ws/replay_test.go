@@ -436,3 +436,90 @@ func TestNonJSONPayload(t *testing.T) {
 	v1.expect(map[string]any{"type": "message", "channel": "raw", "id": id.String(), "data": "plain \uFFFD text"})
 	lc.expect(map[string]any{"ChannelMessage": []any{"raw", map[string]any{"Text": "plain \uFFFD text"}}})
 }
+
+// TestReplayOvertakenClosesSlowConsumer: live traffic overflows the replay
+// buffer while the replay is between pages; with ReplayOvertakes 1 the
+// replay gives up and the connection is closed as a slow consumer (4000).
+func TestReplayOvertakenClosesSlowConsumer(t *testing.T) {
+	var log *faultyLog
+	ts := startServerWith(t, Config{}, serverOptions{
+		hub: broker.Config{ReplayPage: 2, ReplayBuffer: 1, ReplayOvertakes: 1},
+		wrap: func(m *backlog.Memory) backlog.Log {
+			log = &faultyLog{Memory: m}
+			return log
+		},
+	})
+	ts.create(t, "c", 0)
+	ids := ts.publish(t, "c", 5)
+	watcherReady, watcherGot := make(chan struct{}), make(chan struct{})
+	overtake := func(call int64) error {
+		if call == 2 { // the first Range of the slow client's Replay
+			<-watcherReady
+			ts.publish(t, "c", 2)
+			<-watcherGot
+		}
+		return nil
+	}
+	log.onRange.Store(&overtake)
+
+	slow := ts.dial(t)
+	slow.send(map[string]any{"type": "subscribe", "ref": "s", "channel": "c", "since": "0-0"})
+	slow.expect(map[string]any{"type": "ack", "ref": "s", "channel": "c", "head": ids[4], "resumed": true})
+	// A live subscriber registered after the slow one is offered each live
+	// message after it: once it has both, the slow one's buffer overflowed.
+	watcher := ts.dial(t)
+	watcher.subscribe("c", nil)
+	close(watcherReady)
+	watcher.messages("c", 2)
+	close(watcherGot)
+
+	slow.expectClose(CodeSlowConsumer)
+	if n := ts.hub.Stats().ReplayOverflows; n != 1 {
+		t.Errorf("replay overflows = %d, want 1", n)
+	}
+}
+
+// TestReplayCapacityExhausted: while one replay holds the whole replay
+// budget, another subscribe waits ReplayWait and is refused with
+// unavailable, saying why; once the budget is free it succeeds.
+func TestReplayCapacityExhausted(t *testing.T) {
+	var log *faultyLog
+	ts := startServerWith(t, Config{}, serverOptions{
+		hub: broker.Config{ReplayPage: 2, ReplayBytes: 100, ReplayWait: 50 * time.Millisecond},
+		wrap: func(m *backlog.Memory) backlog.Log {
+			log = &faultyLog{Memory: m}
+			return log
+		},
+	})
+	ts.create(t, "c", 0)
+	ids := ts.publish(t, "c", 5)
+	holding, release := make(chan struct{}), make(chan struct{})
+	hold := func(call int64) error {
+		if call == 2 { // the holder's second page: its reservation is made
+			close(holding)
+			<-release
+		}
+		return nil
+	}
+	log.onRange.Store(&hold)
+	holder := ts.dial(t)
+	holder.send(map[string]any{"type": "subscribe", "ref": "h", "channel": "c", "since": "0-0"})
+	<-holding
+
+	c := ts.dial(t)
+	c.send(map[string]any{"type": "subscribe", "ref": "s", "channel": "c", "since": "0-0"})
+	got := c.expectError("s", "unavailable")
+	if msg := got["message"]; msg != "replay capacity exhausted: retry later" {
+		t.Errorf("message %q, want the replay capacity named", msg)
+	}
+	if n := ts.hub.Stats().ReplayRefused; n != 1 {
+		t.Errorf("replays refused = %d, want 1", n)
+	}
+
+	close(release)
+	holder.expect(map[string]any{"type": "ack", "ref": "h", "channel": "c", "head": ids[4], "resumed": true})
+	holder.messages("c", 5)
+	c.send(map[string]any{"type": "subscribe", "ref": "again", "channel": "c", "since": "0-0"})
+	c.expect(map[string]any{"type": "ack", "ref": "again", "channel": "c", "head": ids[4], "resumed": true})
+	c.messages("c", 5)
+}

@@ -38,6 +38,7 @@ func Run(t *testing.T, newLog Factory) {
 		{"RangeAndContinuity", testRange},
 		{"MaxLenTrims", testMaxLen},
 		{"Tail", testTail},
+		{"TailStart", testTailStart},
 		{"RetentionTrims", testRetention},
 		{"ReadReturnsNewMessages", testRead},
 		{"ReadBlocksUntilAppend", testReadBlocks},
@@ -136,6 +137,9 @@ func testMissing(t *testing.T, ctx context.Context, l backlog.Log) {
 	}
 	if _, err := l.Tail(ctx, ch, 10); !errors.Is(err, backlog.ErrNotFound) {
 		t.Errorf("Tail: %v, want ErrNotFound", err)
+	}
+	if _, err := l.TailStart(ctx, ch, 10); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("TailStart: %v, want ErrNotFound", err)
 	}
 }
 
@@ -248,6 +252,41 @@ func testTail(t *testing.T, ctx context.Context, l backlog.Log) {
 			t.Fatal(err)
 		}
 		sameIDs(t, fmt.Sprintf("Tail(%d)", c.n), idsOf(msgs), c.want)
+	}
+}
+
+// testTailStart needs more entries than one step of the Redis script reads
+// (64), so that walking back across steps is covered.
+func testTailStart(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{MaxLen: 150})
+	if id, err := l.TailStart(ctx, ch, 5); err != nil || !id.IsZero() {
+		t.Fatalf("TailStart of empty = %v, %v; want 0-0", id, err)
+	}
+	ids := mustAppend(t, ctx, l, ch, 160)[10:] // the 10 oldest are trimmed
+	for _, c := range []struct {
+		n    int
+		want backlog.ID
+	}{{1, ids[149]}, {3, ids[147]}, {64, ids[86]}, {65, ids[85]}, {128, ids[22]}, {130, ids[20]}, {150, ids[0]}, {1000, ids[0]}, {0, backlog.Zero}} {
+		id, err := l.TailStart(ctx, ch, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id != c.want {
+			t.Errorf("TailStart(%d) = %v, want %v", c.n, id, c.want)
+		}
+		if c.n == 0 {
+			continue
+		}
+		// What a replay of the newest n does: Range after its Prev.
+		page, err := l.Range(ctx, ch, id.Prev(), c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tail, err := l.Tail(ctx, ch, c.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameIDs(t, fmt.Sprintf("Range after TailStart(%d).Prev()", c.n), idsOf(page.Messages), idsOf(tail))
 	}
 }
 

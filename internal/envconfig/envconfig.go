@@ -56,6 +56,10 @@ type Vars struct {
 	MaxChannels           int           `env:"MAX_CHANNELS"`
 	ReplayBuffer          int           `env:"REPLAY_BUFFER"`
 	ReplayPage            int           `env:"REPLAY_PAGE"`
+	ReplayPageBytes       int           `env:"REPLAY_PAGE_BYTES"`
+	ReplayBytes           int64         `env:"REPLAY_BYTES"`
+	ReplayWait            time.Duration `env:"REPLAY_WAIT"`
+	ReplayOvertakes       int           `env:"REPLAY_OVERTAKES"`
 	MaxLast               int           `env:"MAX_LAST"`
 	Readers               int           `env:"READERS"`
 	ReaderChannels        int           `env:"READER_CHANNELS"`

@@ -1,0 +1,16 @@
+package broker
+
+// BufferLen is how many live publications s holds while its replay runs.
+func BufferLen(s *Subscription) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.buffer.pubs)
+}
+
+// Overflowed reports whether s's live buffer overflowed since its replay
+// last looked.
+func Overflowed(s *Subscription) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buffer.overflowed
+}
