@@ -196,7 +196,7 @@ func (c *conn) write(frames [][]byte) bool {
 		select {
 		case <-c.closing:
 			if c.reason == CloseSlowConsumer {
-				clear(frames[i:])
+				c.drop(frames[i:])
 				return true
 			}
 		default:
@@ -207,8 +207,19 @@ func (c *conn) write(frames [][]byte) bool {
 			return false
 		}
 		frames[i] = nil
+		c.queue.done(1, len(f))
 	}
 	return true
+}
+
+// drop releases frames taken but never to be written.
+func (c *conn) drop(frames [][]byte) {
+	bytes := 0
+	for _, f := range frames {
+		bytes += len(f)
+	}
+	clear(frames)
+	c.queue.done(len(frames), bytes)
 }
 
 // fail ends a connection whose writes fail: the socket closes, which ends

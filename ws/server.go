@@ -78,9 +78,10 @@ type Config struct {
 	// MaxDataBytes is the largest publish payload; a larger one is refused
 	// with too_large. 0 means 65536.
 	MaxDataBytes int
-	// SendQueueFrames and SendQueueBytes bound what waits for a client's
-	// writer; a live message that does not fit closes the connection as a
-	// slow consumer. 0 means 1024 frames and 4 MiB.
+	// SendQueueFrames and SendQueueBytes bound what is queued for a client
+	// and not yet written to its socket (the batch being written
+	// included); a live message that does not fit closes the connection as
+	// a slow consumer. 0 means 1024 frames and 4 MiB.
 	SendQueueFrames int
 	SendQueueBytes  int
 	// MaxSubscriptions bounds a connection's subscriptions; 0 means 100.
