@@ -150,6 +150,12 @@ func (c *conn) writeLoop() {
 	cfg := &c.srv.cfg
 	ping := time.NewTicker(cfg.PingInterval)
 	defer ping.Stop()
+	logged := false
+	defer func() {
+		if !logged {
+			c.logClose()
+		}
+	}()
 	var batch [][]byte
 	for {
 		select {
@@ -164,6 +170,8 @@ func (c *conn) writeLoop() {
 				return
 			}
 		case <-c.closing:
+			logged = true
+			c.logClose()
 			if c.reason != CloseSlowConsumer {
 				// Drain what was already queued: the client resumes
 				// from what it received, so every frame sent saves a
@@ -230,17 +238,30 @@ func (c *conn) fail() {
 }
 
 // close starts closing the connection for reason: the queue stops taking
-// frames and the writer sends the close frame. Safe from any goroutine.
+// frames and the writer sends the close frame. Safe from any goroutine,
+// and it neither blocks nor logs: Deliver calls it on the hub's reader
+// goroutine with the subscription's lock held, where a slow log handler
+// would stall fan-out to every other subscriber. The writer logs instead.
 func (c *conn) close(reason CloseReason) {
 	c.closeOnce.Do(func() {
 		c.reason = reason
 		c.srv.stats.closes[reason].Add(1)
-		if reason != CloseShutdown {
-			c.srv.cfg.Logger.Info("closing connection", "reason", reason.String(), "remote", c.ws.RemoteAddr().String())
-		}
 		c.queue.close()
 		close(c.closing)
 	})
+}
+
+// logClose logs why the server closed the connection, if it did; shutdown
+// closes are not logged one by one. Writer goroutine only, once.
+func (c *conn) logClose() {
+	select {
+	case <-c.closing:
+	default:
+		return
+	}
+	if c.reason != CloseShutdown {
+		c.srv.cfg.Logger.Info("closing connection", "reason", c.reason.String(), "remote", c.ws.RemoteAddr().String())
+	}
 }
 
 // Deliver implements broker.Sink for live publications.

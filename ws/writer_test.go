@@ -1,10 +1,13 @@
 package ws
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -159,4 +162,80 @@ func TestSendQueueCountsUntilWritten(t *testing.T) {
 			}
 		})
 	}
+}
+
+// blockingHandler is a slog handler stuck in every Handle until released,
+// as a log shipper with a full pipe is.
+type blockingHandler struct {
+	release chan struct{}
+	calls   atomic.Int64 // Handle calls begun
+	mu      sync.Mutex
+	records []string // message and reason of every record handled
+}
+
+func (h *blockingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *blockingHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h *blockingHandler) WithGroup(string) slog.Handler           { return h }
+
+func (h *blockingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.calls.Add(1)
+	<-h.release
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "reason" {
+			line += ": " + a.Value.String()
+		}
+		return true
+	})
+	h.mu.Lock()
+	h.records = append(h.records, line)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *blockingHandler) logged(line string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.records {
+		if r == line {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSlowConsumerCloseDoesNotStallFanOut: the close of a slow consumer
+// happens on the hub's reader goroutine, under the subscription's lock; a
+// log handler that blocks there must not hold back the other subscribers
+// of the channel. The close is still logged once the handler recovers.
+func TestSlowConsumerCloseDoesNotStallFanOut(t *testing.T) {
+	h := &blockingHandler{release: make(chan struct{})}
+	ts, slow, g := gatedServer(t, Config{Allow: OpAll, SendQueueFrames: 2, Logger: slog.New(h)})
+	release := sync.OnceFunc(func() { close(h.release) })
+	t.Cleanup(release) // before the server's Shutdown, which logs nothing but waits for writers
+	ts.create(t, "c", 0)
+	slow.subscribe("c", nil)
+	slow.roundTrip() // commands run in order: the subscription is live
+	fast := ts.dial(t)
+	fast.subscribe("c", nil)
+	frames := fast.pump()
+	g.hold()
+
+	for i := 0; ts.srv.Stats().Closes[CodeSlowConsumer] == 0 || i < 10; i++ {
+		if i == 100 {
+			t.Fatalf("slow client not dropped after %d messages", i)
+		}
+		id := ts.publish(t, "c", 1)[0]
+		if f := pumped(t, frames); f["type"] != "message" || f["id"] != id {
+			t.Fatalf("fast client: got %v, want message %s", f, id)
+		}
+	}
+	// The slow client's writer logs the close once its socket moves (a
+	// real one would fail after WriteTimeout), still while the handler
+	// is blocked; the handler then lets the record through.
+	g.release()
+	waitFor(t, "the writer to log the close", func() bool { return h.calls.Load() > 0 })
+	release()
+	waitFor(t, "the slow-consumer close in the log", func() bool { return h.logged("closing connection: " + CloseSlowConsumer.String()) })
+	slow.expectClose(CodeSlowConsumer)
 }
