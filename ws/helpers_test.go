@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -148,6 +149,23 @@ func (ts *testServer) publish(t testing.TB, channel string, n int) []string {
 func (ts *testServer) handshake(header http.Header, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
 	d := websocket.Dialer{Subprotocols: subprotocols, HandshakeTimeout: readTimeout}
 	return d.Dial(ts.url, header)
+}
+
+// refused dials, expecting the upgrade to be refused with status, and
+// returns the answer and its body.
+func (ts *testServer) refused(t testing.TB, header http.Header, status int) (*http.Response, string) {
+	t.Helper()
+	conn, resp, err := ts.handshake(header, ProtocolV1)
+	if err == nil {
+		conn.Close()
+		t.Fatalf("upgraded, want HTTP %d", status)
+	}
+	if resp == nil || resp.StatusCode != status {
+		t.Fatalf("dial: %v, response %v; want HTTP %d", err, resp, status)
+	}
+	// gorilla has read the body into its error's response.
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
 }
 
 // dial connects offering subprotocols; with none given it offers tslm.v1.
