@@ -106,6 +106,9 @@ func (c *Config) Validate() error {
 	if _, err := ws.ParseOps(c.PublicAllow); err != nil {
 		return fmt.Errorf("%sPUBLIC_ALLOW: %w", Prefix, err)
 	}
+	if err := ws.ParseOrigins(c.AllowedOrigins); err != nil {
+		return fmt.Errorf("%sALLOWED_ORIGINS: %w", Prefix, err)
+	}
 	if _, err := c.Level(); err != nil {
 		return err
 	}

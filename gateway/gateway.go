@@ -120,7 +120,11 @@ func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) w
 		PongTimeout:      g.cfg.PongTimeout,
 		WriteTimeout:     g.cfg.WriteTimeout,
 		AllowedOrigins:   g.cfg.AllowedOrigins,
-		Logger:           g.logger,
+		Names: ws.SettingNames{
+			MaxConnections: Prefix + "MAX_CONNECTIONS",
+			AllowedOrigins: Prefix + "ALLOWED_ORIGINS",
+		},
+		Logger: g.logger,
 	}
 }
 

@@ -26,11 +26,12 @@ var (
 	descAccepted      = prometheus.NewDesc("tslm_connections_accepted_total", "WebSocket connections accepted.", []string{"listener"}, nil)
 	descCommands      = prometheus.NewDesc("tslm_commands_total", "Client commands received.", []string{"listener"}, nil)
 	descCloses        = prometheus.NewDesc("tslm_server_closes_total", "Connections closed by the server, by close code.", []string{"listener", "code"}, nil)
+	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades refused with an HTTP status, by reason: subprotocol, origin, max_connections, shutdown.", []string{"listener", "reason"}, nil)
 	descErrors        = prometheus.NewDesc("tslm_errors_total", "Error frames sent, by error code.", []string{"listener", "code"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descGaps, descReadErrors, descOpen, descAccepted, descCommands, descCloses, descErrors} {
+	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descGaps, descReadErrors, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors} {
 		ch <- d
 	}
 }
@@ -49,6 +50,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCommands, prometheus.CounterValue, float64(st.Commands), name)
 		for code, n := range st.Closes {
 			ch <- prometheus.MustNewConstMetric(descCloses, prometheus.CounterValue, float64(n), name, strconv.Itoa(code))
+		}
+		for reason, n := range st.Refused {
+			ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(n), name, reason)
 		}
 		for code, n := range st.Errors {
 			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(n), name, string(code))

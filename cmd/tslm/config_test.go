@@ -51,6 +51,7 @@ func TestLoadConfigNamesTheVariable(t *testing.T) {
 		"TSLM_DEFAULT_MAX_LEN":         "2000000",
 		"TSLM_SHUTDOWN_GRACE":          "0s",
 		"TSLM_CHANNEL_RETENTION_LIMIT": "1h", // below the default retention
+		"TSLM_ALLOWED_ORIGINS":         "example.com",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {
