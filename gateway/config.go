@@ -32,6 +32,12 @@ type Config struct {
 	PongTimeout   time.Duration `env:"PONG_TIMEOUT" envDefault:"10s"`
 	WriteTimeout  time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
 	ShutdownGrace time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
+	// HTTPIdleTimeout closes a keep-alive HTTP connection idle between
+	// requests; HTTPReadTimeout bounds reading one request, body included.
+	// Neither applies to a connection once upgraded to WebSocket, which
+	// has its own ping timeout.
+	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT" envDefault:"60s"`
+	HTTPReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT" envDefault:"30s"`
 
 	DefaultMaxLen         int64         `env:"DEFAULT_MAX_LEN" envDefault:"10000"`
 	DefaultRetention      time.Duration `env:"DEFAULT_RETENTION" envDefault:"24h"`
@@ -67,6 +73,8 @@ func (c *Config) Validate() error {
 		{"PONG_TIMEOUT", float64(c.PongTimeout)},
 		{"WRITE_TIMEOUT", float64(c.WriteTimeout)},
 		{"SHUTDOWN_GRACE", float64(c.ShutdownGrace)},
+		{"HTTP_IDLE_TIMEOUT", float64(c.HTTPIdleTimeout)},
+		{"HTTP_READ_TIMEOUT", float64(c.HTTPReadTimeout)},
 		{"DEFAULT_MAX_LEN", float64(c.DefaultMaxLen)},
 		{"DEFAULT_RETENTION", float64(c.DefaultRetention)},
 		{"CHANNEL_MAX_LEN_LIMIT", float64(c.ChannelMaxLenLimit)},

@@ -52,6 +52,8 @@ func TestLoadConfigNamesTheVariable(t *testing.T) {
 		"TSLM_SHUTDOWN_GRACE":          "0s",
 		"TSLM_CHANNEL_RETENTION_LIMIT": "1h", // below the default retention
 		"TSLM_ALLOWED_ORIGINS":         "example.com",
+		"TSLM_HTTP_IDLE_TIMEOUT":       "0s",
+		"TSLM_HTTP_READ_TIMEOUT":       "-1s",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {
