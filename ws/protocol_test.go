@@ -482,6 +482,7 @@ func TestOrigins(t *testing.T) {
 		{name: "host case ignored", allowed: []string{"https://Evil.Example"}, ok: true, origin: fixed("https://EVIL.example")},
 		{name: "http default port", allowed: []string{"http://localhost:80"}, ok: true, origin: fixed("http://localhost")},
 		{name: "IPv6 literal", allowed: []string{"http://[::1]:3000"}, ok: true, origin: fixed("http://[::1]:3000")},
+		{name: "malformed entry matches nothing", allowed: []string{"evil.example"}, origin: fixed(foreign)},
 		{name: "no Origin with a list", allowed: []string{"https://other.example"}, ok: true, origin: fixed("")},
 		{name: "own origin with a list", allowed: []string{"https://other.example"}, ok: true, origin: own},
 		{name: "listed origin with spaces", allowed: []string{"https://other.example", " " + foreign + " "}, ok: true, origin: fixed(foreign)},
