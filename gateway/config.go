@@ -52,6 +52,16 @@ type Config struct {
 	// ShutdownGrace is how long Shutdown's caller should let clients
 	// leave; 0 means 10s. cmd/tslm applies it.
 	ShutdownGrace time.Duration
+	// HTTPIdleTimeout closes a keep-alive HTTP connection idle between
+	// requests; 0 means 60s. HTTPReadTimeout bounds reading one request,
+	// body included; 0 means 30s. Neither applies to a connection once
+	// upgraded to WebSocket, which has its own ping timeout.
+	HTTPIdleTimeout time.Duration
+	HTTPReadTimeout time.Duration
+	// Names are what refusals sent to clients call the settings they
+	// point to (a full listener, a refused origin); zero values name the
+	// Config fields. cmd/tslm names the TSLM_* variables.
+	Names ws.SettingNames
 
 	// Channel defaults and limits, the replay and the readers: see
 	// broker.Config.
@@ -90,6 +100,8 @@ const (
 	defaultPublicRate    = 50
 	defaultPublicBurst   = 100
 	defaultShutdownGrace = 10 * time.Second
+	defaultHTTPIdle      = 60 * time.Second
+	defaultHTTPRead      = 30 * time.Second
 )
 
 // WithDefaults returns c with every zero field set to its effective
@@ -122,6 +134,8 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.PongTimeout, wsDef.PongTimeout)
 	orDefault(&c.WriteTimeout, wsDef.WriteTimeout)
 	orDefault(&c.ShutdownGrace, defaultShutdownGrace)
+	orDefault(&c.HTTPIdleTimeout, defaultHTTPIdle)
+	orDefault(&c.HTTPReadTimeout, defaultHTTPRead)
 
 	orDefault(&c.DefaultMaxLen, hubDef.DefaultMaxLen)
 	orDefault(&c.DefaultRetention, hubDef.DefaultRetention)
@@ -195,6 +209,8 @@ func (c *Config) Validate() error {
 		{"PongTimeout", float64(c.PongTimeout)},
 		{"WriteTimeout", float64(c.WriteTimeout)},
 		{"ShutdownGrace", float64(c.ShutdownGrace)},
+		{"HTTPIdleTimeout", float64(c.HTTPIdleTimeout)},
+		{"HTTPReadTimeout", float64(c.HTTPReadTimeout)},
 		{"DefaultMaxLen", float64(c.DefaultMaxLen)},
 		{"DefaultRetention", float64(c.DefaultRetention)},
 		{"ChannelMaxLenLimit", float64(c.ChannelMaxLenLimit)},
@@ -241,6 +257,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ws.ParseOps(c.PublicAllow); err != nil {
 		return &ConfigError{Field: "PublicAllow", Err: err}
+	}
+	if err := ws.ParseOrigins(c.AllowedOrigins); err != nil {
+		return &ConfigError{Field: "AllowedOrigins", Err: err}
 	}
 	return nil
 }

@@ -124,6 +124,7 @@ func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) w
 		PongTimeout:      g.cfg.PongTimeout,
 		WriteTimeout:     g.cfg.WriteTimeout,
 		AllowedOrigins:   g.cfg.AllowedOrigins,
+		Names:            g.cfg.Names,
 		Logger:           g.logger,
 	}
 }
@@ -151,10 +152,21 @@ func closeAll(lns []net.Listener) {
 	}
 }
 
+// maxReadHeaderTimeout bounds reading a request's headers, within
+// HTTPReadTimeout.
+const maxReadHeaderTimeout = 10 * time.Second
+
+// serve starts an HTTP server on lns. Its timeouts end idle keep-alive
+// connections and requests that trickle in, which would otherwise hold a
+// socket and a goroutine each for as long as the client likes. They do not
+// reach WebSocket connections: net/http forgets a connection once it is
+// hijacked, and ws sets its own deadlines before every read and write.
 func (g *Gateway) serve(name string, h http.Handler, lns []net.Listener) *http.Server {
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(maxReadHeaderTimeout, g.cfg.HTTPReadTimeout),
+		ReadTimeout:       g.cfg.HTTPReadTimeout,
+		IdleTimeout:       g.cfg.HTTPIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
 	}
 	for _, ln := range lns {

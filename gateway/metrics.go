@@ -22,18 +22,19 @@ var (
 	descDelivered     = prometheus.NewDesc("tslm_messages_delivered_total", "Messages connections took, replays included.", nil, nil)
 	descReplayBytes   = prometheus.NewDesc("tslm_replay_bytes", "Bytes replays hold of the TSLM_REPLAY_BYTES budget.", nil, nil)
 	descOverflows     = prometheus.NewDesc("tslm_replay_overflows_total", "Replays overtaken by live traffic (re-read from the backlog, or ended as slow consumers).", nil, nil)
-	descRefused       = prometheus.NewDesc("tslm_replay_refused_total", "Subscriptions refused or ended for lack of replay capacity.", nil, nil)
+	descReplayRefused = prometheus.NewDesc("tslm_replay_refused_total", "Subscriptions refused or ended for lack of replay capacity.", nil, nil)
 	descGaps          = prometheus.NewDesc("tslm_gaps_total", "Gap notices sent to subscribers.", nil, nil)
 	descReadErrors    = prometheus.NewDesc("tslm_backlog_read_errors_total", "Failed backlog reads.", nil, nil)
 	descOpen          = prometheus.NewDesc("tslm_connections", "Open WebSocket connections.", []string{"listener"}, nil)
 	descAccepted      = prometheus.NewDesc("tslm_connections_accepted_total", "WebSocket connections accepted.", []string{"listener"}, nil)
 	descCommands      = prometheus.NewDesc("tslm_commands_total", "Client commands received.", []string{"listener"}, nil)
 	descCloses        = prometheus.NewDesc("tslm_server_closes_total", "Connections closed by the server, by close code.", []string{"listener", "code"}, nil)
+	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades refused with an HTTP status, by reason: subprotocol, origin, max_connections, shutdown.", []string{"listener", "reason"}, nil)
 	descErrors        = prometheus.NewDesc("tslm_errors_total", "Error frames sent, by error code.", []string{"listener", "code"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descRefused, descGaps, descReadErrors, descOpen, descAccepted, descCommands, descCloses, descErrors} {
+	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descReplayRefused, descGaps, descReadErrors, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors} {
 		ch <- d
 	}
 }
@@ -45,7 +46,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDelivered, prometheus.CounterValue, float64(hs.Delivered))
 	ch <- prometheus.MustNewConstMetric(descReplayBytes, prometheus.GaugeValue, float64(hs.ReplayBytes))
 	ch <- prometheus.MustNewConstMetric(descOverflows, prometheus.CounterValue, float64(hs.ReplayOverflows))
-	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(hs.ReplayRefused))
+	ch <- prometheus.MustNewConstMetric(descReplayRefused, prometheus.CounterValue, float64(hs.ReplayRefused))
 	ch <- prometheus.MustNewConstMetric(descGaps, prometheus.CounterValue, float64(hs.Gaps))
 	ch <- prometheus.MustNewConstMetric(descReadErrors, prometheus.CounterValue, float64(hs.ReadErrors))
 	for name, srv := range c.servers {
@@ -55,6 +56,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCommands, prometheus.CounterValue, float64(st.Commands), name)
 		for code, n := range st.Closes {
 			ch <- prometheus.MustNewConstMetric(descCloses, prometheus.CounterValue, float64(n), name, strconv.Itoa(code))
+		}
+		for reason, n := range st.Refused {
+			ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(n), name, reason)
 		}
 		for code, n := range st.Errors {
 			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(n), name, string(code))

@@ -12,7 +12,7 @@ const (
 	CloseShutdown     CloseReason = iota // server draining: reconnect, possibly elsewhere
 	CloseTooBig                          // a frame over the size limit
 	ClosePolicy                          // the client kept sending past its rate limit
-	CloseTryLater                        // the listener is at its connection limit
+	CloseTryLater                        // reserved: a full listener now refuses before the upgrade, with HTTP 503
 	CloseInternal                        // unexpected server failure
 	CloseSlowConsumer                    // the client did not read fast enough
 	CloseUnauthorized                    // authentication failed (reserved for auth)

@@ -150,6 +150,12 @@ func (c *conn) writeLoop() {
 	cfg := &c.srv.cfg
 	ping := time.NewTicker(cfg.PingInterval)
 	defer ping.Stop()
+	logged := false
+	defer func() {
+		if !logged {
+			c.logClose()
+		}
+	}()
 	var batch [][]byte
 	for {
 		select {
@@ -164,6 +170,8 @@ func (c *conn) writeLoop() {
 				return
 			}
 		case <-c.closing:
+			logged = true
+			c.logClose()
 			if c.reason != CloseSlowConsumer {
 				// Drain what was already queued: the client resumes
 				// from what it received, so every frame sent saves a
@@ -196,7 +204,7 @@ func (c *conn) write(frames [][]byte) bool {
 		select {
 		case <-c.closing:
 			if c.reason == CloseSlowConsumer {
-				clear(frames[i:])
+				c.drop(frames[i:])
 				return true
 			}
 		default:
@@ -207,8 +215,19 @@ func (c *conn) write(frames [][]byte) bool {
 			return false
 		}
 		frames[i] = nil
+		c.queue.done(1, len(f))
 	}
 	return true
+}
+
+// drop releases frames taken but never to be written.
+func (c *conn) drop(frames [][]byte) {
+	bytes := 0
+	for _, f := range frames {
+		bytes += len(f)
+	}
+	clear(frames)
+	c.queue.done(len(frames), bytes)
 }
 
 // fail ends a connection whose writes fail: the socket closes, which ends
@@ -219,17 +238,30 @@ func (c *conn) fail() {
 }
 
 // close starts closing the connection for reason: the queue stops taking
-// frames and the writer sends the close frame. Safe from any goroutine.
+// frames and the writer sends the close frame. Safe from any goroutine,
+// and it neither blocks nor logs: Deliver calls it on the hub's reader
+// goroutine with the subscription's lock held, where a slow log handler
+// would stall fan-out to every other subscriber. The writer logs instead.
 func (c *conn) close(reason CloseReason) {
 	c.closeOnce.Do(func() {
 		c.reason = reason
 		c.srv.stats.closes[reason].Add(1)
-		if reason != CloseShutdown {
-			c.srv.cfg.Logger.Info("closing connection", "reason", reason.String(), "remote", c.ws.RemoteAddr().String())
-		}
 		c.queue.close()
 		close(c.closing)
 	})
+}
+
+// logClose logs why the server closed the connection, if it did; shutdown
+// closes are not logged one by one. Writer goroutine only, once.
+func (c *conn) logClose() {
+	select {
+	case <-c.closing:
+	default:
+		return
+	}
+	if c.reason != CloseShutdown {
+		c.srv.cfg.Logger.Info("closing connection", "reason", c.reason.String(), "remote", c.ws.RemoteAddr().String())
+	}
 }
 
 // Deliver implements broker.Sink for live publications.

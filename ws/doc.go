@@ -4,7 +4,9 @@
 // Every connection has exactly one reader goroutine (the HTTP handler's),
 // which decodes and runs commands in order, and one writer goroutine, which
 // alone writes data frames, draining a send queue bounded in frames and
-// bytes. The hub hands live messages to the queue without waiting; a full
-// queue closes the connection as a slow consumer (close code 4000), and the
-// client resumes with since. Server is safe for concurrent use.
+// bytes (a frame counts until written). The hub hands live messages to the
+// queue without waiting, under a subscription's lock, so that path neither
+// blocks nor logs; a full queue closes the connection as a slow consumer
+// (close code 4000), and the client resumes with since. The writer logs
+// the close. Server is safe for concurrent use.
 package ws

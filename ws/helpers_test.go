@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -39,6 +41,21 @@ type testServer struct {
 type serverOptions struct {
 	hub  broker.Config
 	wrap func(*backlog.Memory) backlog.Log // wraps the backlog; nil means none
+	conn func(net.Conn) net.Conn           // wraps each accepted socket; nil means none
+}
+
+// wrapListener hands every accepted socket through wrap.
+type wrapListener struct {
+	net.Listener
+	wrap func(net.Conn) net.Conn
+}
+
+func (l wrapListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.wrap(c), nil
 }
 
 func startServer(t testing.TB, cfg Config) *testServer {
@@ -66,7 +83,11 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 	srv := New(hub, cfg)
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ws", srv)
-	hs := httptest.NewServer(mux)
+	hs := httptest.NewUnstartedServer(mux)
+	if opts.conn != nil {
+		hs.Listener = wrapListener{hs.Listener, opts.conn}
+	}
+	hs.Start()
 	t.Cleanup(func() {
 		hub.Close()
 		mem.Close()
@@ -80,6 +101,22 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 		}
 	})
 	return &testServer{srv: srv, hub: hub, mem: mem, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/v1/ws"}
+}
+
+// onlyConn returns the server's one open connection, waiting for it to be
+// registered: a client's dial returns before the server has done so.
+func (ts *testServer) onlyConn(t testing.TB) *conn {
+	t.Helper()
+	var c *conn
+	waitFor(t, "one connection registered", func() bool {
+		ts.srv.mu.Lock()
+		defer ts.srv.mu.Unlock()
+		for k := range ts.srv.conns {
+			c = k
+		}
+		return len(ts.srv.conns) == 1
+	})
+	return c
 }
 
 // create makes channel through the hub, with max_len maxLen when positive.
@@ -112,6 +149,23 @@ func (ts *testServer) publish(t testing.TB, channel string, n int) []string {
 func (ts *testServer) handshake(header http.Header, subprotocols ...string) (*websocket.Conn, *http.Response, error) {
 	d := websocket.Dialer{Subprotocols: subprotocols, HandshakeTimeout: readTimeout}
 	return d.Dial(ts.url, header)
+}
+
+// refused dials, expecting the upgrade to be refused with status, and
+// returns the answer and its body.
+func (ts *testServer) refused(t testing.TB, header http.Header, status int) (*http.Response, string) {
+	t.Helper()
+	conn, resp, err := ts.handshake(header, ProtocolV1)
+	if err == nil {
+		conn.Close()
+		t.Fatalf("upgraded, want HTTP %d", status)
+	}
+	if resp == nil || resp.StatusCode != status {
+		t.Fatalf("dial: %v, response %v; want HTTP %d", err, resp, status)
+	}
+	// gorilla has read the body into its error's response.
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
 }
 
 // dial connects offering subprotocols; with none given it offers tslm.v1.

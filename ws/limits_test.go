@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,7 +14,8 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// Tests of the configured limits at their edges, close codes, and shutdown.
+// Tests of the configured limits at their edges, close codes, refusals, and
+// shutdown.
 
 func TestMaxSubscriptions(t *testing.T) {
 	const n = 3
@@ -36,18 +39,30 @@ func TestMaxSubscriptions(t *testing.T) {
 	c.expect(map[string]any{"type": "message", "channel": "c1", "id": id, "data": map[string]any{"i": 0}})
 }
 
+// TestMaxConnections: at the limit, one more is refused before the upgrade
+// with an HTTP 503 that says when to retry and which setting holds it
+// back; once a client leaves, its slot is reusable.
 func TestMaxConnections(t *testing.T) {
 	const n = 3
-	ts := startServer(t, Config{MaxConnections: n})
+	ts := startServer(t, Config{MaxConnections: n, Names: SettingNames{MaxConnections: "TSLM_MAX_CONNECTIONS"}})
 	clients := make([]*client, n)
 	for i := range clients {
 		clients[i] = ts.dial(t)
 		clients[i].roundTrip() // admitted
 	}
-	over := ts.dial(t)
-	over.expectClose(CodeTryLater)
-	if got := ts.srv.Stats().Closes[CodeTryLater]; got != 1 {
-		t.Errorf("Stats().Closes[1013] = %d, want 1", got)
+	resp, body := ts.refused(t, nil, http.StatusServiceUnavailable)
+	if got := resp.Header.Get("Retry-After"); got != "5" {
+		t.Errorf("Retry-After: %q, want 5", got)
+	}
+	if !strings.Contains(body, "TSLM_MAX_CONNECTIONS") || !strings.Contains(body, "3") {
+		t.Errorf("body %q does not name the limit and its value", body)
+	}
+	st := ts.srv.Stats()
+	if got := st.Refused[RefusedMaxConnections]; got != 1 {
+		t.Errorf("Stats().Refused[%s] = %d, want 1", RefusedMaxConnections, got)
+	}
+	if got := st.Closes[CodeTryLater]; got != 0 {
+		t.Errorf("Stats().Closes[1013] = %d, want 0: the refusal is not a close", got)
 	}
 	for _, c := range clients {
 		c.roundTrip()
@@ -61,6 +76,62 @@ func TestMaxConnections(t *testing.T) {
 	if got, want := ts.srv.Stats().Accepted, int64(n+1); got != want {
 		t.Errorf("Stats().Accepted = %d, want %d", got, want)
 	}
+	ts.refused(t, nil, http.StatusServiceUnavailable)
+}
+
+// TestMaxConnectionsConcurrent: many upgrades at once never take more
+// slots than there are.
+func TestMaxConnectionsConcurrent(t *testing.T) {
+	const n, dialers = 5, 20
+	ts := startServer(t, Config{MaxConnections: n})
+	results := make(chan int, dialers)
+	var wg sync.WaitGroup
+	for range dialers {
+		wg.Go(func() {
+			conn, resp, err := ts.handshake(nil, ProtocolV1)
+			if err == nil {
+				t.Cleanup(func() { conn.Close() })
+				results <- http.StatusSwitchingProtocols
+				return
+			}
+			status := 0
+			if resp != nil {
+				status = resp.StatusCode
+			}
+			results <- status
+		})
+	}
+	wg.Wait()
+	close(results)
+	counts := map[int]int{}
+	for status := range results {
+		counts[status]++
+	}
+	if counts[http.StatusSwitchingProtocols] != n || counts[http.StatusServiceUnavailable] != dialers-n {
+		t.Errorf("answers by status %v, want %d upgrades and %d refusals (503)", counts, n, dialers-n)
+	}
+}
+
+// TestFailedUpgradeFreesItsSlot: a handshake that passes the early checks
+// but fails in the upgrader does not keep the slot it reserved.
+func TestFailedUpgradeFreesItsSlot(t *testing.T) {
+	ts := startServer(t, Config{MaxConnections: 1})
+	for range 3 {
+		req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/ws", nil)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", "websocket")
+		req.Header.Set("Sec-WebSocket-Version", "13")
+		req.Header.Set("Sec-WebSocket-Key", "not base64 of 16 bytes")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("bad key answered %d, want 400", resp.StatusCode)
+		}
+	}
+	ts.dial(t).roundTrip()
 }
 
 func TestMaxFrameBytes(t *testing.T) {
@@ -272,8 +343,14 @@ func TestShutdown(t *testing.T) {
 	if got := ts.srv.Stats().Closes[CodeGoingAway]; got != int64(len(clients)) {
 		t.Errorf("Stats().Closes[1001] = %d, want %d", got, len(clients))
 	}
-	// New connections are refused with the same code.
-	ts.dial(t).expectClose(CodeGoingAway)
+	// New connections are refused before the upgrade.
+	resp, _ := ts.refused(t, nil, http.StatusServiceUnavailable)
+	if got := resp.Header.Get("Retry-After"); got != "1" {
+		t.Errorf("Retry-After: %q while shutting down, want 1", got)
+	}
+	if got := ts.srv.Stats().Refused[RefusedShutdown]; got != 1 {
+		t.Errorf("Stats().Refused[%s] = %d, want 1", RefusedShutdown, got)
+	}
 }
 
 // TestShutdownDrainsQueue holds frames in a client's send queue behind a
@@ -319,7 +396,7 @@ func TestShutdownDrainsQueue(t *testing.T) {
 		defer ts.srv.mu.Unlock()
 		return ts.srv.draining
 	})
-	ts.dial(t).expectClose(CodeGoingAway)
+	ts.refused(t, nil, http.StatusServiceUnavailable)
 
 	for i, id := range ids {
 		f, err := c.next(readTimeout)

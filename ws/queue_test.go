@@ -55,9 +55,10 @@ func TestSendQueueOffer(t *testing.T) {
 					t.Errorf("frame %d = %q, want %q (order kept)", i, got[i], accepted[i])
 				}
 			}
-			// take emptied the queue: its limits apply afresh.
-			if q.bytes != 0 || len(q.frames) != 0 {
-				t.Errorf("after take: %d frames, %d bytes; want none", len(q.frames), q.bytes)
+			// Written, the frames no longer count: the limits apply afresh.
+			q.done(len(got), q.bytes)
+			if q.bytes != 0 || q.held != 0 || len(q.frames) != 0 {
+				t.Errorf("after take and done: %d frames waiting, %d held, %d bytes; want none", len(q.frames), q.held, q.bytes)
 			}
 			if !q.offer(make([]byte, tt.maxBytes)) {
 				t.Error("an emptied queue refused a frame of maxBytes")
@@ -71,7 +72,6 @@ func TestSendQueueTake(t *testing.T) {
 	if got := q.take(nil); len(got) != 0 {
 		t.Errorf("take of an empty queue returned %d frames", len(got))
 	}
-	<-q.space // take signals room even when empty: pushers recheck
 	q.offer([]byte("a"))
 	q.offer([]byte("b"))
 	dst := make([][]byte, 0, 8)
@@ -81,8 +81,47 @@ func TestSendQueueTake(t *testing.T) {
 	}
 	select {
 	case <-q.space:
+		t.Error("take signalled space: taken frames are not written yet")
 	default:
-		t.Error("take did not signal space")
+	}
+	q.done(1, 1)
+	select {
+	case <-q.space:
+	default:
+		t.Error("done did not signal space")
+	}
+}
+
+// TestSendQueueHeldUntilDone: taken frames count against both limits until
+// the writer reports them written.
+func TestSendQueueHeldUntilDone(t *testing.T) {
+	tests := []struct {
+		name                string
+		maxFrames, maxBytes int
+	}{
+		{"frame limit", 2, 100},
+		{"byte limit", 100, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q := newSendQueue(tt.maxFrames, tt.maxBytes)
+			for _, f := range frames(1, 1) {
+				if !q.offer(f) {
+					t.Fatal("offer within the limits refused")
+				}
+			}
+			batch := q.take(nil)
+			if q.offer([]byte("c")) {
+				t.Fatal("offer accepted while the taken batch still fills the queue")
+			}
+			q.done(1, len(batch[0]))
+			if !q.offer([]byte("c")) {
+				t.Fatal("offer refused after one frame was written")
+			}
+			if q.offer([]byte("d")) {
+				t.Fatal("offer accepted past the limit")
+			}
+		})
 	}
 }
 
@@ -123,8 +162,9 @@ func TestSendQueuePush(t *testing.T) {
 		if got := q.take(nil); len(got) != 1 || string(got[0]) != "x" {
 			t.Fatalf("took %q, want [x]", got)
 		}
+		q.done(1, 1)
 		if err := <-done; err != nil {
-			t.Fatalf("push = %v after the writer took, want nil", err)
+			t.Fatalf("push = %v after the writer wrote, want nil", err)
 		}
 		if got := q.take(nil); len(got) != 1 || string(got[0]) != "y" {
 			t.Errorf("queued %q, want [y]", got)
@@ -145,7 +185,7 @@ func TestSendQueuePush(t *testing.T) {
 		}
 	})
 	t.Run("progress restarts patience", func(t *testing.T) {
-		// A full queue of ten 1-byte frames, a writer that takes one
+		// A full queue of ten 1-byte frames, a writer that writes one
 		// frame every patience/5, and a push that needs 8 bytes of room:
 		// it waits longer than patience in all, but never without
 		// progress for patience, so it must succeed.
@@ -165,12 +205,14 @@ func TestSendQueuePush(t *testing.T) {
 					return
 				case <-tick.C:
 					q.mu.Lock()
-					if len(q.frames) > 0 {
+					waiting := len(q.frames) > 0
+					if waiting {
 						q.frames = q.frames[1:]
-						q.bytes--
 					}
 					q.mu.Unlock()
-					signal(q.space)
+					if waiting {
+						q.done(1, 1)
+					}
 				}
 			}
 		}()

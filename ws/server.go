@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -78,15 +76,17 @@ type Config struct {
 	// MaxDataBytes is the largest publish payload; a larger one is refused
 	// with too_large. 0 means 65536.
 	MaxDataBytes int
-	// SendQueueFrames and SendQueueBytes bound what waits for a client's
-	// writer; a live message that does not fit closes the connection as a
-	// slow consumer. 0 means 1024 frames and 4 MiB.
+	// SendQueueFrames and SendQueueBytes bound what is queued for a client
+	// and not yet written to its socket (the batch being written
+	// included); a live message that does not fit closes the connection as
+	// a slow consumer. 0 means 1024 frames and 4 MiB.
 	SendQueueFrames int
 	SendQueueBytes  int
 	// MaxSubscriptions bounds a connection's subscriptions; 0 means 100.
 	MaxSubscriptions int
-	// MaxConnections bounds this listener's open connections; one more is
-	// closed with 1013. 0 means 10 000.
+	// MaxConnections bounds this listener's connections, open or being
+	// upgraded; one more is refused before the upgrade with HTTP 503 and
+	// Retry-After. 0 means 10 000.
 	MaxConnections int
 	// CommandRate is the sustained commands per second a connection may
 	// send, with bursts of CommandBurst (0: the rate rounded up); a rate of
@@ -101,12 +101,25 @@ type Config struct {
 	// WriteTimeout bounds one write to the client, and how long a reply or
 	// replay waits for room in a full send queue. 0 means 10s.
 	WriteTimeout time.Duration
-	// AllowedOrigins are the browser origins (scheme://host[:port]) allowed
-	// to connect besides the server's own, or "*" for any. Requests without
-	// an Origin header (non-browser clients) are always allowed.
+	// AllowedOrigins are the browser origins (scheme://host[:port], the
+	// scheme http or https) allowed to connect besides the server's own,
+	// or "*" for any. Requests without an Origin header (non-browser
+	// clients) are always allowed. Check them with ParseOrigins first: New
+	// logs and skips entries that are not origins, as they could match no
+	// browser.
 	AllowedOrigins []string
+	// Names are what operators call the settings a refusal points to, so
+	// that whoever reads one knows what to change.
+	Names SettingNames
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// SettingNames name settings in the answers refused clients get, such as
+// "TSLM_ALLOWED_ORIGINS". Empty ones mean the Config field's name.
+type SettingNames struct {
+	MaxConnections string
+	AllowedOrigins string
 }
 
 func (c *Config) setDefaults() {
@@ -147,14 +160,12 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	c.Logger = c.Logger.With("listener", c.Name)
-	// "https://a, https://b" in an environment variable must match b too.
-	origins := make([]string, 0, len(c.AllowedOrigins))
-	for _, o := range c.AllowedOrigins {
-		if o = strings.TrimSpace(o); o != "" {
-			origins = append(origins, o)
-		}
+	if c.Names.MaxConnections == "" {
+		c.Names.MaxConnections = "MaxConnections"
 	}
-	c.AllowedOrigins = origins
+	if c.Names.AllowedOrigins == "" {
+		c.Names.AllowedOrigins = "AllowedOrigins"
+	}
 }
 
 // Server serves WebSocket clients of one listener at GET /v1/ws. It is safe
@@ -163,11 +174,13 @@ type Server struct {
 	cfg      Config
 	hub      *broker.Hub
 	upgrader websocket.Upgrader
+	origins  origins
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
+	slots    int // connections open or being upgraded, at most MaxConnections
 	draining bool
-	drained  chan struct{} // closed once draining and the last conn is gone
+	drained  chan struct{} // closed once draining and every slot is free
 	drainOne sync.Once
 
 	stats serverStats
@@ -178,6 +191,7 @@ type serverStats struct {
 	accepted atomic.Int64
 	commands atomic.Int64
 	closes   [len(closeTable)]atomic.Int64
+	refused  [len(refusalNames)]atomic.Int64
 	errors   sync.Map // broker.Code → *atomic.Int64
 }
 
@@ -187,6 +201,7 @@ type Stats struct {
 	Accepted int64                 // connections accepted
 	Commands int64                 // client commands handled
 	Closes   map[int]int64         // server-initiated closes by close code
+	Refused  map[string]int64      // upgrades refused with an HTTP status, by Refused* reason
 	Errors   map[broker.Code]int64 // error frames sent by code
 }
 
@@ -194,9 +209,12 @@ type Stats struct {
 func New(hub *broker.Hub, cfg Config) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{}), drained: make(chan struct{})}
+	s.origins = newOrigins(cfg.AllowedOrigins, cfg.Logger)
 	s.upgrader = websocket.Upgrader{
-		Subprotocols:    []string{ProtocolV1, ProtocolLegacy},
-		CheckOrigin:     s.checkOrigin,
+		Subprotocols: []string{ProtocolV1, ProtocolLegacy},
+		// ServeHTTP has checked the origin, with an answer that names
+		// the setting to change.
+		CheckOrigin:     func(*http.Request) bool { return true },
 		ReadBufferSize:  4096,
 		WriteBufferSize: 4096,
 		// Most connections are idle most of the time: they borrow a write
@@ -211,78 +229,14 @@ func New(hub *broker.Hub, cfg Config) *Server {
 	return s
 }
 
-func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" || slices.Contains(s.cfg.AllowedOrigins, "*") || slices.Contains(s.cfg.AllowedOrigins, origin) {
-		return true
-	}
-	u, err := url.Parse(origin)
-	return err == nil && strings.EqualFold(u.Host, r.Host)
-}
-
-// ServeHTTP upgrades the request and serves the connection until it ends.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if offered := websocket.Subprotocols(r); len(offered) > 0 &&
-		!slices.Contains(offered, ProtocolV1) && !slices.Contains(offered, ProtocolLegacy) {
-		http.Error(w, "unsupported subprotocol: offer tslm.v1 or tslm.legacy", http.StatusBadRequest)
-		return
-	}
-	wsConn, err := s.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return // the upgrader has answered
-	}
-	c := newConn(s, wsConn)
-	if reason, ok := s.admit(c); !ok {
-		s.refuse(wsConn, reason)
-		return
-	}
-	defer s.forget(c)
-	c.serve()
-}
-
-func (s *Server) admit(c *conn) (CloseReason, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.draining:
-		return CloseShutdown, false
-	case len(s.conns) >= s.cfg.MaxConnections:
-		return CloseTryLater, false
-	}
-	s.conns[c] = struct{}{}
-	s.stats.open.Add(1)
-	s.stats.accepted.Add(1)
-	return 0, true
-}
-
-func (s *Server) forget(c *conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.conns, c)
-	s.stats.open.Add(-1)
-	if s.draining && len(s.conns) == 0 {
-		s.drainOne.Do(func() { close(s.drained) })
-	}
-}
-
-// refuse closes a connection that was never admitted.
-func (s *Server) refuse(c *websocket.Conn, reason CloseReason) {
-	s.stats.closes[reason].Add(1)
-	msg := websocket.FormatCloseMessage(reason.Code(), reason.String())
-	c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(s.cfg.WriteTimeout))
-	c.Close()
-}
-
 // Shutdown tells every client to reconnect elsewhere (close code 1001), then
 // waits until they have gone or ctx is done, when it cuts the rest off. New
-// connections are refused from the start. http.Server.Shutdown does not
+// connections are refused from the start (HTTP 503). http.Server.Shutdown does not
 // track upgraded connections, which is why this exists.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.draining = true
-	if len(s.conns) == 0 {
-		s.drainOne.Do(func() { close(s.drained) })
-	}
+	s.checkDrained()
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
@@ -311,7 +265,13 @@ func (s *Server) Stats() Stats {
 		Accepted: s.stats.accepted.Load(),
 		Commands: s.stats.commands.Load(),
 		Closes:   make(map[int]int64),
+		Refused:  make(map[string]int64),
 		Errors:   make(map[broker.Code]int64),
+	}
+	for r := range s.stats.refused {
+		if n := s.stats.refused[r].Load(); n > 0 {
+			st.Refused[refusalNames[r]] = n
+		}
 	}
 	for r := range s.stats.closes {
 		if n := s.stats.closes[r].Load(); n > 0 {

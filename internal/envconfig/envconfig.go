@@ -18,6 +18,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/tslm/tslm/gateway"
+	"github.com/tslm/tslm/ws"
 )
 
 // Prefix starts every variable's name.
@@ -44,10 +45,12 @@ type Vars struct {
 	InternalBurst    int      `env:"INTERNAL_BURST"`
 	AllowedOrigins   []string `env:"ALLOWED_ORIGINS"`
 
-	PingInterval  time.Duration `env:"PING_INTERVAL"`
-	PongTimeout   time.Duration `env:"PONG_TIMEOUT"`
-	WriteTimeout  time.Duration `env:"WRITE_TIMEOUT"`
-	ShutdownGrace time.Duration `env:"SHUTDOWN_GRACE"`
+	PingInterval    time.Duration `env:"PING_INTERVAL"`
+	PongTimeout     time.Duration `env:"PONG_TIMEOUT"`
+	WriteTimeout    time.Duration `env:"WRITE_TIMEOUT"`
+	ShutdownGrace   time.Duration `env:"SHUTDOWN_GRACE"`
+	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT"`
+	HTTPReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT"`
 
 	DefaultMaxLen         int64         `env:"DEFAULT_MAX_LEN"`
 	DefaultRetention      time.Duration `env:"DEFAULT_RETENTION"`
@@ -74,6 +77,10 @@ type Vars struct {
 
 // processOnly are the Vars fields that are not gateway.Config's.
 var processOnly = []string{"LogLevel", "LogFormat"}
+
+// notVariables are the gateway.Config fields no variable sets: Load
+// fills them itself.
+var notVariables = []string{"Names"}
 
 // emptyMeansNone are the variables for which an empty value is meaningful:
 // an empty list of extra origins allows the server's own origin only. Every
@@ -137,6 +144,11 @@ func Load(environ map[string]string) (Settings, error) {
 		return st, err
 	}
 	st.Gateway = toGateway(vars)
+	// Refusals sent to clients and operators name the variable to set.
+	st.Gateway.Names = ws.SettingNames{
+		MaxConnections: Prefix + "MAX_CONNECTIONS",
+		AllowedOrigins: Prefix + "ALLOWED_ORIGINS",
+	}
 	if err := st.readLogging(vars); err != nil {
 		return st, err
 	}

@@ -1,0 +1,164 @@
+package ws
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Reasons an upgrade is refused with an HTTP status, as counted in
+// Stats.Refused.
+const (
+	RefusedSubprotocol    = "subprotocol"     // 400: neither tslm.v1 nor tslm.legacy offered
+	RefusedOrigin         = "origin"          // 403: a browser origin not allowed
+	RefusedMaxConnections = "max_connections" // 503: the listener is full
+	RefusedShutdown       = "shutdown"        // 503: the server is draining
+)
+
+type refusal int
+
+const (
+	refusedSubprotocol refusal = iota
+	refusedOrigin
+	refusedMaxConnections
+	refusedShutdown
+)
+
+var refusalNames = [...]string{
+	refusedSubprotocol:    RefusedSubprotocol,
+	refusedOrigin:         RefusedOrigin,
+	refusedMaxConnections: RefusedMaxConnections,
+	refusedShutdown:       RefusedShutdown,
+}
+
+// Retry-After of the 503 answers. A full listener stays full for a while,
+// so its clients should stay away for longer; a draining one sends its
+// clients to another replica, which the load balancer picks at once.
+const (
+	retryAfterFull     = 5 * time.Second
+	retryAfterShutdown = time.Second
+)
+
+// ServeHTTP upgrades the request and serves the connection until it ends.
+// Every refusal it can decide before the upgrade is a plain HTTP answer: a
+// client that is not speaking WebSocket yet should get a status, not a
+// connection that opens only to close.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		s.upgrader.Upgrade(w, r, nil) // answers why with a 400
+		return
+	}
+	if offered := websocket.Subprotocols(r); len(offered) > 0 &&
+		!slices.Contains(offered, ProtocolV1) && !slices.Contains(offered, ProtocolLegacy) {
+		s.refuse(w, refusedSubprotocol, http.StatusBadRequest, 0, "unsupported subprotocol: offer tslm.v1 or tslm.legacy")
+		return
+	}
+	if origin := r.Header.Get("Origin"); !s.origins.allow(origin, r.Host) {
+		s.refuse(w, refusedOrigin, http.StatusForbidden, 0,
+			fmt.Sprintf("origin %q not allowed: add it to %s", origin, s.cfg.Names.AllowedOrigins))
+		return
+	}
+	if why, ok := s.reserve(); !ok {
+		if why == refusedShutdown {
+			s.refuse(w, why, http.StatusServiceUnavailable, retryAfterShutdown,
+				"server shutting down: connect again, to another replica")
+		} else {
+			s.refuse(w, why, http.StatusServiceUnavailable, retryAfterFull,
+				fmt.Sprintf("too many connections: this listener is at its limit of %d (%s); retry later, with backoff",
+					s.cfg.MaxConnections, s.cfg.Names.MaxConnections))
+		}
+		return
+	}
+	wsConn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.release() // the upgrader has answered
+		return
+	}
+	c := newConn(s, wsConn)
+	if !s.admit(c) {
+		// Shutdown began during the upgrade.
+		s.closeUnadmitted(wsConn)
+		s.release()
+		return
+	}
+	defer s.forget(c)
+	c.serve()
+}
+
+// refuse answers a request that will not be upgraded.
+func (s *Server) refuse(w http.ResponseWriter, why refusal, status int, retryAfter time.Duration, msg string) {
+	s.stats.refused[why].Add(1)
+	if retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
+	}
+	http.Error(w, msg, status)
+}
+
+// reserve takes a connection slot for an upgrade about to start, or says
+// why there is none. Taking the slot before the upgrade, under the lock,
+// is what keeps two concurrent upgrades from both taking the last one.
+func (s *Server) reserve() (refusal, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.draining:
+		return refusedShutdown, false
+	case s.slots >= s.cfg.MaxConnections:
+		return refusedMaxConnections, false
+	}
+	s.slots++
+	return 0, true
+}
+
+// release frees a reserved slot whose connection never got admitted.
+func (s *Server) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.slots--
+	s.checkDrained()
+}
+
+// admit registers an upgraded connection in its reserved slot; false when
+// shutdown began meanwhile.
+func (s *Server) admit(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.stats.open.Add(1)
+	s.stats.accepted.Add(1)
+	return true
+}
+
+// forget frees an admitted connection's slot.
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+	s.stats.open.Add(-1)
+	s.slots--
+	s.checkDrained()
+}
+
+// checkDrained expects s.mu held.
+func (s *Server) checkDrained() {
+	if s.draining && s.slots == 0 {
+		s.drainOne.Do(func() { close(s.drained) })
+	}
+}
+
+// closeUnadmitted tells a client upgraded while shutdown began to
+// reconnect elsewhere. Its socket is new and empty, so the close frame
+// goes out at once.
+func (s *Server) closeUnadmitted(c *websocket.Conn) {
+	s.stats.closes[CloseShutdown].Add(1)
+	msg := websocket.FormatCloseMessage(CloseShutdown.Code(), CloseShutdown.String())
+	c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
+	c.Close()
+}
