@@ -164,6 +164,14 @@ func isTransient(err error) bool {
 		redis.HasErrorPrefix(err, "BUSY ") // a script is running; not BUSYGROUP, BUSYKEY
 }
 
+// Ping checks that Redis answers, for readiness probes.
+func (r *Redis) Ping(ctx context.Context) error {
+	if r.isClosed() {
+		return ErrClosed
+	}
+	return r.wrap(ctx, r.client.Ping(ctx).Err())
+}
+
 func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (bool, error) {
 	if r.isClosed() {
 		return false, ErrClosed

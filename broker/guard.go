@@ -71,6 +71,16 @@ func (g *guardedLog) TrimExpired(ctx context.Context) error {
 
 func (g *guardedLog) Close() error { return g.log.Close() }
 
+// Ping checks the backlog under the operation timeout, when it can tell.
+func (g *guardedLog) Ping(ctx context.Context) error {
+	p, ok := g.log.(backlog.Pinger)
+	if !ok {
+		return nil
+	}
+	_, err := guard(g, ctx, "", func(ctx context.Context) (struct{}, error) { return struct{}{}, p.Ping(ctx) })
+	return err
+}
+
 // availability logs when the backlog stops answering and when it is back,
 // once each, however many calls fail in between: one line per outage
 // rather than one per request.

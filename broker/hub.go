@@ -153,6 +153,14 @@ func (h *Hub) Close() error {
 	return nil
 }
 
+// Ready reports whether the backlog answers, within the operation timeout,
+// for readiness probes. Its outcome feeds the once-per-outage log like any
+// other backlog call, so a probing load balancer also makes a recovery
+// show in the log without client traffic.
+func (h *Hub) Ready(ctx context.Context) error {
+	return h.log.(*guardedLog).Ping(ctx)
+}
+
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()

@@ -32,6 +32,9 @@ type Config struct {
 	PongTimeout   time.Duration `env:"PONG_TIMEOUT" envDefault:"10s"`
 	WriteTimeout  time.Duration `env:"WRITE_TIMEOUT" envDefault:"10s"`
 	ShutdownGrace time.Duration `env:"SHUTDOWN_GRACE" envDefault:"10s"`
+	// OperationTimeout bounds every backlog call made for a client or a
+	// readiness probe: past it the answer is unavailable (503).
+	OperationTimeout time.Duration `env:"OPERATION_TIMEOUT" envDefault:"5s"`
 
 	DefaultMaxLen         int64         `env:"DEFAULT_MAX_LEN" envDefault:"10000"`
 	DefaultRetention      time.Duration `env:"DEFAULT_RETENTION" envDefault:"24h"`
@@ -67,6 +70,7 @@ func (c *Config) Validate() error {
 		{"PONG_TIMEOUT", float64(c.PongTimeout)},
 		{"WRITE_TIMEOUT", float64(c.WriteTimeout)},
 		{"SHUTDOWN_GRACE", float64(c.ShutdownGrace)},
+		{"OPERATION_TIMEOUT", float64(c.OperationTimeout)},
 		{"DEFAULT_MAX_LEN", float64(c.DefaultMaxLen)},
 		{"DEFAULT_RETENTION", float64(c.DefaultRetention)},
 		{"CHANNEL_MAX_LEN_LIMIT", float64(c.ChannelMaxLenLimit)},
