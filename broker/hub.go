@@ -233,12 +233,13 @@ func (h *Hub) Info(ctx context.Context, channel string) (backlog.Info, error) {
 	return h.log.Info(ctx, channel)
 }
 
-// Messages reads up to limit messages after after, for the HTTP API.
-func (h *Hub) Messages(ctx context.Context, channel string, after backlog.ID, limit int) ([]*Publication, bool, error) {
+// Messages reads up to limit messages after since, for the HTTP API, as a
+// subscribe with since would replay them (see readSince).
+func (h *Hub) Messages(ctx context.Context, channel string, since backlog.ID, limit int) ([]*Publication, bool, error) {
 	if !backlog.ValidChannel(channel) {
 		return nil, false, ErrBadChannel
 	}
-	page, err := h.log.Range(ctx, channel, after, limit)
+	page, err := h.readSince(ctx, channel, since, limit)
 	if err != nil {
 		return nil, false, err
 	}
@@ -247,6 +248,23 @@ func (h *Hub) Messages(ctx context.Context, channel string, after backlog.ID, li
 		pubs[i] = newPublication(channel, m)
 	}
 	return pubs, page.Continuous, nil
+}
+
+// readSince reads the first page after since, as every transport resumes:
+// when the backlog proves nothing after since was lost, the messages after
+// it; otherwise (since was trimmed, or lies within or beyond what is held
+// without being held: the backlog was reset or lost its newest entries)
+// the oldest messages held, with Continuous false. A since older than
+// everything held reads the same either way, so only an unproven since
+// costs the second read.
+func (h *Hub) readSince(ctx context.Context, channel string, since backlog.ID, limit int) (backlog.Page, error) {
+	page, err := h.log.Range(ctx, channel, since, limit)
+	if err != nil || page.Continuous || since.IsZero() {
+		return page, err
+	}
+	page, err = h.log.Range(ctx, channel, backlog.Zero, limit)
+	page.Continuous = false
+	return page, err
 }
 
 // channelState is a channel with local subscribers.

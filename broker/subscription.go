@@ -101,19 +101,13 @@ func (s *Subscription) position(ctx context.Context, from From) (SubscribeResult
 	res := SubscribeResult{Head: info.LastID}
 	switch {
 	case from.Since != nil:
-		page, err := log.Range(ctx, name, *from.Since, pageSize)
+		page, err := s.hub.readSince(ctx, name, *from.Since, pageSize)
 		if err != nil {
 			return res, err
 		}
 		res.Resumed = page.Continuous
 		if page.Continuous {
 			s.lastSent = *from.Since
-		} else if !from.Since.Less(info.FirstID) {
-			// Since lies within or beyond what is held (the backlog was
-			// reset or lost its newest entries): start from the oldest.
-			if page, err = log.Range(ctx, name, backlog.Zero, pageSize); err != nil {
-				return res, err
-			}
 		}
 		s.pending, s.paging = page.Messages, len(page.Messages) >= pageSize
 	case from.Last > 0:

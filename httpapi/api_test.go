@@ -424,7 +424,8 @@ func TestMessages(t *testing.T) {
 		{"since", "?since=" + ids[1], ids[2:5], true},
 		{"since and limit", "?since=" + ids[1] + "&limit=1", ids[2:3], true},
 		{"since last", "?since=" + ids[4], nil, true},
-		{"since beyond head", "?since=" + backlog.ID{Ms: 1 << 60}.String(), nil, false},
+		// Unproven: read from the oldest held, as a subscribe would.
+		{"since beyond head", "?since=" + backlog.ID{Ms: 1 << 60}.String(), ids[:3], false},
 		{"empty since is 0-0", "?since=&limit=1", ids[:1], true},
 	}
 	for _, tt := range tests {
