@@ -60,6 +60,13 @@ type Log interface {
 	Close() error
 }
 
+// Pinger is implemented by logs that can check they are reachable without
+// touching a channel, for readiness probes. A Log without it is always
+// reachable (Memory).
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // ChannelConfig is a channel's retention policy. Zero values mean unbounded;
 // the broker fills in the operator's defaults before calling Create.
 type ChannelConfig struct {

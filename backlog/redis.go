@@ -120,15 +120,11 @@ func (r *Redis) isClosed() bool {
 	return r.closed
 }
 
-// transient lists the error replies that mean "try again later" rather
-// than "this request is wrong".
-var transient = []string{"LOADING", "READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "BUSY", "NOREPLICAS", "MOVED", "ASK"}
-
 // wrap maps a go-redis error to the backlog's: redis.Nil passes through for
 // callers to treat as empty, cancellation returns ctx's error, error
 // replies that describe a bad request stay plain, and everything else
 // (network, timeouts, a server loading or failing over) wraps
-// ErrUnavailable.
+// ErrUnavailable. The cause stays wrapped for errors.Is and logs.
 func (r *Redis) wrap(ctx context.Context, err error) error {
 	switch {
 	case err == nil || errors.Is(err, redis.Nil):
@@ -137,23 +133,35 @@ func (r *Redis) wrap(ctx context.Context, err error) error {
 		return ctx.Err()
 	case r.isClosed():
 		return ErrClosed
+	case isTransient(err):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	var reply redis.Error
-	if errors.As(err, &reply) {
-		msg := reply.Error()
-		for _, p := range transient {
-			if strings.HasPrefix(msg, p) {
-				return fmt.Errorf("%w: %v", ErrUnavailable, err)
-			}
-		}
-		return fmt.Errorf("backlog: redis: %v", err)
-	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return fmt.Errorf("backlog: redis: %w", err)
 }
 
-// isNoSuchKey reports the error XINFO STREAM gives for a missing stream.
-func isNoSuchKey(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "no such key")
+// isTransient reports whether err means "try again later" rather than
+// "this request is wrong": anything but an error reply (the network, a
+// timeout, a closed pool), or a reply saying the server cannot serve now.
+func isTransient(err error) bool {
+	if _, ok := errors.AsType[redis.Error](err); !ok {
+		return true
+	}
+	_, moved := redis.IsMovedError(err)
+	_, ask := redis.IsAskError(err)
+	return moved || ask ||
+		redis.IsLoadingError(err) || redis.IsReadOnlyError(err) ||
+		redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
+		redis.IsMasterDownError(err) || redis.IsMaxClientsError(err) ||
+		redis.IsNoReplicasError(err) || redis.IsOOMError(err) ||
+		redis.HasErrorPrefix(err, "BUSY ") // a script is running; not BUSYGROUP, BUSYKEY
+}
+
+// Ping checks that Redis answers, for readiness probes.
+func (r *Redis) Ping(ctx context.Context) error {
+	if r.isClosed() {
+		return ErrClosed
+	}
+	return r.wrap(ctx, r.client.Ping(ctx).Err())
 }
 
 func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (bool, error) {
@@ -188,9 +196,14 @@ func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
 	if r.isClosed() {
 		return Info{}, ErrClosed
 	}
-	pipe := r.client.Pipeline()
+	// A channel's stream appears with its first message, and XINFO STREAM
+	// fails on a missing key; EXISTS in the same transaction tells that
+	// apart from any other failure without parsing error text.
+	key := r.streamKey(channel)
+	pipe := r.client.TxPipeline()
 	meta := pipe.HMGet(ctx, r.metaKey(channel), "max_len", "retention_ms", "created_ms")
-	stream := pipe.XInfoStream(ctx, r.streamKey(channel))
+	held := pipe.Exists(ctx, key)
+	stream := pipe.XInfoStream(ctx, key)
 	pipe.Exec(ctx) // errors are read per command below
 	vals, err := meta.Result()
 	if err != nil {
@@ -200,10 +213,12 @@ func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
 	if !ok {
 		return Info{}, ErrNotFound
 	}
-	xi, err := stream.Result()
-	if isNoSuchKey(err) {
+	if n, err := held.Result(); err != nil {
+		return Info{}, r.wrap(ctx, err)
+	} else if n == 0 {
 		return info, nil
 	}
+	xi, err := stream.Result()
 	if err != nil {
 		return Info{}, r.wrap(ctx, err)
 	}
@@ -264,7 +279,13 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 	if !after.IsZero() {
 		start = "(" + after.String()
 	}
+	// From Zero the proof is XINFO STREAM, checked for a missing stream as
+	// in Info: that takes a transaction, so that EXISTS and XINFO see the
+	// same state.
 	pipe := r.client.Pipeline()
+	if after.IsZero() {
+		pipe = r.client.TxPipeline()
+	}
 	exists := pipe.Exists(ctx, r.metaKey(channel))
 	var msgs *redis.XMessageSliceCmd
 	if limit > 0 {
@@ -274,7 +295,9 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 	}
 	var held *redis.XMessageSliceCmd
 	var stream *redis.XInfoStreamCmd
+	var streamExists *redis.IntCmd
 	if after.IsZero() {
+		streamExists = pipe.Exists(ctx, key)
 		stream = pipe.XInfoStream(ctx, key)
 	} else {
 		held = pipe.XRangeN(ctx, key, after.String(), after.String(), 1)
@@ -297,15 +320,19 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 		}
 		page.Continuous = len(hs) > 0
 	} else {
-		xi, err := stream.Result()
-		switch {
-		case isNoSuchKey(err):
-			page.Continuous = true
-		case err != nil:
+		n, err := streamExists.Result()
+		if err != nil {
 			return Page{}, r.wrap(ctx, err)
-		default:
-			page.Continuous = xi.EntriesAdded == xi.Length
 		}
+		if n == 0 { // nothing was ever appended, so nothing was lost
+			page.Continuous = true
+			return page, nil
+		}
+		xi, err := stream.Result()
+		if err != nil {
+			return Page{}, r.wrap(ctx, err)
+		}
+		page.Continuous = xi.EntriesAdded == xi.Length
 	}
 	return page, nil
 }

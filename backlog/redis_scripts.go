@@ -2,7 +2,6 @@ package backlog
 
 import (
 	"context"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -94,8 +93,8 @@ var readScript = redis.NewScript(`
 local cur, n = ARGV[1], tonumber(ARGV[2])
 local proved, start
 if cur == '0-0' then
-  local info = redis.pcall('XINFO', 'STREAM', KEYS[1])
-  if info['err'] then return {1, {}} end
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {1, {}} end
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
   local added, len
   for i = 1, #info, 2 do
     if info[i] == 'entries-added' then added = info[i + 1]
@@ -143,7 +142,7 @@ func evalPipelined(ctx context.Context, c redis.UniversalClient, script *redis.S
 
 func anyNoScript(cmds []*redis.Cmd) bool {
 	for _, cmd := range cmds {
-		if err := cmd.Err(); err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT") {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
 			return true
 		}
 	}

@@ -1,12 +1,5 @@
 package broker
 
-import (
-	"context"
-	"errors"
-
-	"github.com/tslm/tslm/backlog"
-)
-
 // Code is an error code of the public protocol, shared by every transport
 // (WebSocket, HTTP API) so that one failure reads the same everywhere. The
 // set is part of the wire contract in docs/protocol.md.
@@ -20,22 +13,10 @@ const (
 	CodeTooLarge      Code = "too_large"      // payload over the size limit
 	CodeRateLimited   Code = "rate_limited"   // over the command rate; retry later
 	CodeLimitExceeded Code = "limit_exceeded" // a configured limit (subscriptions, max_len, channels…)
-	CodeUnavailable   Code = "unavailable"    // the backlog cannot be reached; retry later
+	CodeUnavailable   Code = "unavailable"    // the backlog cannot be reached or did not answer in time; retry later
 	CodeInternal      Code = "internal"       // a bug or unexpected failure
+	// CodeCanceled is never sent: the client gave up on the command (it
+	// went away, or closed the subscription), so nobody reads the answer,
+	// and it says nothing about the backlog's health.
+	CodeCanceled Code = "canceled"
 )
-
-// CodeOf maps an error from the Hub to its protocol code.
-func CodeOf(err error) Code {
-	switch {
-	case errors.Is(err, ErrBadChannel), errors.Is(err, ErrBadConfig):
-		return CodeBadRequest
-	case errors.Is(err, ErrNotFound):
-		return CodeNotFound
-	case errors.Is(err, ErrLimit):
-		return CodeLimitExceeded
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, backlog.ErrClosed),
-		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return CodeUnavailable
-	}
-	return CodeInternal
-}

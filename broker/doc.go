@@ -13,4 +13,10 @@
 // Live publications reach a Sink from the hub's reader goroutines, never
 // concurrently for one subscription, and each Publication is encoded once
 // per Encoder however many sinks receive it.
+//
+// Every error the Hub returns is an *Error (or wraps one): a protocol Code
+// and a message for the client, refining one of the sentinels, with the
+// backlog's own error kept as its cause for logs. Transports turn any error
+// into what the client is told with ErrorOf, and never answer CodeCanceled.
+// Each backlog call made for a client is bounded by Config.OperationTimeout.
 package broker

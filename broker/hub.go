@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -70,6 +69,11 @@ type Config struct {
 	ReadBatch int
 	// TrimInterval is how often retention is applied; 0 means 1m.
 	TrimInterval time.Duration
+	// OperationTimeout bounds every backlog call made for a client: create,
+	// publish, info, a read, and each step of a subscribe and of its
+	// replay. Past it the call fails with ErrTimeout (code unavailable),
+	// the same for every endpoint. 0 means 5s.
+	OperationTimeout time.Duration
 	// Logger receives the hub's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -109,6 +113,9 @@ func (c *Config) setDefaults() {
 	if c.TrimInterval <= 0 {
 		c.TrimInterval = time.Minute
 	}
+	if c.OperationTimeout <= 0 {
+		c.OperationTimeout = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -119,7 +126,7 @@ func (c *Config) setDefaults() {
 // fans each message out to them. It is safe for concurrent use.
 type Hub struct {
 	cfg Config
-	log backlog.Log
+	log backlog.Log // a guardedLog: its errors are *Error
 
 	mu       sync.Mutex
 	channels map[string]*channelState // channels with local subscribers
@@ -165,6 +172,7 @@ type Stats struct {
 func New(log backlog.Log, cfg Config) *Hub {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
+	log = &guardedLog{log: log, timeout: cfg.OperationTimeout, health: &availability{logger: cfg.Logger, now: time.Now}}
 	h := &Hub{
 		cfg: cfg, log: log, channels: make(map[string]*channelState), ctx: ctx, cancel: cancel,
 		budget: newReplayBudget(cfg.ReplayBytes),
@@ -187,6 +195,14 @@ func (h *Hub) Close() error {
 	h.cancel()
 	h.wg.Wait()
 	return nil
+}
+
+// Ready reports whether the backlog answers, within the operation timeout,
+// for readiness probes. Its outcome feeds the once-per-outage log like any
+// other backlog call, so a probing load balancer also makes a recovery
+// show in the log without client traffic.
+func (h *Hub) Ready(ctx context.Context) error {
+	return h.log.(*guardedLog).Ping(ctx)
 }
 
 // Stats returns the hub's counters.
@@ -225,24 +241,24 @@ func (h *Hub) Create(ctx context.Context, channel string, opts ChannelOptions) (
 	if opts.MaxLen != nil {
 		switch {
 		case *opts.MaxLen < 1:
-			return false, fmt.Errorf("%w: max_len must be at least 1", ErrBadConfig)
+			return false, ErrBadConfig.With("max_len must be at least 1")
 		case *opts.MaxLen > h.cfg.MaxMaxLen:
-			return false, fmt.Errorf("%w: max_len may be at most %d", ErrLimit, h.cfg.MaxMaxLen)
+			return false, ErrLimit.With("max_len may be at most %d", h.cfg.MaxMaxLen)
 		}
 		cfg.MaxLen = *opts.MaxLen
 	}
 	if opts.Retention != nil {
 		switch {
 		case *opts.Retention < time.Millisecond:
-			return false, fmt.Errorf("%w: retention must be at least 1ms", ErrBadConfig)
+			return false, ErrBadConfig.With("retention must be at least 1ms")
 		case *opts.Retention > h.cfg.MaxRetention:
-			return false, fmt.Errorf("%w: retention may be at most %s", ErrLimit, h.cfg.MaxRetention)
+			return false, ErrLimit.With("retention may be at most %s", h.cfg.MaxRetention)
 		}
 		cfg.Retention = *opts.Retention
 	}
 	created, err = h.log.Create(ctx, channel, cfg)
-	if errors.Is(err, backlog.ErrLimit) {
-		return false, fmt.Errorf("%w: too many channels", ErrLimit)
+	if errors.Is(err, ErrLimit) {
+		return false, ErrLimit.With("too many channels").Wrap(err)
 	}
 	return created, err
 }
@@ -265,12 +281,13 @@ func (h *Hub) Info(ctx context.Context, channel string) (backlog.Info, error) {
 	return h.log.Info(ctx, channel)
 }
 
-// Messages reads up to limit messages after after, for the HTTP API.
-func (h *Hub) Messages(ctx context.Context, channel string, after backlog.ID, limit int) ([]*Publication, bool, error) {
+// Messages reads up to limit messages after since, for the HTTP API, as a
+// subscribe with since would replay them (see readSince).
+func (h *Hub) Messages(ctx context.Context, channel string, since backlog.ID, limit int) ([]*Publication, bool, error) {
 	if !backlog.ValidChannel(channel) {
 		return nil, false, ErrBadChannel
 	}
-	page, err := h.log.Range(ctx, channel, after, limit)
+	page, err := h.readSince(ctx, channel, since, limit)
 	if err != nil {
 		return nil, false, err
 	}
@@ -279,6 +296,23 @@ func (h *Hub) Messages(ctx context.Context, channel string, after backlog.ID, li
 		pubs[i] = newPublication(channel, m)
 	}
 	return pubs, page.Continuous, nil
+}
+
+// readSince reads the first page after since, as every transport resumes:
+// when the backlog proves nothing after since was lost, the messages after
+// it; otherwise (since was trimmed, or lies within or beyond what is held
+// without being held: the backlog was reset or lost its newest entries)
+// the oldest messages held, with Continuous false. A since older than
+// everything held reads the same either way, so only an unproven since
+// costs the second read.
+func (h *Hub) readSince(ctx context.Context, channel string, since backlog.ID, limit int) (backlog.Page, error) {
+	page, err := h.log.Range(ctx, channel, since, limit)
+	if err != nil || page.Continuous || since.IsZero() {
+		return page, err
+	}
+	page, err = h.log.Range(ctx, channel, backlog.Zero, limit)
+	page.Continuous = false
+	return page, err
 }
 
 // channelState is a channel with local subscribers.
@@ -351,7 +385,7 @@ func (h *Hub) acquire(ctx context.Context, name string) (*channelState, error) {
 		// The reader starts at the current head: messages after it reach
 		// subscribers live, older ones come from their replay. Other
 		// subscribers may be waiting on this, so the first one leaving
-		// must not cancel it; the backlog's own timeouts bound it.
+		// must not cancel it; the operation timeout bounds it.
 		info, err := h.log.Info(context.WithoutCancel(ctx), name)
 		if err != nil {
 			c.initErr = err
@@ -364,7 +398,7 @@ func (h *Hub) acquire(ctx context.Context, name string) (*channelState, error) {
 		case <-c.ready:
 		case <-ctx.Done():
 			h.release(c)
-			return nil, ctx.Err()
+			return nil, fromBacklog(ctx, name, ctx.Err())
 		}
 	}
 	if c.initErr != nil {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"fmt"
 	"sync"
 
 	"github.com/tslm/tslm/backlog"
@@ -94,7 +93,7 @@ func (h *Hub) Subscribe(ctx context.Context, channel string, from From, sink Sin
 		return nil, SubscribeResult{}, ErrBadChannel
 	}
 	if from.Last > h.cfg.MaxLast {
-		return nil, SubscribeResult{}, fmt.Errorf("%w: last may be at most %d", ErrLimit, h.cfg.MaxLast)
+		return nil, SubscribeResult{}, ErrLimit.With("last may be at most %d", h.cfg.MaxLast)
 	}
 	c, err := h.acquire(ctx, channel)
 	if err != nil {

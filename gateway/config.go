@@ -62,6 +62,10 @@ type Config struct {
 	// point to (a full listener, a refused origin); zero values name the
 	// Config fields. cmd/tslm names the TSLM_* variables.
 	Names ws.SettingNames
+	// OperationTimeout bounds every backlog call made for a client or a
+	// readiness probe: past it the answer is unavailable (503). See
+	// broker.Config.
+	OperationTimeout time.Duration
 
 	// Channel defaults and limits, the replay and the readers: see
 	// broker.Config.
@@ -134,6 +138,7 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.PongTimeout, wsDef.PongTimeout)
 	orDefault(&c.WriteTimeout, wsDef.WriteTimeout)
 	orDefault(&c.ShutdownGrace, defaultShutdownGrace)
+	orDefault(&c.OperationTimeout, hubDef.OperationTimeout)
 	orDefault(&c.HTTPIdleTimeout, defaultHTTPIdle)
 	orDefault(&c.HTTPReadTimeout, defaultHTTPRead)
 
@@ -211,6 +216,7 @@ func (c *Config) Validate() error {
 		{"ShutdownGrace", float64(c.ShutdownGrace)},
 		{"HTTPIdleTimeout", float64(c.HTTPIdleTimeout)},
 		{"HTTPReadTimeout", float64(c.HTTPReadTimeout)},
+		{"OperationTimeout", float64(c.OperationTimeout)},
 		{"DefaultMaxLen", float64(c.DefaultMaxLen)},
 		{"DefaultRetention", float64(c.DefaultRetention)},
 		{"ChannelMaxLenLimit", float64(c.ChannelMaxLenLimit)},

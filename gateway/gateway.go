@@ -25,7 +25,6 @@ type Gateway struct {
 	logger *slog.Logger
 	log    backlog.Log
 	hub    *broker.Hub
-	ready  func(context.Context) error
 
 	public, internal         *ws.Server
 	publicHTTP, internalHTTP *http.Server
@@ -63,6 +62,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 		ReaderChannels:   cfg.ReaderChannels,
 		ReadBatch:        cfg.ReadBatch,
 		TrimInterval:     cfg.TrimInterval,
+		OperationTimeout: cfg.OperationTimeout,
 		Logger:           logger,
 	})
 	publicOps, _ := ws.ParseOps(cfg.PublicAllow) // checked by Validate
@@ -98,7 +98,6 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 func (g *Gateway) openBacklog(ctx context.Context) error {
 	if g.cfg.RedisURL == "" {
 		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, BlockInterval: g.cfg.BlockInterval})
-		g.ready = func(context.Context) error { return nil }
 		g.logger.Warn("no TSLM_REDIS_URL: running on the in-memory backlog (single node, not durable: messages are lost on exit)")
 		return nil
 	}
@@ -229,13 +228,12 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ok\n"))
 }
 
-// readyz answers 503 while the backlog cannot be reached, so that a load
-// balancer sends new clients to replicas that can serve them.
+// readyz answers 503 while the backlog does not answer within the
+// operation timeout, so that a load balancer sends new clients to replicas
+// that can serve them.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := g.ready(ctx); err != nil {
-		http.Error(w, "backlog unavailable: "+err.Error(), http.StatusServiceUnavailable)
+	if err := g.hub.Ready(r.Context()); err != nil {
+		http.Error(w, "backlog unavailable: "+broker.ErrorOf(err).Message, http.StatusServiceUnavailable)
 		return
 	}
 	w.Write([]byte("ready\n"))

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -21,10 +20,9 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	// the cap only bounds connections left over when readers are fewer.
 	r := backlog.NewRedis(client, backlog.RedisConfig{IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval})
 	g.log = closeBoth{Redis: r, client: client}
-	g.ready = func(ctx context.Context) error { return client.Ping(ctx).Err() }
-	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	pingCtx, cancel := context.WithTimeout(ctx, g.cfg.OperationTimeout)
 	defer cancel()
-	if err := g.ready(pingCtx); err != nil {
+	if err := r.Ping(pingCtx); err != nil {
 		g.logger.Error("Redis backlog unreachable at start; retrying in the background", "err", err)
 	} else {
 		g.logger.Info("using the Redis backlog", "addr", redisAddr(client))

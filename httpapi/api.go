@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,8 +141,8 @@ func decodeCreate(body io.Reader) (broker.ChannelOptions, error) {
 	if req.Retention != nil {
 		d, err := time.ParseDuration(*req.Retention)
 		if err != nil {
-			return broker.ChannelOptions{}, badRequest(fmt.Sprintf(
-				"retention: %q is not a duration; want a Go duration such as \"24h\" or \"90m\"", *req.Retention))
+			return broker.ChannelOptions{}, badRequest(
+				"retention: %q is not a duration; want a Go duration such as \"24h\" or \"90m\"", *req.Retention)
 		}
 		opts.Retention = &d
 	}
@@ -158,10 +157,10 @@ func decodeError(err error) error {
 	case errors.As(err, &typeErr) && typeErr.Field == "":
 		return badRequest("request body must be a JSON object")
 	case errors.As(err, &typeErr):
-		return badRequest(fmt.Sprintf("%s must be %s, not %s", typeErr.Field, wantOf(typeErr.Field), typeErr.Value))
+		return badRequest("%s must be %s, not %s", typeErr.Field, wantOf(typeErr.Field), typeErr.Value)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// encoding/json has no error type for this one.
-		return badRequest(strings.TrimPrefix(err.Error(), "json: "))
+		return badRequest("%s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return syntaxError(err)
 }
@@ -183,18 +182,18 @@ func syntaxError(err error) error {
 	var syntaxErr *json.SyntaxError
 	switch {
 	case errors.As(err, &syntaxErr):
-		return badRequest(fmt.Sprintf("request body is not valid JSON: %s (at byte %d)", syntaxErr, syntaxErr.Offset))
+		return badRequest("request body is not valid JSON: %s (at byte %d)", syntaxErr, syntaxErr.Offset)
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return badRequest("request body is not valid JSON: unexpected end of input")
 	}
-	return badRequest("request body is not valid JSON: " + strings.TrimPrefix(err.Error(), "json: "))
+	return badRequest("request body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 }
 
 // readError classifies a failure to read a request body.
 func readError(err error) error {
 	var maxErr *http.MaxBytesError
 	if errors.As(err, &maxErr) {
-		return &codedError{code: broker.CodeTooLarge, msg: fmt.Sprintf("request body is over %d bytes", maxErr.Limit)}
+		return broker.ErrTooLarge.With("request body is over %d bytes", maxErr.Limit)
 	}
 	return badRequest("request body could not be read")
 }
@@ -264,7 +263,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 	if s := query.Get("since"); s != "" {
 		id, err := backlog.ParseID(s)
 		if err != nil {
-			a.fail(w, r, badRequest(fmt.Sprintf("since: %q is not a message id; want \"<ms>-<seq>\" such as \"0-0\"", s)))
+			a.fail(w, r, badRequest("since: %q is not a message id; want \"<ms>-<seq>\" such as \"0-0\"", s))
 			return
 		}
 		after = id
@@ -273,7 +272,7 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 	if s := query.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > a.cfg.MaxReadLimit {
-			a.fail(w, r, badRequest(fmt.Sprintf("limit: %q is not an integer from 1 to %d", s, a.cfg.MaxReadLimit)))
+			a.fail(w, r, badRequest("limit: %q is not an integer from 1 to %d", s, a.cfg.MaxReadLimit))
 			return
 		}
 		limit = n
@@ -311,55 +310,38 @@ func appendMessages(b []byte, pubs []*broker.Publication, continuous bool) []byt
 	return append(b, "}\n"...)
 }
 
-// codedError is a failure found by the API itself, before the hub, with a
-// message written for the client.
-type codedError struct {
-	code broker.Code
-	msg  string
+func badRequest(format string, args ...any) error {
+	return broker.ErrBadRequest.With(format, args...)
 }
-
-func (e *codedError) Error() string { return e.msg }
-
-func badRequest(msg string) error { return &codedError{code: broker.CodeBadRequest, msg: msg} }
 
 type errorBody struct {
 	Code    broker.Code `json:"code"`
 	Message string      `json:"message"`
 }
 
-// fail answers r with err's code and a message fit for the client. The text
-// of an unexpected error stays in the log: it may name hosts or internals.
+// fail answers r with err's code and client message (broker.ErrorOf). The
+// cause of an unexpected error stays in the log: it may name hosts or
+// internals. An outage is logged by the hub, once, so here only at debug.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code, msg := a.describe(r, err)
-	writeError(w, statusOf(code), code, msg)
-}
-
-func (a *API) describe(r *http.Request, err error) (broker.Code, string) {
-	var coded *codedError
-	if errors.As(err, &coded) {
-		return coded.code, coded.msg
-	}
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		// The client went away; nobody reads the answer.
-		a.cfg.Logger.DebugContext(r.Context(), "http api: request canceled",
-			"method", r.Method, "path", r.URL.Path, "err", err)
-		return broker.CodeUnavailable, "request canceled"
-	}
-	code := broker.CodeOf(err)
-	switch code {
-	case broker.CodeNotFound:
-		return code, fmt.Sprintf("channel %q not found", r.PathValue("channel"))
-	case broker.CodeUnavailable:
-		a.cfg.Logger.WarnContext(r.Context(), "http api: backlog unavailable",
-			"method", r.Method, "path", r.URL.Path, "err", err)
-		return code, "the backlog is unavailable; retry later"
+	e := broker.ErrorOf(err)
+	log := a.cfg.Logger.With("method", r.Method, "path", r.URL.Path, "err", err)
+	switch e.Code {
+	case broker.CodeCanceled:
+		if r.Context().Err() != nil {
+			// The client went away: nobody reads an answer, and it
+			// says nothing about the backlog.
+			log.DebugContext(r.Context(), "http api: request canceled")
+			return
+		}
+		// Canceled while the client waits is a bug.
+		e = broker.ErrInternal.Wrap(err)
+		fallthrough
 	case broker.CodeInternal:
-		a.cfg.Logger.ErrorContext(r.Context(), "http api: internal error",
-			"method", r.Method, "path", r.URL.Path, "err", err)
-		return code, "internal error"
+		log.ErrorContext(r.Context(), "http api: internal error")
+	case broker.CodeUnavailable:
+		log.DebugContext(r.Context(), "http api: backlog unavailable")
 	}
-	// The hub's remaining errors carry text written for the client.
-	return code, err.Error()
+	writeError(w, statusOf(e.Code), e.Code, e.Message)
 }
 
 // statusOf maps a protocol code to its HTTP status; docs/http-api.md holds

@@ -110,13 +110,13 @@ func (c *conn) readLoop() {
 			continue
 		}
 		if kind != websocket.TextMessage {
-			c.replyError("", &protocolError{code: broker.CodeBadRequest, message: "binary frames are not supported: send JSON in text frames"})
+			c.replyError("", badRequest("binary frames are not supported: send JSON in text frames"))
 			continue
 		}
 		// JSON decoding tolerates invalid UTF-8 in strings; stored, it
 		// would break every subscriber's text frames.
 		if !utf8.Valid(frame) {
-			c.replyError("", &protocolError{code: broker.CodeBadRequest, message: "text frames must be UTF-8"})
+			c.replyError("", badRequest("text frames must be UTF-8"))
 			continue
 		}
 		if c.legacy {
@@ -142,7 +142,7 @@ func (c *conn) allowRate(frame []byte) bool {
 	if !c.legacy {
 		ref = refOf(frame)
 	}
-	c.replyError(ref, &protocolError{code: broker.CodeRateLimited, message: "command rate exceeded: slow down"})
+	c.replyError(ref, broker.ErrRateLimited.With("command rate exceeded: slow down"))
 	return false
 }
 
@@ -290,30 +290,24 @@ func (c *conn) push(ctx context.Context, frame []byte) error {
 
 func (c *conn) reply(frame []byte) { c.push(c.ctx, frame) }
 
-func (c *conn) replyError(ref string, perr *protocolError) {
-	c.srv.countError(perr.code)
-	if c.legacy {
-		c.reply(encodeLegacyError(perr))
+// replyError answers a command with err's code and client message
+// (broker.ErrorOf). A canceled command is not answered: the client gave it
+// up. An internal error is logged with its cause; the client is told only
+// "internal error".
+func (c *conn) replyError(ref string, err error) {
+	e := broker.ErrorOf(err)
+	switch e.Code {
+	case broker.CodeCanceled:
 		return
-	}
-	c.reply(encodeError(ref, perr.code, perr.message))
-}
-
-// hubError turns an error from the hub into what the client is told.
-// Internal errors are logged and not described to the client.
-func (c *conn) hubError(err error) *protocolError {
-	code := broker.CodeOf(err)
-	switch code {
 	case broker.CodeInternal:
 		c.srv.cfg.Logger.Error("command failed", "err", err)
-		return &protocolError{code: code, message: "internal error"}
-	case broker.CodeUnavailable:
-		if errors.Is(err, broker.ErrReplayCapacity) {
-			return &protocolError{code: code, message: "replay capacity exhausted: retry later"}
-		}
-		return &protocolError{code: code, message: "the backlog is unavailable: retry later"}
 	}
-	return &protocolError{code: code, message: err.Error()}
+	c.srv.countError(e.Code)
+	if c.legacy {
+		c.reply(encodeLegacyError(e.Code, e.Message))
+		return
+	}
+	c.reply(encodeError(ref, e.Code, e.Message))
 }
 
 // subscribe runs the subscribe sequence shared by both protocols: register,
@@ -324,12 +318,12 @@ func (c *conn) subscribe(ref, channel string, from broker.From, ack func(broker.
 		return
 	}
 	if len(c.subs) >= c.srv.cfg.MaxSubscriptions {
-		c.replyError(ref, &protocolError{code: broker.CodeLimitExceeded, message: "too many subscriptions on this connection"})
+		c.replyError(ref, broker.ErrLimit.With("too many subscriptions on this connection"))
 		return
 	}
 	sub, res, err := c.srv.hub.Subscribe(c.ctx, channel, from, c)
 	if err != nil {
-		c.replyError(ref, c.hubError(err))
+		c.replyError(ref, err)
 		return
 	}
 	c.subs[channel] = sub
@@ -343,13 +337,14 @@ func (c *conn) subscribe(ref, channel string, from broker.From, ack func(broker.
 			// slower than the channel's rate. It resumes with since,
 			// having made progress.
 			c.close(CloseSlowConsumer)
-		case c.ctx.Err() != nil, errors.Is(err, broker.ErrUnsubscribed),
+		case c.ctx.Err() != nil, errors.Is(err, broker.ErrCanceled),
 			errors.Is(err, errQueueClosed), errors.Is(err, errQueueStuck):
-			// The connection is going away; the client resumes with since.
-		case broker.CodeOf(err) == broker.CodeUnavailable:
+			// The connection is going away, or the subscription was
+			// closed; the client resumes with since.
+		case errors.Is(err, broker.ErrUnavailable):
 			// The subscription was acknowledged, so this error (same
 			// ref) ends it; the client resubscribes with since.
-			c.replyError(ref, c.hubError(err))
+			c.replyError(ref, err)
 		default:
 			// The ack promised messages that will not come, and there is
 			// no error frame for that: close, so the client resumes.

@@ -40,11 +40,11 @@ func FuzzParseCommand(f *testing.F) {
 			t.Fatalf("ref %q returned, but the command carries %v", ref, cmd.Ref)
 		}
 		if perr != nil {
-			if !documented[perr.code] {
-				t.Fatalf("error code %q is not one parseCommand may return", perr.code)
+			if !documented[perr.Code] {
+				t.Fatalf("error code %q is not one parseCommand may return", perr.Code)
 			}
-			if perr.message == "" || !utf8.ValidString(perr.message) {
-				t.Fatalf("error message %q: want non-empty UTF-8", perr.message)
+			if perr.Message == "" || !utf8.ValidString(perr.Message) {
+				t.Fatalf("error message %q: want non-empty UTF-8", perr.Message)
 			}
 			return
 		}

@@ -1,10 +1,6 @@
 package ws
 
-import (
-	"fmt"
-
-	"github.com/tslm/tslm/broker"
-)
+import "github.com/tslm/tslm/broker"
 
 // opOf is the permission a command type needs.
 func opOf(commandType string) Ops {
@@ -26,7 +22,7 @@ func (c *conn) handle(frame []byte) {
 	}
 	typ, channel := *cmd.Type, *cmd.Channel
 	if c.srv.cfg.Allow&opOf(typ) == 0 {
-		c.replyError(ref, &protocolError{code: broker.CodeForbidden, message: fmt.Sprintf("%s is not allowed on this listener", typ)})
+		c.replyError(ref, broker.ErrForbidden.With("%s is not allowed on this listener", typ))
 		return
 	}
 	switch typ {
@@ -38,7 +34,7 @@ func (c *conn) handle(frame []byte) {
 		}
 		created, err := c.srv.hub.Create(c.ctx, channel, opts)
 		if err != nil {
-			c.replyError(ref, c.hubError(err))
+			c.replyError(ref, err)
 			return
 		}
 		c.reply(encodeAck(ackFrame{Ref: ref, Channel: channel, Created: &created}))
@@ -76,12 +72,12 @@ func (c *conn) handle(frame []byte) {
 // publish checks the payload size and publishes; ack frames the answer.
 func (c *conn) publish(ref, channel string, data []byte, ack func(id string) []byte) {
 	if len(data) > c.srv.cfg.MaxDataBytes {
-		c.replyError(ref, &protocolError{code: broker.CodeTooLarge, message: fmt.Sprintf("data is larger than %d bytes", c.srv.cfg.MaxDataBytes)})
+		c.replyError(ref, broker.ErrTooLarge.With("data is larger than %d bytes", c.srv.cfg.MaxDataBytes))
 		return
 	}
 	id, err := c.srv.hub.Publish(c.ctx, channel, data)
 	if err != nil {
-		c.replyError(ref, c.hubError(err))
+		c.replyError(ref, err)
 		return
 	}
 	c.reply(ack(id.String()))

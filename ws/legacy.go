@@ -48,23 +48,23 @@ func (c *conn) handleLegacyCommand(kind string, body json.RawMessage) {
 			return
 		}
 	default:
-		c.replyError("", &protocolError{code: broker.CodeUnknownType, message: fmt.Sprintf("unknown command %q", truncate(kind, 64))})
+		c.replyError("", broker.ErrUnknownType.With("unknown command %q", truncate(kind, 64)))
 		return
 	}
 	if !backlog.ValidChannel(channel) {
-		c.replyError("", &protocolError{code: broker.CodeBadRequest, message: broker.ErrBadChannel.Error()})
+		c.replyError("", broker.ErrBadChannel)
 		return
 	}
 	op := map[string]Ops{"CreateChannel": OpCreate, "Subscribe": OpSubscribe, "NotifyChannel": OpPublish}[kind]
 	if c.srv.cfg.Allow&op == 0 {
-		c.replyError("", &protocolError{code: broker.CodeForbidden, message: fmt.Sprintf("%s is not allowed on this listener", kind)})
+		c.replyError("", broker.ErrForbidden.With("%s is not allowed on this listener", kind))
 		return
 	}
 	switch kind {
 	case "CreateChannel":
 		created, err := c.srv.hub.Create(c.ctx, channel, broker.ChannelOptions{})
 		if err != nil {
-			c.replyError("", c.hubError(err))
+			c.replyError("", err)
 			return
 		}
 		if created {
@@ -92,8 +92,8 @@ func legacySuccess(text string) []byte {
 	return b
 }
 
-func encodeLegacyError(perr *protocolError) []byte {
-	b, _ := json.Marshal(map[string]string{"Error": string(perr.code) + ": " + perr.message})
+func encodeLegacyError(code broker.Code, message string) []byte {
+	b, _ := json.Marshal(map[string]string{"Error": string(code) + ": " + message})
 	return b
 }
 
@@ -101,7 +101,7 @@ func encodeLegacyError(perr *protocolError) []byte {
 // every other value as Json. A gap has no legacy frame, so it is an Error.
 var legacyEncoder = &broker.Encoder{Encode: func(p *broker.Publication) []byte {
 	if p.Gap {
-		return encodeLegacyError(&protocolError{code: "gap", message: fmt.Sprintf("messages after %s on %s were lost", p.ID, p.Channel)})
+		return encodeLegacyError("gap", fmt.Sprintf("messages after %s on %s were lost", p.ID, p.Channel))
 	}
 	tag := `{"Json":`
 	if bytes.HasPrefix(p.Data, []byte(`"`)) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -44,21 +43,13 @@ type command struct {
 	Data      json.RawMessage `json:"data"`
 }
 
-// protocolError is a failure to answer with an error frame.
-type protocolError struct {
-	code    broker.Code
-	message string
-}
-
-func (e *protocolError) Error() string { return string(e.code) + ": " + e.message }
-
-func badRequest(format string, args ...any) *protocolError {
-	return &protocolError{code: broker.CodeBadRequest, message: fmt.Sprintf(format, args...)}
+func badRequest(format string, args ...any) *broker.Error {
+	return broker.ErrBadRequest.With(format, args...)
 }
 
 // parseCommand decodes a v1 frame. On error it still returns the ref when
 // the frame carried a valid one, so that the error can echo it.
-func parseCommand(frame []byte) (cmd command, ref string, perr *protocolError) {
+func parseCommand(frame []byte) (cmd command, ref string, perr *broker.Error) {
 	if !json.Valid(frame) {
 		return cmd, "", badRequest("frame is not valid JSON")
 	}
@@ -86,13 +77,13 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *protocolError) {
 	switch *cmd.Type {
 	case typeCreate, typeSubscribe, typeUnsubscribe, typePublish:
 	default:
-		return cmd, ref, &protocolError{code: broker.CodeUnknownType, message: fmt.Sprintf("unknown command type %q", truncate(*cmd.Type, 64))}
+		return cmd, ref, broker.ErrUnknownType.With("unknown command type %q", truncate(*cmd.Type, 64))
 	}
 	if cmd.Channel == nil {
 		return cmd, ref, badRequest("missing field \"channel\"")
 	}
 	if !backlog.ValidChannel(*cmd.Channel) {
-		return cmd, ref, &protocolError{code: broker.CodeBadRequest, message: broker.ErrBadChannel.Error()}
+		return cmd, ref, broker.ErrBadChannel
 	}
 	return cmd, ref, nil
 }
@@ -106,7 +97,7 @@ var commandFields = [...]string{"type", "ref", "channel", "since", "last", "max_
 // ("Type", "DATA"), which would be matched as if spelled right. Clients
 // then learn of their typo instead of depending on it. frame must be a
 // valid JSON object.
-func checkFieldNames(frame []byte) *protocolError {
+func checkFieldNames(frame []byte) *broker.Error {
 	dec := json.NewDecoder(bytes.NewReader(frame))
 	if _, err := dec.Token(); err != nil { // the opening brace
 		return badRequest("frame must be a JSON object")
@@ -169,7 +160,7 @@ func truncate(s string, n int) string {
 }
 
 // subscribeFrom validates subscribe's position fields.
-func (cmd *command) subscribeFrom() (broker.From, *protocolError) {
+func (cmd *command) subscribeFrom() (broker.From, *broker.Error) {
 	switch {
 	case cmd.Since != nil && cmd.Last != nil:
 		return broker.From{}, badRequest("since and last are exclusive")
@@ -189,7 +180,7 @@ func (cmd *command) subscribeFrom() (broker.From, *protocolError) {
 }
 
 // channelOptions validates create's configuration fields.
-func (cmd *command) channelOptions() (broker.ChannelOptions, *protocolError) {
+func (cmd *command) channelOptions() (broker.ChannelOptions, *broker.Error) {
 	opts := broker.ChannelOptions{MaxLen: cmd.MaxLen}
 	if cmd.Retention != nil {
 		d, err := time.ParseDuration(*cmd.Retention)

@@ -193,6 +193,18 @@ func testRange(t *testing.T, ctx context.Context, l backlog.Log) {
 			}
 		})
 	}
+	// A channel that never had a message (in Redis: no stream key yet)
+	// proves continuity from zero, and from nothing else.
+	empty := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	for _, after := range []backlog.ID{backlog.Zero, ids[0]} {
+		page, err := l.Range(ctx, empty, after, 100)
+		if err != nil {
+			t.Fatalf("range of an empty channel after %v: %v", after, err)
+		}
+		if len(page.Messages) != 0 || page.Continuous != after.IsZero() {
+			t.Errorf("range of an empty channel after %v = %+v, want no messages, continuous %v", after, page, after.IsZero())
+		}
+	}
 	page, err := l.Range(ctx, ch, ids[2], 1)
 	if err != nil {
 		t.Fatal(err)

@@ -45,12 +45,13 @@ type Vars struct {
 	InternalBurst    int      `env:"INTERNAL_BURST"`
 	AllowedOrigins   []string `env:"ALLOWED_ORIGINS"`
 
-	PingInterval    time.Duration `env:"PING_INTERVAL"`
-	PongTimeout     time.Duration `env:"PONG_TIMEOUT"`
-	WriteTimeout    time.Duration `env:"WRITE_TIMEOUT"`
-	ShutdownGrace   time.Duration `env:"SHUTDOWN_GRACE"`
-	HTTPIdleTimeout time.Duration `env:"HTTP_IDLE_TIMEOUT"`
-	HTTPReadTimeout time.Duration `env:"HTTP_READ_TIMEOUT"`
+	PingInterval     time.Duration `env:"PING_INTERVAL"`
+	PongTimeout      time.Duration `env:"PONG_TIMEOUT"`
+	WriteTimeout     time.Duration `env:"WRITE_TIMEOUT"`
+	ShutdownGrace    time.Duration `env:"SHUTDOWN_GRACE"`
+	HTTPIdleTimeout  time.Duration `env:"HTTP_IDLE_TIMEOUT"`
+	HTTPReadTimeout  time.Duration `env:"HTTP_READ_TIMEOUT"`
+	OperationTimeout time.Duration `env:"OPERATION_TIMEOUT"`
 
 	DefaultMaxLen         int64         `env:"DEFAULT_MAX_LEN"`
 	DefaultRetention      time.Duration `env:"DEFAULT_RETENTION"`

@@ -1,0 +1,127 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tslm/tslm/backlog"
+)
+
+// guardedLog is the Hub's view of its backlog: every call made for a client
+// is bounded by the operation timeout, and every error comes out as an
+// *Error, so that each endpoint fails the same way and after the same time
+// when the backlog hangs. Read and TrimExpired are the hub's own work and
+// keep their own timing (Read blocks by design); their outcomes, like
+// every other call's, feed the availability log.
+type guardedLog struct {
+	log     backlog.Log
+	timeout time.Duration
+	health  *availability
+}
+
+var _ backlog.Log = (*guardedLog)(nil)
+
+// guard runs op under the operation timeout and converts its error.
+func guard[T any](g *guardedLog, ctx context.Context, channel string, op func(context.Context) (T, error)) (T, error) {
+	opCtx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
+	v, err := op(opCtx)
+	err = fromBacklog(ctx, channel, err)
+	g.health.observe(err)
+	return v, err
+}
+
+func (g *guardedLog) Create(ctx context.Context, channel string, cfg backlog.ChannelConfig) (bool, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (bool, error) { return g.log.Create(ctx, channel, cfg) })
+}
+
+func (g *guardedLog) Info(ctx context.Context, channel string) (backlog.Info, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (backlog.Info, error) { return g.log.Info(ctx, channel) })
+}
+
+func (g *guardedLog) Append(ctx context.Context, channel string, data []byte) (backlog.ID, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (backlog.ID, error) { return g.log.Append(ctx, channel, data) })
+}
+
+func (g *guardedLog) Range(ctx context.Context, channel string, after backlog.ID, limit int) (backlog.Page, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (backlog.Page, error) { return g.log.Range(ctx, channel, after, limit) })
+}
+
+func (g *guardedLog) Tail(ctx context.Context, channel string, n int) ([]backlog.Message, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) ([]backlog.Message, error) { return g.log.Tail(ctx, channel, n) })
+}
+
+func (g *guardedLog) TailStart(ctx context.Context, channel string, n int) (backlog.ID, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (backlog.ID, error) { return g.log.TailStart(ctx, channel, n) })
+}
+
+// Read passes its error through unconverted: the reader tells its own
+// cancellation apart and retries everything else.
+func (g *guardedLog) Read(ctx context.Context, cursors []backlog.Cursor, limit int) ([]backlog.Batch, error) {
+	batches, err := g.log.Read(ctx, cursors, limit)
+	g.health.observe(fromBacklog(ctx, "", err))
+	return batches, err
+}
+
+func (g *guardedLog) TrimExpired(ctx context.Context) error {
+	err := g.log.TrimExpired(ctx)
+	g.health.observe(fromBacklog(ctx, "", err))
+	return err
+}
+
+func (g *guardedLog) Close() error { return g.log.Close() }
+
+// Ping checks the backlog under the operation timeout, when it can tell.
+func (g *guardedLog) Ping(ctx context.Context) error {
+	p, ok := g.log.(backlog.Pinger)
+	if !ok {
+		return nil
+	}
+	_, err := guard(g, ctx, "", func(ctx context.Context) (struct{}, error) { return struct{}{}, p.Ping(ctx) })
+	return err
+}
+
+// availability logs when the backlog stops answering and when it is back,
+// once each, however many calls fail in between: one line per outage
+// rather than one per request.
+type availability struct {
+	logger *slog.Logger
+	now    func() time.Time
+
+	// down mirrors state for the common case, a call that succeeds while
+	// all is well, which then takes no lock.
+	down atomic.Bool
+
+	mu        sync.Mutex
+	state     bool // down, guarded by mu
+	downSince time.Time
+}
+
+// observe notes the outcome of one backlog call. A cancellation says
+// nothing either way; a closed backlog is a shutdown, not an outage; any
+// other answer, an error included (not_found, a bug), shows the backlog
+// is reachable.
+func (a *availability) observe(err error) {
+	if errors.Is(err, ErrCanceled) || errors.Is(err, ErrClosed) {
+		return
+	}
+	failed := errors.Is(err, ErrUnavailable)
+	if failed == a.down.Load() {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case failed && !a.state:
+		a.state, a.downSince = true, a.now()
+		a.logger.Warn("backlog unavailable: commands that need it fail with unavailable until it answers again", "err", err)
+	case !failed && a.state:
+		a.state = false
+		a.logger.Info("backlog available again", "down_for", a.now().Sub(a.downSince).Round(time.Millisecond))
+	}
+	a.down.Store(a.state)
+}
