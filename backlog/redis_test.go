@@ -509,3 +509,35 @@ func TestNewRedisClient(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisListEscapesPrefix: a key prefix holding SCAN MATCH's special
+// characters lists its own channels only.
+func TestRedisListEscapesPrefix(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	glob := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "g*?[a]\\:"})
+	plain := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "gzza\\:"})
+	create(t, ctx, glob, "mine", backlog.ChannelConfig{})
+	create(t, ctx, plain, "theirs", backlog.ChannelConfig{})
+	for _, tc := range []struct {
+		log  *backlog.Redis
+		want string
+	}{{glob, "mine"}, {plain, "theirs"}} {
+		names, next, err := tc.log.List(ctx, "", "", 100)
+		if err != nil || next != "" || len(names) != 1 || names[0] != tc.want {
+			t.Errorf("List = %v, %q, %v; want [%s]", names, next, err, tc.want)
+		}
+	}
+}
+
+func TestCheckKeyPrefix(t *testing.T) {
+	for prefix, ok := range map[string]bool{
+		"tslm:": true, "a": true, "app/prod:": true, strings.Repeat("p", backlog.MaxKeyPrefixLen): true,
+		"": false, "a{b}:": false, "}": false, "with space": false, "é:": false,
+		strings.Repeat("p", backlog.MaxKeyPrefixLen+1): false,
+	} {
+		if err := backlog.CheckKeyPrefix(prefix); (err == nil) != ok {
+			t.Errorf("CheckKeyPrefix(%q) = %v, want ok %v", prefix, err, ok)
+		}
+	}
+}
