@@ -27,7 +27,8 @@ const (
 // CodeOf maps an error from the Hub to its protocol code.
 func CodeOf(err error) Code {
 	switch {
-	case errors.Is(err, ErrBadChannel), errors.Is(err, ErrBadConfig):
+	case errors.Is(err, ErrBadChannel), errors.Is(err, ErrBadConfig), errors.Is(err, ErrBadKey),
+		errors.Is(err, ErrBadPrefix), errors.Is(err, ErrBadCursor):
 		return CodeBadRequest
 	case errors.Is(err, ErrNotFound):
 		return CodeNotFound

@@ -16,7 +16,11 @@ var (
 	ErrUnavailable = backlog.ErrUnavailable
 	ErrLimit       = errors.New("limit exceeded")
 	ErrClosed      = errors.New("broker closed")
+	ErrBadKey      = errors.New("idempotency keys are 1-128 bytes of visible ASCII (0x21-0x7E)")
+	ErrBadPrefix   = errors.New("a channel prefix is at most 128 bytes of A-Z a-z 0-9 . _ : -")
+	ErrBadCursor   = backlog.ErrBadCursor
 	// ErrUnsubscribed is returned by Replay once the subscription was
-	// closed, by its owner or because its sink refused a delivery.
+	// closed, by its owner or because its sink refused a delivery, or
+	// ended because its channel was deleted (the sink was told).
 	ErrUnsubscribed = errors.New("subscription closed")
 )

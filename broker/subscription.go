@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -147,6 +148,9 @@ func (s *Subscription) Replay(ctx context.Context) error {
 		s.pending = nil
 		if s.paging {
 			page, err := log.Range(ctx, name, s.lastSent, pageSize)
+			if errors.Is(err, backlog.ErrNotFound) {
+				return s.deleted(ctx)
+			}
 			if err != nil {
 				return err
 			}
@@ -188,6 +192,9 @@ func (s *Subscription) Replay(ctx context.Context) error {
 			if p == nil {
 				continue
 			}
+			if p.Deleted {
+				return s.deleted(ctx)
+			}
 			if err := s.send(ctx, p); err != nil {
 				return err
 			}
@@ -198,10 +205,24 @@ func (s *Subscription) Replay(ctx context.Context) error {
 	}
 }
 
+// deleted tells the sink that the channel was deleted during the replay,
+// and ends the subscription.
+func (s *Subscription) deleted(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed, s.buffer = true, nil
+	s.mu.Unlock()
+	if err := s.sink.Replay(ctx, newDeleted(s.ch.name)); err != nil {
+		return err
+	}
+	return ErrUnsubscribed
+}
+
 // news returns what p means to this subscriber: p itself, a gap of its own,
 // or nil when p tells it nothing new.
 func (s *Subscription) news(p *Publication) *Publication {
 	switch {
+	case p.Deleted:
+		return p
 	case !p.Gap:
 		if s.lastSent.Less(p.ID) {
 			return p
@@ -249,7 +270,7 @@ func (s *Subscription) offer(p *Publication) {
 		if p = s.news(p); p == nil {
 			return
 		}
-		if !s.sink.Deliver(p) {
+		if !s.sink.Deliver(p) || p.Deleted {
 			s.closed, s.buffer = true, nil
 			return
 		}
@@ -272,6 +293,15 @@ func (s *Subscription) Close() {
 	s.ch.remove(s)
 	s.hub.release(s.ch)
 	s.hub.stats.subscriptions.Add(-1)
+}
+
+// Ended reports that the subscription receives nothing more: it was
+// closed, its sink refused a delivery, or its channel was deleted. Its
+// owner still calls Close.
+func (s *Subscription) Ended() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Channel is the subscribed channel's name.
