@@ -41,6 +41,12 @@ type Memory struct {
 	// that expired keys and keys past MaxIdempotencyKeys are forgotten in
 	// order; guarded by mu.
 	idemQueue []*idemEntry
+	// floors holds the last IDs of deleted channels, so that a channel
+	// created again under the same name goes on after them: a client
+	// holding an old ID must never find it held again. Only IDs of the
+	// current millisecond or later matter, as new IDs are never below
+	// the clock; older ones are pruned. Guarded by mu.
+	floors map[string]ID
 }
 
 // idemEntry is a remembered idempotency key.
@@ -60,6 +66,7 @@ type memChannel struct {
 	// entries-added > length.
 	trimmed bool
 	idem    map[string]*idemEntry // live idempotency keys; nil until used
+	floor   ID                    // new IDs go after it; see Memory.floors
 }
 
 var _ Log = (*Memory)(nil)
@@ -93,7 +100,12 @@ func (m *Memory) Create(_ context.Context, channel string, cfg ChannelConfig) (b
 	if len(m.channels) >= m.cfg.MaxChannels {
 		return false, ErrLimit
 	}
-	m.channels[channel] = &memChannel{cfg: cfg, created: m.cfg.Now()}
+	c := &memChannel{cfg: cfg, created: m.cfg.Now()}
+	if f, ok := m.floors[channel]; ok {
+		c.floor = f
+		delete(m.floors, channel)
+	}
+	m.channels[channel] = c
 	return true, nil
 }
 
@@ -137,9 +149,13 @@ func (m *Memory) Append(_ context.Context, channel string, data []byte) (ID, err
 func (m *Memory) appendLocked(c *memChannel, data []byte) ID {
 	// The same rule as Redis: the millisecond clock, never going backwards,
 	// with a sequence number within one millisecond.
+	last := c.last
+	if last.Less(c.floor) {
+		last = c.floor
+	}
 	id := ID{Ms: uint64(m.cfg.Now().UnixMilli())}
-	if id.Ms <= c.last.Ms {
-		id = ID{Ms: c.last.Ms, Seq: c.last.Seq + 1}
+	if id.Ms <= last.Ms {
+		id = ID{Ms: last.Ms, Seq: last.Seq + 1}
 	}
 	c.last = id
 	c.msgs = append(c.msgs, Message{ID: id, Data: data})
@@ -210,10 +226,27 @@ func (m *Memory) forgetOldestLocked() {
 func (m *Memory) Delete(_ context.Context, channel string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, err := m.lookup(channel); err != nil {
+	c, err := m.lookup(channel)
+	if err != nil {
 		return err
 	}
 	delete(m.channels, channel)
+	now := uint64(m.cfg.Now().UnixMilli())
+	for name, f := range m.floors {
+		if f.Ms < now {
+			delete(m.floors, name)
+		}
+	}
+	last := c.last
+	if last.Less(c.floor) {
+		last = c.floor
+	}
+	if last.Ms >= now {
+		if m.floors == nil {
+			m.floors = make(map[string]ID)
+		}
+		m.floors[channel] = last
+	}
 	m.wakeLocked()
 	return nil
 }

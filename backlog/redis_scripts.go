@@ -17,23 +17,31 @@ import (
 // retention_ms. created_ms is Redis's clock, the same clock as entry IDs.
 // A stream without meta is no channel's (a deleted channel's tombstone, or
 // entries a publisher added after the delete): the new channel starts
-// empty without it, and its created_ms is after that stream's newest entry,
-// so that it differs from the deleted channel's even within one
-// millisecond: appendOnceScript tells the two channels' idempotency keys
-// apart by it. Returns {1, retention_ms} when created, {0, the stored
-// retention_ms} when the channel existed.
+// empty, and it keeps the stream's last generated ID, so that its IDs go
+// on after the old channel's even within one millisecond (a client holding
+// an old ID must never find it held again), with entries-added reset, so
+// that a resume from 0-0 is proved as on any new channel. Its created_ms
+// is after that last ID too: appendOnceScript tells the two channels'
+// idempotency keys apart by it. Returns {1, retention_ms} when created,
+// {0, the stored retention_ms} when the channel existed.
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('HGET', KEYS[1], 'retention_ms') or '0'}
 end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local lms = tonumber(string.match(last[1][1], '^(%d+)-'))
+local info = redis.pcall('XINFO', 'STREAM', KEYS[2])
+if not info['err'] then
+  local last
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+  local lms = tonumber(string.match(last, '^(%d+)-'))
   if lms >= ms then ms = lms + 1 end
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
+  redis.call('XSETID', KEYS[2], last, 'ENTRIESADDED', 0)
+  redis.call('PERSIST', KEYS[2])
 end
-redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'max_len', ARGV[1], 'retention_ms', ARGV[2],
   'created_ms', string.format('%d', ms))
 return {1, ARGV[2]}

@@ -222,6 +222,26 @@ func testDeleteCreate(t *testing.T, ctx context.Context, l backlog.Log) {
 		t.Errorf("key of the deleted channel = %v, duplicate %v; want a new append", id, dup)
 	}
 	wantLength(t, ctx, l, ch, 1)
+	// IDs go on after the deleted channel's, even within its last
+	// millisecond: a client holding an old ID must not find it held
+	// again, which would prove a resume that skips the new messages.
+	if !oldKeyed.Less(id) {
+		t.Fatalf("first id of the new channel %v is not after the deleted channel's last %v", id, oldKeyed)
+	}
+	page, err = l.Range(ctx, ch, oldKeyed, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.Continuous {
+		t.Errorf("Range after the deleted channel's last id is continuous")
+	}
+	info, err = l.Info(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.LastID != id || info.FirstID != id {
+		t.Errorf("info = %+v, want first and last id %v", info, id)
+	}
 }
 
 // readUntil reads ch after cursor until a batch comes, in a goroutine.
