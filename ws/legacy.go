@@ -100,6 +100,9 @@ func encodeLegacyError(perr *protocolError) []byte {
 // legacyEncoder frames publications the original way: JSON strings as Text,
 // every other value as Json. A gap has no legacy frame, so it is an Error.
 var legacyEncoder = &broker.Encoder{Encode: func(p *broker.Publication) []byte {
+	if p.Deleted {
+		return encodeLegacyError(&protocolError{code: "deleted", message: "channel " + p.Channel + " was deleted"})
+	}
 	if p.Gap {
 		return encodeLegacyError(&protocolError{code: "gap", message: fmt.Sprintf("messages after %s on %s were lost", p.ID, p.Channel)})
 	}
