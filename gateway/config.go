@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/ws"
 )
 
@@ -15,6 +16,7 @@ type Config struct {
 	InternalAddrs []string `env:"INTERNAL_ADDRS" envDefault:"127.0.0.1:8081"`
 	PublicAllow   []string `env:"PUBLIC_ALLOW" envDefault:"subscribe"`
 	RedisURL      string   `env:"REDIS_URL"`
+	RedisPrefix   string   `env:"REDIS_PREFIX" envDefault:"tslm:"`
 
 	MaxFrameBytes    int64    `env:"MAX_FRAME_BYTES" envDefault:"131072"`
 	MaxDataBytes     int      `env:"MAX_DATA_BYTES" envDefault:"65536"`
@@ -43,6 +45,8 @@ type Config struct {
 	Readers               int           `env:"READERS" envDefault:"4"`
 	ReaderChannels        int           `env:"READER_CHANNELS" envDefault:"100"`
 	TrimInterval          time.Duration `env:"TRIM_INTERVAL" envDefault:"1m"`
+	IdempotencyWindow     time.Duration `env:"IDEMPOTENCY_WINDOW" envDefault:"10m"`
+	MaxIdempotencyKeys    int           `env:"MAX_IDEMPOTENCY_KEYS" envDefault:"100000"`
 
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"text"`
@@ -50,6 +54,11 @@ type Config struct {
 
 // Prefix is the environment variables' prefix.
 const Prefix = "TSLM_"
+
+// MaxIdempotencyWindow bounds TSLM_IDEMPOTENCY_WINDOW: a retry comes
+// within minutes, and every key costs memory (Redis or the memory backlog)
+// for the whole window.
+const MaxIdempotencyWindow = 24 * time.Hour
 
 // Validate checks what the env parser cannot, naming the variable at fault.
 func (c *Config) Validate() error {
@@ -77,6 +86,8 @@ func (c *Config) Validate() error {
 		{"READERS", float64(c.Readers)},
 		{"READER_CHANNELS", float64(c.ReaderChannels)},
 		{"TRIM_INTERVAL", float64(c.TrimInterval)},
+		{"IDEMPOTENCY_WINDOW", float64(c.IdempotencyWindow)},
+		{"MAX_IDEMPOTENCY_KEYS", float64(c.MaxIdempotencyKeys)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
@@ -102,6 +113,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%sPUBLIC_ADDRS must name at least one address", Prefix)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("%sLOG_FORMAT must be text or json", Prefix)
+	case c.IdempotencyWindow > MaxIdempotencyWindow:
+		return fmt.Errorf("%sIDEMPOTENCY_WINDOW may be at most %s: every key is kept that long", Prefix, MaxIdempotencyWindow)
+	}
+	if err := backlog.CheckKeyPrefix(c.RedisPrefix); err != nil {
+		return fmt.Errorf("%sREDIS_PREFIX: %w", Prefix, err)
 	}
 	if _, err := ws.ParseOps(c.PublicAllow); err != nil {
 		return fmt.Errorf("%sPUBLIC_ALLOW: %w", Prefix, err)

@@ -53,16 +53,17 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 		return nil, err
 	}
 	g.hub = broker.New(g.log, broker.Config{
-		DefaultMaxLen:    cfg.DefaultMaxLen,
-		DefaultRetention: cfg.DefaultRetention,
-		MaxMaxLen:        cfg.ChannelMaxLenLimit,
-		MaxRetention:     cfg.ChannelRetentionLimit,
-		ReplayBuffer:     cfg.ReplayBuffer,
-		MaxLast:          cfg.MaxLast,
-		Readers:          cfg.Readers,
-		ReaderChannels:   cfg.ReaderChannels,
-		TrimInterval:     cfg.TrimInterval,
-		Logger:           logger,
+		DefaultMaxLen:     cfg.DefaultMaxLen,
+		DefaultRetention:  cfg.DefaultRetention,
+		MaxMaxLen:         cfg.ChannelMaxLenLimit,
+		MaxRetention:      cfg.ChannelRetentionLimit,
+		ReplayBuffer:      cfg.ReplayBuffer,
+		MaxLast:           cfg.MaxLast,
+		Readers:           cfg.Readers,
+		ReaderChannels:    cfg.ReaderChannels,
+		TrimInterval:      cfg.TrimInterval,
+		IdempotencyWindow: cfg.IdempotencyWindow,
+		Logger:            logger,
 	})
 	publicOps, _ := ws.ParseOps(cfg.PublicAllow) // checked by Validate
 	g.public = ws.New(g.hub, g.wsConfig("public", publicOps, cfg.PublicRate, cfg.PublicBurst))
@@ -96,7 +97,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 
 func (g *Gateway) openBacklog(ctx context.Context) error {
 	if g.cfg.RedisURL == "" {
-		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels})
+		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, MaxIdempotencyKeys: g.cfg.MaxIdempotencyKeys})
 		g.ready = func(context.Context) error { return nil }
 		g.logger.Warn("no TSLM_REDIS_URL: running on the in-memory backlog (single node, not durable: messages are lost on exit)")
 		return nil

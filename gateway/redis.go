@@ -20,7 +20,7 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	}
 	// Every hub reader holds one dedicated connection between its Reads;
 	// the cap only bounds connections left over when readers are fewer.
-	r := backlog.NewRedis(client, backlog.RedisConfig{IdleReaders: 1024})
+	r := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024})
 	g.log = closeBoth{Redis: r, client: client}
 	g.ready = func(ctx context.Context) error { return client.Ping(ctx).Err() }
 	pingCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
