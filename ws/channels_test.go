@@ -57,8 +57,9 @@ func TestIdempotentPublish(t *testing.T) {
 func TestDeletedFrame(t *testing.T) {
 	ts := startServer(t, Config{Allow: OpAll})
 	ts.create(t, "c", 0)
-	v1 := ts.dial(t)
+	v1, other := ts.dial(t), ts.dial(t)
 	v1.subscribe("c", nil)
+	other.subscribe("c", nil)
 	lc := ts.dialLegacy(t)
 	lc.send(`{"Subscribe":"c"}`)
 	lc.expect(map[string]any{"Success": "Subscribed to c"})
@@ -72,6 +73,12 @@ func TestDeletedFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	v1.expect(map[string]any{"type": "deleted", "channel": "c"})
+	other.messages("c", 1)
+	other.expect(map[string]any{"type": "deleted", "channel": "c"})
+	// An unsubscribe from the ended subscription is acknowledged as usual.
+	if ack := other.command("unsubscribe", "u", "c", nil); diff(ack, map[string]any{"type": "ack", "ref": "u", "channel": "c"}) != "" {
+		t.Fatalf("unsubscribe after deleted: %v", ack)
+	}
 	lc.expect(map[string]any{"Error": "deleted: channel c was deleted"})
 
 	// Then nothing, even once the channel is created again; the ended
