@@ -23,6 +23,35 @@ type Log interface {
 	// new message's ID, which is greater than every ID channel ever had.
 	Append(ctx context.Context, channel string, data []byte) (ID, error)
 
+	// AppendIdempotent is Append made safe to retry. The first call with
+	// idem.Key on channel appends and remembers the new ID for
+	// idem.Window; a later call with the same key within the window
+	// appends nothing and returns that ID with duplicate set, whatever
+	// its data: the key alone identifies the message. Remembering and
+	// appending are one atomic step, so a publisher that retries after
+	// an error (the first attempt may have been stored) stores the
+	// message at most once. Keys die with their channel: a channel
+	// deleted and created again does not know the old keys.
+	// idem.Key must pass ValidIdempotencyKey and idem.Window be positive.
+	AppendIdempotent(ctx context.Context, channel string, data []byte, idem Idempotency) (id ID, duplicate bool, err error)
+
+	// Delete removes channel: its messages, its configuration and its
+	// idempotency keys, or returns ErrNotFound. Every Read following it,
+	// on any replica, then reports a Batch with Deleted set. A channel
+	// created again under the same name is a new channel: resuming from
+	// an ID of the old one is not continuous.
+	Delete(ctx context.Context, channel string) error
+
+	// List returns up to limit names of channels that start with prefix,
+	// from cursor ("" for the first page), and the cursor of the next
+	// page, "" once the walk is done. A page may hold fewer than limit
+	// names, even none, before the walk is done. A walk returns every
+	// channel that exists throughout it at least once (the Redis backlog
+	// may return a name twice); channels created or deleted during the
+	// walk may or may not appear. Cursors are opaque; a malformed one
+	// is ErrBadCursor.
+	List(ctx context.Context, prefix, cursor string, limit int) (names []string, next string, err error)
+
 	// Range returns up to limit messages with IDs strictly after after,
 	// oldest first. Page.Continuous tells whether the log can prove that
 	// nothing after after was lost: see Page.
@@ -47,8 +76,9 @@ type Log interface {
 	// nothing new (or sooner, when what woke it up was trimmed away
 	// before it could be returned), and ctx.Err() once ctx is done; it must return promptly
 	// on cancellation, because the broker cancels a Read whenever the set
-	// of channels it follows changes. Cursors naming channels that do not
-	// exist are ignored.
+	// of channels it follows changes. A cursor whose channel was deleted
+	// yields one Batch with Deleted set; a cursor naming a channel that
+	// never existed is ignored or reported the same way.
 	Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch, error)
 
 	// TrimExpired removes, from every channel with a Retention, the
@@ -128,6 +158,36 @@ type Batch struct {
 	// after the cursor may have been removed before this Read could return
 	// them, and Messages start at the oldest one held after the cursor.
 	Gap bool
+	// Deleted reports that the channel was deleted; Messages is then
+	// empty and the cursor means nothing any more. A channel deleted and
+	// created again before a Read noticed may instead show as a Gap.
+	Deleted bool
+}
+
+// Idempotency makes an append idempotent; see Log.AppendIdempotent.
+type Idempotency struct {
+	// Key names the publish; see ValidIdempotencyKey.
+	Key string
+	// Window is how long the key is remembered after the first append
+	// with it. Retries do not extend it.
+	Window time.Duration
+}
+
+// MaxIdempotencyKeyLen is the longest idempotency key in bytes.
+const MaxIdempotencyKeyLen = 128
+
+// ValidIdempotencyKey reports whether key is 1–128 bytes of visible ASCII
+// (0x21–0x7E): safe in an HTTP header, a JSON string and a Redis key.
+func ValidIdempotencyKey(key string) bool {
+	if len(key) == 0 || len(key) > MaxIdempotencyKeyLen {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Errors shared by every implementation; test with errors.Is.
@@ -136,6 +196,7 @@ var (
 	ErrUnavailable = errors.New("backlog: storage unavailable")
 	ErrLimit       = errors.New("backlog: limit reached")
 	ErrClosed      = errors.New("backlog: closed")
+	ErrBadCursor   = errors.New("malformed list cursor: pass the cursor of the previous page as is")
 )
 
 // MaxChannelLen is the longest channel name in bytes.

@@ -11,6 +11,9 @@ func (c MemoryConfig) WithDefaults() MemoryConfig {
 	if c.BlockInterval <= 0 {
 		c.BlockInterval = defaultBlockInterval
 	}
+	if c.MaxIdempotencyKeys <= 0 {
+		c.MaxIdempotencyKeys = 100_000
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -2,7 +2,10 @@ package backlog
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -15,6 +18,10 @@ type MemoryConfig struct {
 	// BlockInterval is the longest a Read waits before returning empty;
 	// 0 means 5s.
 	BlockInterval time.Duration
+	// MaxIdempotencyKeys bounds the idempotency keys remembered across
+	// all channels; 0 means 100 000. Past it the oldest key is forgotten
+	// before its window ends, and a retry with it appends again.
+	MaxIdempotencyKeys int
 	// Now is the clock, injectable for tests; nil means time.Now.
 	Now func() time.Time
 }
@@ -30,6 +37,24 @@ type Memory struct {
 	// Reads wake up; guarded by mu.
 	appended chan struct{}
 	closed   bool
+	// idemQueue holds every remembered idempotency key, oldest first, so
+	// that expired keys and keys past MaxIdempotencyKeys are forgotten in
+	// order; guarded by mu.
+	idemQueue []*idemEntry
+	// floors holds the last IDs of deleted channels, so that a channel
+	// created again under the same name goes on after them: a client
+	// holding an old ID must never find it held again. Only IDs of the
+	// current millisecond or later matter, as new IDs are never below
+	// the clock; older ones are pruned. Guarded by mu.
+	floors map[string]ID
+}
+
+// idemEntry is a remembered idempotency key.
+type idemEntry struct {
+	ch      *memChannel
+	key     string
+	id      ID
+	expires time.Time
 }
 
 type memChannel struct {
@@ -40,6 +65,8 @@ type memChannel struct {
 	// trimmed is set once any message was removed, like Redis's
 	// entries-added > length.
 	trimmed bool
+	idem    map[string]*idemEntry // live idempotency keys; nil until used
+	floor   ID                    // new IDs go after it; see Memory.floors
 }
 
 var _ Log = (*Memory)(nil)
@@ -62,7 +89,12 @@ func (m *Memory) Create(_ context.Context, channel string, cfg ChannelConfig) (b
 	if len(m.channels) >= m.cfg.MaxChannels {
 		return false, ErrLimit
 	}
-	m.channels[channel] = &memChannel{cfg: cfg, created: m.cfg.Now()}
+	c := &memChannel{cfg: cfg, created: m.cfg.Now()}
+	if f, ok := m.floors[channel]; ok {
+		c.floor = f
+		delete(m.floors, channel)
+	}
+	m.channels[channel] = c
 	return true, nil
 }
 
@@ -99,20 +131,138 @@ func (m *Memory) Append(_ context.Context, channel string, data []byte) (ID, err
 	if err != nil {
 		return ID{}, err
 	}
+	return m.appendLocked(c, data), nil
+}
+
+// appendLocked expects m.mu held for writing.
+func (m *Memory) appendLocked(c *memChannel, data []byte) ID {
 	// The same rule as Redis: the millisecond clock, never going backwards,
 	// with a sequence number within one millisecond.
+	last := c.last
+	if last.Less(c.floor) {
+		last = c.floor
+	}
 	id := ID{Ms: uint64(m.cfg.Now().UnixMilli())}
-	if id.Ms <= c.last.Ms {
-		id = ID{Ms: c.last.Ms, Seq: c.last.Seq + 1}
+	if id.Ms <= last.Ms {
+		id = ID{Ms: last.Ms, Seq: last.Seq + 1}
 	}
 	c.last = id
 	c.msgs = append(c.msgs, Message{ID: id, Data: data})
 	if c.cfg.MaxLen > 0 && int64(len(c.msgs)) > c.cfg.MaxLen {
 		c.removeFirst(len(c.msgs) - int(c.cfg.MaxLen))
 	}
+	m.wakeLocked()
+	return id
+}
+
+// wakeLocked wakes blocked Reads; it expects m.mu held for writing.
+func (m *Memory) wakeLocked() {
 	close(m.appended)
 	m.appended = make(chan struct{})
-	return id, nil
+}
+
+func (m *Memory) AppendIdempotent(_ context.Context, channel string, data []byte, idem Idempotency) (ID, bool, error) {
+	if !ValidIdempotencyKey(idem.Key) || idem.Window <= 0 {
+		return ID{}, false, fmt.Errorf("backlog: invalid idempotency key %q or window %v", idem.Key, idem.Window)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.lookup(channel)
+	if err != nil {
+		return ID{}, false, err
+	}
+	now := m.cfg.Now()
+	m.forgetExpiredLocked(now)
+	if e, ok := c.idem[idem.Key]; ok && now.Before(e.expires) {
+		return e.id, true, nil
+	}
+	id := m.appendLocked(c, data)
+	e := &idemEntry{ch: c, key: idem.Key, id: id, expires: now.Add(idem.Window)}
+	if c.idem == nil {
+		c.idem = make(map[string]*idemEntry)
+	}
+	c.idem[idem.Key] = e
+	m.idemQueue = append(m.idemQueue, e)
+	if len(m.idemQueue) > m.cfg.MaxIdempotencyKeys {
+		m.forgetOldestLocked()
+	}
+	return id, false, nil
+}
+
+// forgetExpiredLocked drops the expired keys at the head of the queue.
+// With one window for every key, as the broker uses, the queue is in
+// expiry order and this drops them all; a key with a longer window ahead
+// only delays the others, which are still ignored once expired.
+func (m *Memory) forgetExpiredLocked(now time.Time) {
+	for len(m.idemQueue) > 0 && !now.Before(m.idemQueue[0].expires) {
+		m.forgetOldestLocked()
+	}
+}
+
+func (m *Memory) forgetOldestLocked() {
+	e := m.idemQueue[0]
+	m.idemQueue[0] = nil
+	m.idemQueue = m.idemQueue[1:]
+	// The key may have been remembered again since, by a newer entry.
+	if e.ch.idem[e.key] == e {
+		delete(e.ch.idem, e.key)
+	}
+}
+
+// Delete removes the channel and wakes blocked Reads, which report it
+// deleted. Its idempotency keys leave the queue as they expire; until then
+// they count towards MaxIdempotencyKeys.
+func (m *Memory) Delete(_ context.Context, channel string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, err := m.lookup(channel)
+	if err != nil {
+		return err
+	}
+	delete(m.channels, channel)
+	now := uint64(m.cfg.Now().UnixMilli())
+	for name, f := range m.floors {
+		if f.Ms < now {
+			delete(m.floors, name)
+		}
+	}
+	last := c.last
+	if last.Less(c.floor) {
+		last = c.floor
+	}
+	if last.Ms >= now {
+		if m.floors == nil {
+			m.floors = make(map[string]ID)
+		}
+		m.floors[channel] = last
+	}
+	m.wakeLocked()
+	return nil
+}
+
+// List walks the names in order; the cursor is the last name returned.
+func (m *Memory) List(_ context.Context, prefix, cursor string, limit int) ([]string, string, error) {
+	if cursor != "" && !ValidChannel(cursor) {
+		return nil, "", ErrBadCursor
+	}
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		return nil, "", ErrClosed
+	}
+	var names []string
+	for name := range m.channels {
+		if name > cursor && strings.HasPrefix(name, prefix) {
+			names = append(names, name)
+		}
+	}
+	m.mu.RUnlock()
+	slices.Sort(names)
+	if limit <= 0 || len(names) <= limit {
+		return names, "", nil
+	}
+	names = names[:limit:limit]
+	return names, names[limit-1], nil
 }
 
 // removeFirst drops the n oldest messages, clearing them so that the
@@ -223,6 +373,7 @@ func (m *Memory) collect(cursors []Cursor, limit int) []Batch {
 	for _, cur := range cursors {
 		c, ok := m.channels[cur.Channel]
 		if !ok {
+			batches = append(batches, Batch{Channel: cur.Channel, Deleted: true})
 			continue
 		}
 		msgs := copyUpTo(c.msgs[c.indexAfter(cur.After):], limit)

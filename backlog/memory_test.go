@@ -2,6 +2,7 @@ package backlog_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/backlog/backlogtest"
@@ -27,5 +28,49 @@ func TestMemoryChannelLimit(t *testing.T) {
 	}
 	if _, err := m.Create(ctx, "c", backlog.ChannelConfig{}); err != backlog.ErrLimit {
 		t.Errorf("Create past the limit: %v, want ErrLimit", err)
+	}
+}
+
+// TestMemoryIdempotencyKeyLimit: past MaxIdempotencyKeys the oldest key is
+// forgotten, across channels, and a retry with it appends again.
+func TestMemoryIdempotencyKeyLimit(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := backlog.NewMemory(backlog.MemoryConfig{MaxIdempotencyKeys: 2, Now: func() time.Time { return now }})
+	defer m.Close()
+	ctx := t.Context()
+	for _, ch := range []string{"a", "b"} {
+		if _, err := m.Create(ctx, ch, backlog.ChannelConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish := func(ch, key string) bool {
+		t.Helper()
+		_, dup, err := m.AppendIdempotent(ctx, ch, []byte("1"), backlog.Idempotency{Key: key, Window: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dup
+	}
+	publish("a", "k1")
+	publish("b", "k2")
+	if !publish("a", "k1") || !publish("b", "k2") {
+		t.Fatal("keys at the limit were forgotten")
+	}
+	publish("a", "k3") // one past the limit: k1 goes
+	if publish("b", "k2") != true || publish("a", "k3") != true {
+		t.Fatal("the newest keys were forgotten")
+	}
+	if publish("a", "k1") {
+		t.Fatal("the oldest key was remembered past the limit")
+	}
+
+	// On the injected clock, the window ends exactly a minute later.
+	now = now.Add(time.Minute - time.Millisecond)
+	if !publish("a", "k3") {
+		t.Fatal("a key was forgotten before its window ended")
+	}
+	now = now.Add(time.Millisecond)
+	if publish("a", "k3") {
+		t.Fatal("a key was remembered after its window ended")
 	}
 }

@@ -15,8 +15,9 @@ import (
 
 // RedisConfig configures Redis. Zero values mean the documented defaults.
 type RedisConfig struct {
-	// KeyPrefix starts every key; "" means "tslm:". The layout under it
-	// is a public contract for publishers: see docs/redis.md.
+	// KeyPrefix starts every key; "" means "tslm:". It must pass
+	// CheckKeyPrefix. The layout under it is a public contract for
+	// publishers: see docs/redis.md.
 	KeyPrefix string
 	// BlockInterval is the longest a Read blocks in XREAD before
 	// returning empty; 0 means 5s. It is rounded down to milliseconds and
@@ -26,6 +27,27 @@ type RedisConfig struct {
 	// between Reads; 0 means 16. Each Read in flight holds one connection
 	// from the client's pool.
 	IdleReaders int
+}
+
+// MaxKeyPrefixLen is the longest RedisConfig.KeyPrefix in bytes.
+const MaxKeyPrefixLen = 64
+
+// CheckKeyPrefix reports why prefix cannot be a RedisConfig.KeyPrefix: it
+// must be 1–64 bytes of visible ASCII without braces, so that the Cluster
+// hash tag of every key stays the channel name.
+func CheckKeyPrefix(prefix string) error {
+	if len(prefix) == 0 || len(prefix) > MaxKeyPrefixLen {
+		return fmt.Errorf("key prefix must be 1-%d bytes, not %d", MaxKeyPrefixLen, len(prefix))
+	}
+	for i := 0; i < len(prefix); i++ {
+		switch c := prefix[i]; {
+		case c == '{' || c == '}':
+			return fmt.Errorf("key prefix %q must not hold braces: the channel name is the Cluster hash tag", prefix)
+		case c < 0x21 || c > 0x7e:
+			return fmt.Errorf("key prefix %q must be visible ASCII", prefix)
+		}
+	}
+	return nil
 }
 
 // Redis is the backlog on Redis Streams: one stream and one meta hash per
@@ -102,6 +124,12 @@ func (r *Redis) streamKey(channel string) string {
 
 func (r *Redis) metaKey(channel string) string {
 	return r.cfg.KeyPrefix + "meta:{" + channel + "}"
+}
+
+// idemKey is "<prefix>idem:{<channel>}:<key>": the channel's hash tag, so
+// that the append script may touch it with the channel's keys.
+func (r *Redis) idemKey(channel, key string) string {
+	return r.cfg.KeyPrefix + "idem:{" + channel + "}:" + key
 }
 
 // retentionKey is the set of channels with a retention, walked by
@@ -264,6 +292,57 @@ func (r *Redis) Append(ctx context.Context, channel string, data []byte) (ID, er
 		return ID{}, fmt.Errorf("backlog: redis returned id %q: %w", s, err)
 	}
 	return id, nil
+}
+
+func (r *Redis) AppendIdempotent(ctx context.Context, channel string, data []byte, idem Idempotency) (ID, bool, error) {
+	if !ValidIdempotencyKey(idem.Key) || idem.Window <= 0 {
+		return ID{}, false, fmt.Errorf("backlog: invalid idempotency key %q or window %v", idem.Key, idem.Window)
+	}
+	if r.isClosed() {
+		return ID{}, false, ErrClosed
+	}
+	keys := []string{r.metaKey(channel), r.streamKey(channel), r.idemKey(channel, idem.Key)}
+	window := max(idem.Window.Milliseconds(), 1)
+	vals, err := appendOnceScript.Run(ctx, r.client, keys, data, window).Slice()
+	if errors.Is(err, redis.Nil) {
+		return ID{}, false, ErrNotFound
+	}
+	if err != nil {
+		return ID{}, false, r.wrap(ctx, err)
+	}
+	s, _ := vals[0].(string)
+	if len(vals) != 2 {
+		return ID{}, false, fmt.Errorf("backlog: append script returned %v", vals)
+	}
+	id, err := ParseID(s)
+	if err != nil {
+		return ID{}, false, fmt.Errorf("backlog: redis returned id %q: %w", s, err)
+	}
+	return id, vals[1] == int64(1), nil
+}
+
+// tombstoneTTL is how long a deleted channel's stream keeps its tombstone
+// entry, for replicas that were not reading when it was deleted (a Redis
+// outage) to still learn of it: docs/redis.md.
+const tombstoneTTL = time.Hour
+
+// Delete runs the delete script. The channel's idempotency keys are left
+// to expire: the append script ignores them once the channel is created
+// again. Its retention registry member is left to TrimExpired, which drops
+// members without meta; removing it here would race with a Create.
+func (r *Redis) Delete(ctx context.Context, channel string) error {
+	if r.isClosed() {
+		return ErrClosed
+	}
+	n, err := deleteScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)},
+		tombstoneTTL.Milliseconds()).Int64()
+	if err != nil {
+		return r.wrap(ctx, err)
+	}
+	if n == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // Range pipelines EXISTS meta, the XRANGE itself and then the continuity

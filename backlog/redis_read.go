@@ -62,9 +62,12 @@ func (r *Redis) putReader(rd *reader, healthy bool) {
 // continuity by themselves: those are read again, atomically with their
 // proof, in one more round trip (see batches).
 //
-// Read does not re-check that the cursors' channels still exist: a cursor
-// on a missing channel simply never sees an entry unless a publisher
-// breaks the contract by XADDing to a stream without meta.
+// Read checks that a cursor's channel still exists only when its stream
+// has news: Delete adds a tombstone entry for that purpose, and the proving
+// read reports the channel Deleted once its meta is gone. A cursor on a
+// channel that never existed sees no entry unless a publisher breaks the
+// contract by XADDing to a stream without meta; it is then reported
+// Deleted too.
 func (r *Redis) Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -205,7 +208,7 @@ func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStre
 		}
 		b := Batch{Channel: r.channelOf(s.Stream)}
 		cur := after[b.Channel]
-		if msgs := messagesOf(s.Messages); len(msgs) > 0 && !cur.IsZero() && msgs[0].ID == cur.Next() {
+		if msgs := messagesOf(s.Messages); len(msgs) > 0 && !cur.IsZero() && msgs[0].ID == cur.Next() && !anyTombstone(s.Messages) {
 			b.Messages = msgs
 		} else {
 			probe = append(probe, len(out))
@@ -221,7 +224,7 @@ func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStre
 	calls := make([]scriptCall, len(probe))
 	for i, j := range probe {
 		ch := out[j].Channel
-		calls[i] = scriptCall{keys: []string{r.streamKey(ch)}, args: []any{after[ch].String(), max(limit, 0)}}
+		calls[i] = scriptCall{keys: []string{r.streamKey(ch), r.metaKey(ch)}, args: []any{after[ch].String(), max(limit, 0)}}
 	}
 	cmds := evalPipelined(ctx, r.client, readScript, calls)
 	for i, j := range probe {
@@ -229,9 +232,13 @@ func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStre
 		if err != nil {
 			return nil, r.wrap(ctx, err)
 		}
-		proved, msgs, err := parseRead(vals)
+		proved, deleted, msgs, err := parseRead(vals)
 		if err != nil {
 			return nil, err
+		}
+		if deleted {
+			out[j].Deleted = true
+			continue
 		}
 		cur := after[out[j].Channel]
 		out[j].Messages = msgs
@@ -242,7 +249,7 @@ func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStre
 	// next entry, as a batch always holds a message.
 	kept := out[:0]
 	for _, b := range out {
-		if len(b.Messages) > 0 {
+		if len(b.Messages) > 0 || b.Deleted {
 			kept = append(kept, b)
 		}
 	}
@@ -252,21 +259,36 @@ func (r *Redis) batches(ctx context.Context, cursors []Cursor, res []redis.XStre
 	return kept, nil
 }
 
+// anyTombstone reports whether XREAD returned a deleted channel's
+// tombstone (see deleteScript), which only the proving read can tell from
+// a publisher's entry with a field of the same name.
+func anyTombstone(xs []redis.XMessage) bool {
+	for _, x := range xs {
+		if _, ok := x.Values["deleted"]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // parseRead reads readScript's answer: {proved, {{id, {field, value,
-// ...}}, ...}}. As in messagesOf, an entry without a data field has empty
-// Data.
-func parseRead(vals []any) (proved bool, msgs []Message, err error) {
+// ...}}, ...}}, where proved 2 means deleted. As in messagesOf, an entry
+// without a data field has empty Data.
+func parseRead(vals []any) (proved, deleted bool, msgs []Message, err error) {
 	entries, ok := []any(nil), len(vals) == 2
 	if ok {
 		entries, ok = vals[1].([]any)
 	}
 	if !ok {
-		return false, nil, fmt.Errorf("backlog: read script returned %v", vals)
+		return false, false, nil, fmt.Errorf("backlog: read script returned %v", vals)
+	}
+	if flag, _ := vals[0].(int64); flag == 2 {
+		return false, true, nil, nil
 	}
 	for _, e := range entries {
 		pair, _ := e.([]any)
 		if len(pair) != 2 {
-			return false, nil, fmt.Errorf("backlog: read script returned entry %v", e)
+			return false, false, nil, fmt.Errorf("backlog: read script returned entry %v", e)
 		}
 		s, _ := pair[0].(string)
 		id, err := ParseID(s)
@@ -285,5 +307,5 @@ func parseRead(vals []any) (proved bool, msgs []Message, err error) {
 		msgs = append(msgs, m)
 	}
 	flag, _ := vals[0].(int64)
-	return flag == 1, msgs, nil
+	return flag == 1, false, msgs, nil
 }

@@ -6,21 +6,41 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The Lua scripts behind Create, Append and TrimExpired, and the proving
-// read behind Read. Each touches only the two keys of one channel, which share a
-// Cluster hash tag, so every script is Cluster-safe: KEYS[1] is the meta
-// hash, KEYS[2] the stream (the read takes only the stream).
+// The Lua scripts behind Create, Append, AppendIdempotent, Delete and
+// TrimExpired, and the proving read behind Read. Each touches only keys of
+// one channel, which share a Cluster hash tag, so every script is
+// Cluster-safe: KEYS[1] is the meta hash, KEYS[2] the stream (the read
+// takes them the other way round), KEYS[3] an idempotency key.
 
 // createScript makes the meta hash unless it exists. ARGV: max_len,
 // retention_ms. created_ms is Redis's clock, the same clock as entry IDs.
-// Returns {1, retention_ms} when created, {0, the stored retention_ms}
-// when the channel existed.
+// A stream without meta is no channel's (a deleted channel's tombstone, or
+// entries a publisher added after the delete): the new channel starts
+// empty, and it keeps the stream's last generated ID, so that its IDs go
+// on after the old channel's even within one millisecond (a client holding
+// an old ID must never find it held again), with entries-added reset, so
+// that a resume from 0-0 is proved as on any new channel. Its created_ms
+// is after that last ID too: appendOnceScript tells the two channels'
+// idempotency keys apart by it. Returns {1, retention_ms} when created,
+// {0, the stored retention_ms} when the channel existed.
 var createScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('HGET', KEYS[1], 'retention_ms') or '0'}
 end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local info = redis.pcall('XINFO', 'STREAM', KEYS[2])
+if not info['err'] then
+  local last
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then last = info[i + 1] end
+  end
+  local lms = tonumber(string.match(last, '^(%d+)-'))
+  if lms >= ms then ms = lms + 1 end
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
+  redis.call('XSETID', KEYS[2], last, 'ENTRIESADDED', 0)
+  redis.call('PERSIST', KEYS[2])
+end
 redis.call('HSET', KEYS[1], 'max_len', ARGV[1], 'retention_ms', ARGV[2],
   'created_ms', string.format('%d', ms))
 return {1, ARGV[2]}
@@ -35,6 +55,48 @@ if tonumber(ml) <= 0 then
   return redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
 end
 return redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
+`)
+
+// appendOnceScript is appendScript with the idempotency key KEYS[3]: when
+// it holds an ID appended to this channel (the created_ms recorded with it
+// is the meta's: a channel created again after a delete is another
+// channel), it returns that ID and appends nothing; otherwise it appends
+// ARGV[1] and remembers the ID for ARGV[2] milliseconds. Returns {id, 1}
+// for a duplicate, {id, 0} for a new entry, nil when the channel does not
+// exist.
+var appendOnceScript = redis.NewScript(`
+local ml = redis.call('HGET', KEYS[1], 'max_len')
+if not ml then return false end
+local epoch = redis.call('HGET', KEYS[1], 'created_ms') or ''
+local prev = redis.call('GET', KEYS[3])
+if prev then
+  local sp = string.find(prev, ' ', 1, true)
+  if sp and string.sub(prev, 1, sp - 1) == epoch then
+    return {string.sub(prev, sp + 1), 1}
+  end
+end
+local id
+if tonumber(ml) <= 0 then
+  id = redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
+else
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
+end
+redis.call('SET', KEYS[3], epoch .. ' ' .. id, 'PX', ARGV[2])
+return {id, 0}
+`)
+
+// deleteScript removes the meta and replaces the stream's entries with a
+// tombstone, an entry with the field deleted: adding it wakes every
+// replica's XREAD on the stream, whose proving read then finds the meta
+// gone. XADD after the last ID keeps the tombstone after every cursor. The
+// stream expires after ARGV[1] milliseconds, or goes when the channel is
+// created again. Returns 1, or 0 when the channel does not exist.
+var deleteScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'deleted', '1')
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
 `)
 
 // trimScript drops entries older than the channel's retention_ms, judged by
@@ -83,13 +145,15 @@ return id
 // tailStartChunk bounds the entries one step of tailStartScript reads.
 const tailStartChunk = "64"
 
-// readScript reads after cursor ARGV[1] for Read, up to ARGV[2] entries (0
-// = no limit), and tells in the same atomic step whether that proves
-// nothing after the cursor was lost: the cursor entry is held (Redis
-// removes only from the head, so everything after it is too), or the
-// cursor is 0-0 and nothing was ever removed (entries-added == length).
-// Returns {1 when proved else 0, entries after the cursor}.
+// readScript reads stream KEYS[1] after cursor ARGV[1] for Read, up to
+// ARGV[2] entries (0 = no limit), and tells in the same atomic step whether
+// that proves nothing after the cursor was lost: the cursor entry is held
+// (Redis removes only from the head, so everything after it is too), or
+// the cursor is 0-0 and nothing was ever removed (entries-added == length).
+// Returns {1 when proved else 0, entries after the cursor}, or {2, {}}
+// when the meta KEYS[2] is gone: the channel was deleted.
 var readScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 0 then return {2, {}} end
 local cur, n = ARGV[1], tonumber(ARGV[2])
 local proved, start
 if cur == '0-0' then

@@ -510,3 +510,73 @@ func TestNewRedisClient(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisListEscapesPrefix: a key prefix holding SCAN MATCH's special
+// characters lists its own channels only.
+func TestRedisListEscapesPrefix(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	glob := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "g*?[a]\\:"})
+	plain := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "gzza\\:"})
+	create(t, ctx, glob, "mine", backlog.ChannelConfig{})
+	create(t, ctx, plain, "theirs", backlog.ChannelConfig{})
+	for _, tc := range []struct {
+		log  *backlog.Redis
+		want string
+	}{{glob, "mine"}, {plain, "theirs"}} {
+		names, next, err := tc.log.List(ctx, "", "", 100)
+		if err != nil || next != "" || len(names) != 1 || names[0] != tc.want {
+			t.Errorf("List = %v, %q, %v; want [%s]", names, next, err, tc.want)
+		}
+	}
+}
+
+func TestCheckKeyPrefix(t *testing.T) {
+	for prefix, ok := range map[string]bool{
+		"tslm:": true, "a": true, "app/prod:": true, strings.Repeat("p", backlog.MaxKeyPrefixLen): true,
+		"": false, "a{b}:": false, "}": false, "with space": false, "é:": false,
+		strings.Repeat("p", backlog.MaxKeyPrefixLen+1): false,
+	} {
+		if err := backlog.CheckKeyPrefix(prefix); (err == nil) != ok {
+			t.Errorf("CheckKeyPrefix(%q) = %v, want ok %v", prefix, err, ok)
+		}
+	}
+}
+
+// TestRedisDeleteTombstone: a delete leaves a tombstone stream that
+// expires, and creating the name again keeps the stream for good, empty,
+// with its last ID.
+func TestRedisDeleteTombstone(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "tomb:"})
+	rdb := srv.Client()
+	create(t, ctx, r, "c", backlog.ChannelConfig{})
+	last := appendN(t, ctx, r, "c", 3)[2]
+	if err := r.Delete(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := rdb.PTTL(ctx, "tomb:ch:{c}").Result()
+	if err != nil || ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("tombstone PTTL = %v, %v; want within an hour", ttl, err)
+	}
+	xs, err := rdb.XRange(ctx, "tomb:ch:{c}", "-", "+").Result()
+	if err != nil || len(xs) != 1 || xs[0].Values["deleted"] != "1" {
+		t.Fatalf("tombstone stream = %v, %v; want one deleted entry", xs, err)
+	}
+	if n, _ := rdb.Exists(ctx, "tomb:meta:{c}").Result(); n != 0 {
+		t.Fatal("meta survived the delete")
+	}
+
+	create(t, ctx, r, "c", backlog.ChannelConfig{})
+	if ttl, err := rdb.PTTL(ctx, "tomb:ch:{c}").Result(); err != nil || ttl != -1 {
+		t.Fatalf("stream of the new channel: PTTL = %v, %v; want no expiry", ttl, err)
+	}
+	xi, err := rdb.XInfoStream(ctx, "tomb:ch:{c}").Result()
+	if err != nil || xi.Length != 0 || xi.EntriesAdded != 0 {
+		t.Fatalf("stream of the new channel = %+v, %v; want empty, nothing added", xi, err)
+	}
+	if id, _ := backlog.ParseID(xi.LastGeneratedID); !last.Less(id) {
+		t.Fatalf("last generated id %v, want the tombstone's, after %v", xi.LastGeneratedID, last)
+	}
+}

@@ -49,6 +49,9 @@ var (
 	// ErrUnsubscribed is returned by Replay once the subscription was
 	// closed, by its owner or because its sink refused a delivery.
 	ErrUnsubscribed = ErrCanceled.With("subscription closed")
+	ErrBadKey       = ErrBadRequest.With("idempotency keys are 1-128 bytes of visible ASCII (0x21-0x7E)")
+	ErrBadPrefix    = ErrBadRequest.With("a channel prefix is at most 128 bytes of A-Z a-z 0-9 . _ : -")
+	ErrBadCursor    = ErrBadRequest.With("malformed list cursor: pass the cursor of the previous page as is")
 	// ErrSlowConsumer is returned by Replay when live traffic overtook the
 	// replay Config.ReplayOvertakes times in a row: the client reads
 	// slower than the channel's live rate. It is never sent as an error:
@@ -121,6 +124,8 @@ func fromBacklog(ctx context.Context, channel string, err error) error {
 		return ErrCanceled.Wrap(err)
 	case errors.Is(err, backlog.ErrNotFound):
 		return ErrNotFound.With("channel %q not found", channel).Wrap(err)
+	case errors.Is(err, backlog.ErrBadCursor):
+		return ErrBadCursor.Wrap(err)
 	case errors.Is(err, backlog.ErrLimit):
 		return ErrLimit.Wrap(err)
 	case errors.Is(err, backlog.ErrClosed):

@@ -55,6 +55,35 @@ func (g *guardedLog) Tail(ctx context.Context, channel string, n int) ([]backlog
 	return guard(g, ctx, channel, func(ctx context.Context) ([]backlog.Message, error) { return g.log.Tail(ctx, channel, n) })
 }
 
+func (g *guardedLog) AppendIdempotent(ctx context.Context, channel string, data []byte, idem backlog.Idempotency) (backlog.ID, bool, error) {
+	type appended struct {
+		id        backlog.ID
+		duplicate bool
+	}
+	a, err := guard(g, ctx, channel, func(ctx context.Context) (appended, error) {
+		id, dup, err := g.log.AppendIdempotent(ctx, channel, data, idem)
+		return appended{id, dup}, err
+	})
+	return a.id, a.duplicate, err
+}
+
+func (g *guardedLog) Delete(ctx context.Context, channel string) error {
+	_, err := guard(g, ctx, channel, func(ctx context.Context) (struct{}, error) { return struct{}{}, g.log.Delete(ctx, channel) })
+	return err
+}
+
+func (g *guardedLog) List(ctx context.Context, prefix, cursor string, limit int) ([]string, string, error) {
+	type listed struct {
+		names []string
+		next  string
+	}
+	l, err := guard(g, ctx, "", func(ctx context.Context) (listed, error) {
+		names, next, err := g.log.List(ctx, prefix, cursor, limit)
+		return listed{names, next}, err
+	})
+	return l.names, l.next, err
+}
+
 func (g *guardedLog) TailStart(ctx context.Context, channel string, n int) (backlog.ID, error) {
 	return guard(g, ctx, channel, func(ctx context.Context) (backlog.ID, error) { return g.log.TailStart(ctx, channel, n) })
 }

@@ -74,6 +74,9 @@ type Config struct {
 	// replay. Past it the call fails with ErrTimeout (code unavailable),
 	// the same for every endpoint. 0 means 5s.
 	OperationTimeout time.Duration
+	// IdempotencyWindow is how long a publish's idempotency key is
+	// remembered after its first use; 0 means 10m.
+	IdempotencyWindow time.Duration
 	// Logger receives the hub's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -115,6 +118,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.OperationTimeout <= 0 {
 		c.OperationTimeout = 5 * time.Second
+	}
+	if c.IdempotencyWindow <= 0 {
+		c.IdempotencyWindow = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -273,6 +279,40 @@ func (h *Hub) Publish(ctx context.Context, channel string, data []byte) (backlog
 	return h.log.Append(ctx, channel, data)
 }
 
+// PublishIdempotent is Publish that a publisher may retry: the first call
+// with key on channel appends, and every later one within
+// Config.IdempotencyWindow returns the same ID with duplicate set and
+// appends nothing, whatever its data. key must pass
+// backlog.ValidIdempotencyKey, else ErrBadKey.
+func (h *Hub) PublishIdempotent(ctx context.Context, channel string, data []byte, key string) (id backlog.ID, duplicate bool, err error) {
+	if !backlog.ValidChannel(channel) {
+		return backlog.ID{}, false, ErrBadChannel
+	}
+	if !backlog.ValidIdempotencyKey(key) {
+		return backlog.ID{}, false, ErrBadKey
+	}
+	return h.log.AppendIdempotent(ctx, channel, data, backlog.Idempotency{Key: key, Window: h.cfg.IdempotencyWindow})
+}
+
+// Delete removes channel. Its subscribers, on every replica, receive a
+// Publication with Deleted set and then nothing: their replicas learn of
+// it through the backlog, as they learn of messages.
+func (h *Hub) Delete(ctx context.Context, channel string) error {
+	if !backlog.ValidChannel(channel) {
+		return ErrBadChannel
+	}
+	return h.log.Delete(ctx, channel)
+}
+
+// List returns a page of channel names starting with prefix; see
+// backlog.Log.List.
+func (h *Hub) List(ctx context.Context, prefix, cursor string, limit int) (names []string, next string, err error) {
+	if prefix != "" && !backlog.ValidChannel(prefix) {
+		return nil, "", ErrBadPrefix
+	}
+	return h.log.List(ctx, prefix, cursor, limit)
+}
+
 // Info describes channel.
 func (h *Hub) Info(ctx context.Context, channel string) (backlog.Info, error) {
 	if !backlog.ValidChannel(channel) {
@@ -325,6 +365,10 @@ type channelState struct {
 	// why it could not.
 	ready   chan struct{}
 	initErr error
+
+	// gone is set once the channel left h.channels: its last subscriber
+	// left, or it was deleted; guarded by Hub.mu.
+	gone bool
 
 	mu   sync.Mutex
 	subs atomic.Pointer[[]*Subscription] // copy-on-write under mu
@@ -412,9 +456,26 @@ func (h *Hub) release(c *channelState) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c.refs--
-	if c.refs > 0 {
+	if c.refs > 0 || c.gone {
 		return
 	}
+	h.dropLocked(c)
+}
+
+// forget stops following a deleted channel while its subscriptions are
+// still open, so that a subscriber to a channel created again under its
+// name starts afresh instead of joining a state nobody follows.
+func (h *Hub) forget(c *channelState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !c.gone {
+		h.dropLocked(c)
+	}
+}
+
+// dropLocked expects h.mu held.
+func (h *Hub) dropLocked(c *channelState) {
+	c.gone = true
 	delete(h.channels, c.name)
 	c.reader.load--
 	if c.initErr == nil {

@@ -41,6 +41,8 @@ func (b *liveBuffer) take() (pubs []*Publication, overflowed bool) {
 // p itself, a gap of its own, or nil when p tells it nothing new.
 func news(lastSent backlog.ID, p *Publication) *Publication {
 	switch {
+	case p.Deleted:
+		return p // the end, whatever it has
 	case !p.Gap:
 		if lastSent.Less(p.ID) {
 			return p
@@ -67,6 +69,9 @@ func merge(lastSent backlog.ID, buffered []*Publication) []*Publication {
 			continue
 		}
 		out = append(out, p)
+		if p.Deleted {
+			break // nothing after the end
+		}
 		if !p.Gap {
 			lastSent = p.ID
 		}

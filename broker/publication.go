@@ -18,6 +18,9 @@ type Publication struct {
 	// XADD of arbitrary bytes) arrive as a JSON string.
 	Data []byte
 	Gap  bool
+	// Deleted, with neither ID nor Data, tells that the channel was
+	// deleted: the subscription ends after it.
+	Deleted bool
 	// Resume, for a gap, is the first message held after the loss, or Zero
 	// when unknown: a subscriber already past ID lost something only if
 	// there is room for a message between its last one and Resume.
@@ -59,6 +62,10 @@ func (p *Publication) Frame(e *Encoder) []byte {
 
 func newPublication(channel string, m backlog.Message) *Publication {
 	return &Publication{Channel: channel, ID: m.ID, Data: asJSON(m.Data)}
+}
+
+func newDeleted(channel string) *Publication {
+	return &Publication{Channel: channel, Deleted: true}
 }
 
 func newGap(channel string, after, resume backlog.ID) *Publication {

@@ -129,6 +129,16 @@ func (r *reader) run(ctx context.Context) {
 
 // deliver fans one batch out and returns the new cursor.
 func (r *reader) deliver(c *channelState, b backlog.Batch, cursor backlog.ID) backlog.ID {
+	if b.Deleted {
+		// Forgotten first: a subscriber joining from now on gets a fresh
+		// state; one that joined before is told below.
+		r.hub.forget(c)
+		p := newDeleted(c.name)
+		for _, s := range c.subscribers() {
+			s.offer(p)
+		}
+		return cursor
+	}
 	subs := c.subscribers()
 	if b.Gap {
 		r.hub.cfg.Logger.Warn("messages lost from the backlog while subscribed", "channel", c.name, "after", cursor.String())

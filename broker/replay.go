@@ -62,6 +62,9 @@ func (s *Subscription) replay(ctx context.Context) error {
 		if s.paging {
 			after := s.lastSent
 			continuous, err := s.readPage(ctx, after)
+			if errors.Is(err, ErrNotFound) {
+				return s.deleted(ctx)
+			}
 			if err != nil {
 				return err
 			}
@@ -101,6 +104,9 @@ func (s *Subscription) replay(ctx context.Context) error {
 			s.paging = true
 		case stepMerge:
 			for _, p := range merge(s.lastSent, buffered) {
+				if p.Deleted {
+					return s.deleted(ctx)
+				}
 				if err := s.send(ctx, p); err != nil {
 					return err
 				}
@@ -110,6 +116,21 @@ func (s *Subscription) replay(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// deleted tells the sink that the channel was deleted during the replay,
+// and ends the subscription.
+func (s *Subscription) deleted(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed, s.buffer = true, liveBuffer{}
+	s.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := s.sink.Replay(ctx, newDeleted(s.ch.name)); err != nil {
+		return err
+	}
+	return ErrUnsubscribed
 }
 
 // sendPending sends startGap and pending, releasing each message (its slot

@@ -176,7 +176,9 @@ func (s *Subscription) offer(p *Publication) bool {
 	if p = news(s.lastSent, p); p == nil {
 		return false
 	}
-	if !s.sink.Deliver(p) {
+	if !s.sink.Deliver(p) || p.Deleted {
+		// A deleted channel's notice is the last thing its subscribers
+		// get; it is not a message, so it is not counted as one.
 		s.closed, s.buffer = true, liveBuffer{}
 		return false
 	}
@@ -207,6 +209,15 @@ func (s *Subscription) Close() {
 		s.hub.stats.subscriptions.Add(-1)
 	}
 	<-s.replayed
+}
+
+// Ended reports that the subscription receives nothing more: it was
+// closed, its sink refused a delivery, or its channel was deleted. Its
+// owner still calls Close.
+func (s *Subscription) Ended() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // Channel is the subscribed channel's name.

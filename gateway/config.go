@@ -27,6 +27,9 @@ type Config struct {
 	PublicAllow []string
 	// RedisURL selects the Redis backlog; "" means the in-memory one.
 	RedisURL string
+	// RedisPrefix starts every Redis key; "" means backlog.RedisConfig's
+	// default, "tslm:". See docs/redis.md.
+	RedisPrefix string
 
 	// Limits of both listeners: see ws.Config.
 	MaxFrameBytes    int64
@@ -84,19 +87,31 @@ type Config struct {
 	ReaderChannels        int
 	ReadBatch             int
 	TrimInterval          time.Duration
+	// IdempotencyWindow is how long a publish's idempotency key is
+	// remembered: see broker.Config. At most MaxIdempotencyWindow.
+	IdempotencyWindow time.Duration
+	// MaxIdempotencyKeys bounds the keys the in-memory backlog remembers:
+	// see backlog.MemoryConfig.
+	MaxIdempotencyKeys int
 
 	// MaxChannels bounds the in-memory backlog: see backlog.MemoryConfig.
 	MaxChannels int
 	// BlockInterval is how long a backlog read waits for news before it
 	// is renewed: see backlog.RedisConfig.
 	BlockInterval time.Duration
-	// MaxReadLimit is the largest limit of an HTTP backlog read: see
-	// httpapi.Config.
+	// MaxReadLimit is the largest limit of an HTTP backlog read, and
+	// MaxListLimit of an HTTP channel listing: see httpapi.Config.
 	MaxReadLimit int
+	MaxListLimit int
 }
 
 // Unlimited, as PublicRate or InternalRate, means no command rate limit.
 const Unlimited = -1
+
+// MaxIdempotencyWindow bounds IdempotencyWindow: a retry comes within
+// minutes, and every key costs memory (Redis or the memory backlog) for
+// the whole window.
+const MaxIdempotencyWindow = 24 * time.Hour
 
 const (
 	defaultPublicAddr    = ":8080"
@@ -157,10 +172,16 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.ReaderChannels, hubDef.ReaderChannels)
 	orDefault(&c.ReadBatch, hubDef.ReadBatch)
 	orDefault(&c.TrimInterval, hubDef.TrimInterval)
+	orDefault(&c.IdempotencyWindow, hubDef.IdempotencyWindow)
 
 	orDefault(&c.MaxChannels, memDef.MaxChannels)
+	orDefault(&c.MaxIdempotencyKeys, memDef.MaxIdempotencyKeys)
+	if c.RedisPrefix == "" {
+		c.RedisPrefix = redisDef.KeyPrefix
+	}
 	orDefault(&c.BlockInterval, redisDef.BlockInterval)
 	orDefault(&c.MaxReadLimit, apiDef.MaxReadLimit)
+	orDefault(&c.MaxListLimit, apiDef.MaxListLimit)
 	return c
 }
 
@@ -235,6 +256,9 @@ func (c *Config) Validate() error {
 		{"MaxChannels", float64(c.MaxChannels)},
 		{"BlockInterval", float64(c.BlockInterval)},
 		{"MaxReadLimit", float64(c.MaxReadLimit)},
+		{"MaxListLimit", float64(c.MaxListLimit)},
+		{"IdempotencyWindow", float64(c.IdempotencyWindow)},
+		{"MaxIdempotencyKeys", float64(c.MaxIdempotencyKeys)},
 	}
 	for _, p := range nonNegative {
 		if p.v < 0 {
@@ -248,6 +272,8 @@ func (c *Config) Validate() error {
 		return conflict("DefaultMaxLen", "ChannelMaxLenLimit", "(%d) exceeds the channel max_len limit (%d)", c.DefaultMaxLen, c.ChannelMaxLenLimit)
 	case c.DefaultRetention > c.ChannelRetentionLimit:
 		return conflict("DefaultRetention", "ChannelRetentionLimit", "(%s) exceeds the channel retention limit (%s)", c.DefaultRetention, c.ChannelRetentionLimit)
+	case c.IdempotencyWindow > MaxIdempotencyWindow:
+		return invalid("IdempotencyWindow", "may be at most %s: every key is kept that long", MaxIdempotencyWindow)
 	case c.BlockInterval < time.Millisecond:
 		return invalid("BlockInterval", "must be at least 1ms")
 	}
@@ -260,6 +286,9 @@ func (c *Config) Validate() error {
 				return invalid(addrs.field, "has an empty address: give host:port, such as 127.0.0.1:8080 or :8080")
 			}
 		}
+	}
+	if err := backlog.CheckKeyPrefix(c.RedisPrefix); c.RedisPrefix != "" && err != nil {
+		return &ConfigError{Field: "RedisPrefix", Err: err}
 	}
 	if _, err := ws.ParseOps(c.PublicAllow); err != nil {
 		return &ConfigError{Field: "PublicAllow", Err: err}

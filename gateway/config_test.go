@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,5 +61,41 @@ func TestNegativeRateMeansUnlimited(t *testing.T) {
 	g := &Gateway{cfg: Config{PublicRate: Unlimited}.WithDefaults()}
 	if c := g.wsConfig("public", 0, g.cfg.PublicRate, g.cfg.PublicBurst); c.CommandRate != 0 {
 		t.Errorf("ws rate = %v, want 0 (unlimited)", c.CommandRate)
+	}
+}
+
+// TestValidatePublishSettings holds the settings of idempotent publishing
+// and the Redis key prefix to their documented bounds, edges included.
+func TestValidatePublishSettings(t *testing.T) {
+	tests := []struct {
+		name      string
+		set       func(*Config)
+		wantField string // "" when valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"window at its bound", func(c *Config) { c.IdempotencyWindow = MaxIdempotencyWindow }, ""},
+		{"window over its bound", func(c *Config) { c.IdempotencyWindow = MaxIdempotencyWindow + time.Millisecond }, "IdempotencyWindow"},
+		{"window negative", func(c *Config) { c.IdempotencyWindow = -time.Second }, "IdempotencyWindow"},
+		{"one key", func(c *Config) { c.MaxIdempotencyKeys = 1 }, ""},
+		{"keys negative", func(c *Config) { c.MaxIdempotencyKeys = -1 }, "MaxIdempotencyKeys"},
+		{"prefix", func(c *Config) { c.RedisPrefix = "app1:" }, ""},
+		{"prefix 64 bytes", func(c *Config) { c.RedisPrefix = strings.Repeat("p", 64) }, ""},
+		{"prefix 65 bytes", func(c *Config) { c.RedisPrefix = strings.Repeat("p", 65) }, "RedisPrefix"},
+		{"prefix with a brace", func(c *Config) { c.RedisPrefix = "app{1}:" }, "RedisPrefix"},
+		{"prefix with a space", func(c *Config) { c.RedisPrefix = "my app:" }, "RedisPrefix"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{}.WithDefaults()
+			tt.set(&cfg)
+			err := cfg.Validate()
+			var ce *ConfigError
+			switch {
+			case tt.wantField == "" && err != nil:
+				t.Errorf("Validate: %v, want nil", err)
+			case tt.wantField != "" && (!errors.As(err, &ce) || ce.Field != tt.wantField):
+				t.Errorf("Validate: %v, want a ConfigError for %s", err, tt.wantField)
+			}
+		})
 	}
 }

@@ -47,23 +47,24 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 		return nil, err
 	}
 	g.hub = broker.New(g.log, broker.Config{
-		DefaultMaxLen:    cfg.DefaultMaxLen,
-		DefaultRetention: cfg.DefaultRetention,
-		MaxMaxLen:        cfg.ChannelMaxLenLimit,
-		MaxRetention:     cfg.ChannelRetentionLimit,
-		ReplayBuffer:     cfg.ReplayBuffer,
-		ReplayPage:       cfg.ReplayPage,
-		ReplayPageBytes:  cfg.ReplayPageBytes,
-		ReplayBytes:      cfg.ReplayBytes,
-		ReplayWait:       cfg.ReplayWait,
-		ReplayOvertakes:  cfg.ReplayOvertakes,
-		MaxLast:          cfg.MaxLast,
-		Readers:          cfg.Readers,
-		ReaderChannels:   cfg.ReaderChannels,
-		ReadBatch:        cfg.ReadBatch,
-		TrimInterval:     cfg.TrimInterval,
-		OperationTimeout: cfg.OperationTimeout,
-		Logger:           logger,
+		DefaultMaxLen:     cfg.DefaultMaxLen,
+		DefaultRetention:  cfg.DefaultRetention,
+		MaxMaxLen:         cfg.ChannelMaxLenLimit,
+		MaxRetention:      cfg.ChannelRetentionLimit,
+		ReplayBuffer:      cfg.ReplayBuffer,
+		ReplayPage:        cfg.ReplayPage,
+		ReplayPageBytes:   cfg.ReplayPageBytes,
+		ReplayBytes:       cfg.ReplayBytes,
+		ReplayWait:        cfg.ReplayWait,
+		ReplayOvertakes:   cfg.ReplayOvertakes,
+		MaxLast:           cfg.MaxLast,
+		Readers:           cfg.Readers,
+		ReaderChannels:    cfg.ReaderChannels,
+		ReadBatch:         cfg.ReadBatch,
+		TrimInterval:      cfg.TrimInterval,
+		OperationTimeout:  cfg.OperationTimeout,
+		IdempotencyWindow: cfg.IdempotencyWindow,
+		Logger:            logger,
 	})
 	publicOps, _ := ws.ParseOps(cfg.PublicAllow) // checked by Validate
 	g.public = ws.New(g.hub, g.wsConfig("public", publicOps, cfg.PublicRate, cfg.PublicBurst))
@@ -78,7 +79,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	internalMux.HandleFunc("GET /healthz", healthz)
 	internalMux.HandleFunc("GET /readyz", g.readyz)
 	internalMux.Handle("GET /metrics", promhttp.HandlerFor(g.metricsRegistry(), promhttp.HandlerOpts{}))
-	httpapi.New(g.hub, httpapi.Config{MaxDataBytes: int64(cfg.MaxDataBytes), MaxReadLimit: cfg.MaxReadLimit, Logger: logger}).Register(internalMux)
+	httpapi.New(g.hub, httpapi.Config{MaxDataBytes: int64(cfg.MaxDataBytes), MaxReadLimit: cfg.MaxReadLimit, MaxListLimit: cfg.MaxListLimit, Logger: logger}).Register(internalMux)
 
 	var err error
 	if g.publicLn, err = listen(cfg.PublicAddrs); err != nil {
@@ -97,7 +98,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 
 func (g *Gateway) openBacklog(ctx context.Context) error {
 	if g.cfg.RedisURL == "" {
-		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, BlockInterval: g.cfg.BlockInterval})
+		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, BlockInterval: g.cfg.BlockInterval, MaxIdempotencyKeys: g.cfg.MaxIdempotencyKeys})
 		g.logger.Warn("no TSLM_REDIS_URL: running on the in-memory backlog (single node, not durable: messages are lost on exit)")
 		return nil
 	}

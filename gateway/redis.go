@@ -18,7 +18,7 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	}
 	// Every hub reader holds one dedicated connection between its Reads;
 	// the cap only bounds connections left over when readers are fewer.
-	r := backlog.NewRedis(client, backlog.RedisConfig{IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval})
+	r := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval})
 	g.log = closeBoth{Redis: r, client: client}
 	pingCtx, cancel := context.WithTimeout(ctx, g.cfg.OperationTimeout)
 	defer cancel()

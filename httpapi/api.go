@@ -25,6 +25,9 @@ type Config struct {
 	// MaxReadLimit is the largest limit a backlog read may ask for;
 	// 0 means 1000. Larger limits are refused with bad_request.
 	MaxReadLimit int
+	// MaxListLimit is the largest limit a channel listing may ask for;
+	// 0 means 1000. Larger limits are refused with bad_request.
+	MaxListLimit int
 	// Logger receives the failures a client is not told about: internal
 	// errors and an unreachable backlog. nil means slog.Default().
 	Logger *slog.Logger
@@ -33,6 +36,7 @@ type Config struct {
 const (
 	defaultMaxDataBytes = 64 << 10
 	defaultMaxReadLimit = 1000
+	defaultMaxListLimit = 1000
 	// defaultReadLimit is a read's limit when the client names none,
 	// lowered to MaxReadLimit when that is smaller.
 	defaultReadLimit = 100
@@ -46,6 +50,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxReadLimit <= 0 {
 		c.MaxReadLimit = defaultMaxReadLimit
+	}
+	if c.MaxListLimit <= 0 {
+		c.MaxListLimit = defaultMaxListLimit
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -67,20 +74,25 @@ func New(hub *broker.Hub, cfg Config) *API {
 
 // Register adds the API's routes to mux:
 //
-//	PUT  /v1/channels/{channel}           create a channel
-//	GET  /v1/channels/{channel}           describe it
-//	POST /v1/channels/{channel}/messages  publish one message
-//	GET  /v1/channels/{channel}/messages  read the backlog
+//	GET    /v1/channels                    list channels, a page at a time
+//	PUT    /v1/channels/{channel}           create a channel
+//	GET    /v1/channels/{channel}           describe it
+//	DELETE /v1/channels/{channel}           delete it
+//	POST   /v1/channels/{channel}/messages  publish one message
+//	GET    /v1/channels/{channel}/messages  read the backlog
 //
 // It also claims the rest of /v1/, so that a wrong method or path under it
 // is answered in JSON too (405 and 404); routes registered on mux under
 // /v1/ by others are more specific and keep precedence.
 func (a *API) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/channels", a.list)
 	mux.HandleFunc("PUT /v1/channels/{channel}", a.create)
 	mux.HandleFunc("GET /v1/channels/{channel}", a.info)
+	mux.HandleFunc("DELETE /v1/channels/{channel}", a.delete)
 	mux.HandleFunc("POST /v1/channels/{channel}/messages", a.publish)
 	mux.HandleFunc("GET /v1/channels/{channel}/messages", a.messages)
-	mux.HandleFunc("/v1/channels/{channel}", methodNotAllowed("GET, HEAD, PUT"))
+	mux.HandleFunc("/v1/channels", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/v1/channels/{channel}", methodNotAllowed("DELETE, GET, HEAD, PUT"))
 	mux.HandleFunc("/v1/channels/{channel}/messages", methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, broker.CodeNotFound, "no such route: "+r.URL.Path)
@@ -228,7 +240,12 @@ func (a *API) info(w http.ResponseWriter, r *http.Request) {
 
 type publishResponse struct {
 	ID string `json:"id"`
+	// Duplicate is set when the publish carried an idempotency key.
+	Duplicate *bool `json:"duplicate,omitempty"`
 }
+
+// idempotencyHeader names the publish that a client may retry.
+const idempotencyHeader = "Idempotency-Key"
 
 func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	channel := r.PathValue("channel")
@@ -248,12 +265,71 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, badRequest("request body must be UTF-8"))
 		return
 	}
-	id, err := a.hub.Publish(r.Context(), channel, data.Bytes())
+	keys := r.Header.Values(idempotencyHeader)
+	if len(keys) == 0 {
+		id, err := a.hub.Publish(r.Context(), channel, data.Bytes())
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, publishResponse{ID: id.String()})
+		return
+	}
+	if len(keys) > 1 {
+		a.fail(w, r, badRequest(idempotencyHeader+" must be given once"))
+		return
+	}
+	id, duplicate, err := a.hub.PublishIdempotent(r.Context(), channel, data.Bytes(), keys[0])
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, publishResponse{ID: id.String()})
+	status := http.StatusCreated
+	if duplicate {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, publishResponse{ID: id.String(), Duplicate: &duplicate})
+}
+
+type deleteResponse struct {
+	Channel string `json:"channel"`
+	Deleted bool   `json:"deleted"`
+}
+
+func (a *API) delete(w http.ResponseWriter, r *http.Request) {
+	channel := r.PathValue("channel")
+	if err := a.hub.Delete(r.Context(), channel); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, deleteResponse{Channel: channel, Deleted: true})
+}
+
+type listResponse struct {
+	Channels []string `json:"channels"`
+	Cursor   string   `json:"cursor"`
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	query := r.URL.Query()
+	limit := min(defaultReadLimit, a.cfg.MaxListLimit)
+	if s := query.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > a.cfg.MaxListLimit {
+			a.fail(w, r, badRequest("limit: %q is not an integer from 1 to %d", s, a.cfg.MaxListLimit))
+			return
+		}
+		limit = n
+	}
+	names, next, err := a.hub.List(r.Context(), query.Get("prefix"), query.Get("cursor"), limit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	if names == nil {
+		names = []string{}
+	}
+	writeJSON(w, http.StatusOK, listResponse{Channels: names, Cursor: next})
 }
 
 func (a *API) messages(w http.ResponseWriter, r *http.Request) {

@@ -25,6 +25,10 @@ import (
 type flakyLog struct {
 	*backlog.Memory
 	err atomic.Pointer[error]
+	// lostAnswers is how many of the next idempotent appends are stored
+	// and then answered ErrUnavailable, as when Redis stalls after
+	// running the script.
+	lostAnswers atomic.Int64
 }
 
 func (f *flakyLog) failing() error {
@@ -94,6 +98,7 @@ type fixture struct {
 const (
 	testMaxDataBytes = 32
 	testMaxReadLimit = 3
+	testMaxListLimit = 3
 	testMaxMaxLen    = 1000
 )
 
@@ -108,7 +113,7 @@ func newFixture(t *testing.T) *fixture {
 	})}
 	logger := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	hub := broker.New(f.log, broker.Config{MaxMaxLen: testMaxMaxLen, MaxRetention: 48 * time.Hour, Logger: logger})
-	api := New(hub, Config{MaxDataBytes: testMaxDataBytes, MaxReadLimit: testMaxReadLimit, Logger: logger})
+	api := New(hub, Config{MaxDataBytes: testMaxDataBytes, MaxReadLimit: testMaxReadLimit, MaxListLimit: testMaxListLimit, Logger: logger})
 	mux := http.NewServeMux()
 	api.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -568,7 +573,8 @@ func TestRouting(t *testing.T) {
 		wantCode           broker.Code
 		wantAllow          string
 	}{
-		{"delete channel", http.MethodDelete, "/v1/channels/c", 405, broker.CodeBadRequest, "GET, HEAD, PUT"},
+		{"post channel", http.MethodPost, "/v1/channels/c", 405, broker.CodeBadRequest, "DELETE, GET, HEAD, PUT"},
+		{"post channels", http.MethodPost, "/v1/channels", 405, broker.CodeBadRequest, "GET, HEAD"},
 		{"put messages", http.MethodPut, "/v1/channels/c/messages", 405, broker.CodeBadRequest, "GET, HEAD, POST"},
 		{"unknown path", http.MethodGet, "/v1/things", 404, broker.CodeNotFound, ""},
 		{"too deep", http.MethodGet, "/v1/channels/c/messages/1", 404, broker.CodeNotFound, ""},

@@ -313,6 +313,14 @@ func (c *conn) replyError(ref string, err error) {
 // subscribe runs the subscribe sequence shared by both protocols: register,
 // acknowledge, replay, go live. ack frames the acknowledgement.
 func (c *conn) subscribe(ref, channel string, from broker.From, ack func(broker.SubscribeResult) []byte) {
+	// A subscription whose channel was deleted ended without the client
+	// unsubscribing; it may subscribe again once the channel is back.
+	for name, sub := range c.subs {
+		if sub.Ended() {
+			sub.Close()
+			delete(c.subs, name)
+		}
+	}
 	if _, ok := c.subs[channel]; ok {
 		c.replyError(ref, badRequest("already subscribed to %s", channel))
 		return

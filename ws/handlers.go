@@ -63,6 +63,10 @@ func (c *conn) handle(frame []byte) {
 			c.replyError(ref, badRequest("missing field \"data\""))
 			return
 		}
+		if cmd.IdempotencyKey != nil {
+			c.publishOnce(ref, channel, cmd.Data, *cmd.IdempotencyKey)
+			return
+		}
 		c.publish(ref, channel, cmd.Data, func(id string) []byte {
 			return encodeAck(ackFrame{Ref: ref, Channel: channel, ID: id})
 		})
@@ -81,4 +85,19 @@ func (c *conn) publish(ref, channel string, data []byte, ack func(id string) []b
 		return
 	}
 	c.reply(ack(id.String()))
+}
+
+// publishOnce is a v1 publish with an idempotency key: its ack tells
+// whether the key had published already.
+func (c *conn) publishOnce(ref, channel string, data []byte, key string) {
+	if len(data) > c.srv.cfg.MaxDataBytes {
+		c.replyError(ref, broker.ErrTooLarge.With("data is larger than %d bytes", c.srv.cfg.MaxDataBytes))
+		return
+	}
+	id, duplicate, err := c.srv.hub.PublishIdempotent(c.ctx, channel, data, key)
+	if err != nil {
+		c.replyError(ref, err)
+		return
+	}
+	c.reply(encodeAck(ackFrame{Ref: ref, Channel: channel, ID: id.String(), Duplicate: &duplicate}))
 }

@@ -100,6 +100,9 @@ func encodeLegacyError(code broker.Code, message string) []byte {
 // legacyEncoder frames publications the original way: JSON strings as Text,
 // every other value as Json. A gap has no legacy frame, so it is an Error.
 var legacyEncoder = &broker.Encoder{Encode: func(p *broker.Publication) []byte {
+	if p.Deleted {
+		return encodeLegacyError("deleted", "channel "+p.Channel+" was deleted")
+	}
 	if p.Gap {
 		return encodeLegacyError("gap", fmt.Sprintf("messages after %s on %s were lost", p.ID, p.Channel))
 	}

@@ -41,6 +41,8 @@ type command struct {
 	MaxLen    *int64          `json:"max_len"`
 	Retention *string         `json:"retention"`
 	Data      json.RawMessage `json:"data"`
+	// IdempotencyKey makes a publish safe to retry.
+	IdempotencyKey *string `json:"idempotency_key"`
 }
 
 func badRequest(format string, args ...any) *broker.Error {
@@ -90,7 +92,7 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *broker.Error) {
 
 // commandFields are the v1 field names, in the bit order checkFieldNames
 // uses.
-var commandFields = [...]string{"type", "ref", "channel", "since", "last", "max_len", "retention", "data"}
+var commandFields = [...]string{"type", "ref", "channel", "since", "last", "max_len", "retention", "data", "idempotency_key"}
 
 // checkFieldNames refuses what encoding/json would quietly accept: a field
 // repeated (the last one would win) or a known field in another case
@@ -202,6 +204,8 @@ type ackFrame struct {
 	Head    *string `json:"head,omitempty"`
 	Resumed *bool   `json:"resumed,omitempty"`
 	ID      string  `json:"id,omitempty"`
+	// Duplicate answers a publish with an idempotency key.
+	Duplicate *bool `json:"duplicate,omitempty"`
 }
 
 type errorFrame struct {
@@ -226,6 +230,9 @@ func encodeError(ref string, code broker.Code, message string) []byte {
 // escaping (backlog.ValidChannel) and Data is JSON, so frames are assembled
 // by appending, once per publication whatever the number of subscribers.
 var v1Encoder = &broker.Encoder{Encode: func(p *broker.Publication) []byte {
+	if p.Deleted {
+		return append(append([]byte(`{"type":"deleted","channel":"`), p.Channel...), `"}`...)
+	}
 	if p.Gap {
 		b := make([]byte, 0, 48+len(p.Channel))
 		b = append(b, `{"type":"gap","channel":"`...)

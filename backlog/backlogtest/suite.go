@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,6 +48,17 @@ func Run(t *testing.T, newLog Factory) {
 		{"ReadCancels", testReadCancels},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"DataIsOpaque", testDataOpaque},
+		{"IdempotentAppend", testIdempotentAppend},
+		{"IdempotentAppendConcurrent", testIdempotentConcurrent},
+		{"IdempotencyWindowEnds", testIdempotencyWindow},
+		{"IdempotencyKeysAreValidated", testIdempotencyInvalid},
+		{"Delete", testDelete},
+		{"DeleteThenCreateAgain", testDeleteCreate},
+		{"ReadReportsDelete", testReadDeleted},
+		{"ReadAfterDelete", testReadAfterDelete},
+		{"List", testList},
+		{"ListPrefix", testListPrefix},
+		{"ListBadCursor", testListBadCursor},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -355,10 +367,21 @@ func testRead(t *testing.T, ctx context.Context, l backlog.Log) {
 	a := mustCreate(t, ctx, l, backlog.ChannelConfig{})
 	b := mustCreate(t, ctx, l, backlog.ChannelConfig{})
 	idsA := mustAppend(t, ctx, l, a, 5)
-	batches, err := l.Read(ctx, []backlog.Cursor{{Channel: a, After: idsA[1]}, {Channel: b}, {Channel: channel(t)}}, 2)
+	never := channel(t)
+	batches, err := l.Read(ctx, []backlog.Cursor{{Channel: a, After: idsA[1]}, {Channel: b}, {Channel: never}}, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A channel that never existed is ignored or reported deleted.
+	batches = slices.DeleteFunc(batches, func(b backlog.Batch) bool {
+		if b.Channel != never {
+			return false
+		}
+		if !b.Deleted || len(b.Messages) > 0 {
+			t.Fatalf("batch for a channel that never existed: %+v, want none or Deleted", b)
+		}
+		return true
+	})
 	if len(batches) != 1 || batches[0].Channel != a || batches[0].Gap {
 		t.Fatalf("batches = %+v, want one for %s without gap", batches, a)
 	}

@@ -32,6 +32,7 @@ type Vars struct {
 	InternalAddrs []string `env:"INTERNAL_ADDRS"`
 	PublicAllow   []string `env:"PUBLIC_ALLOW"`
 	RedisURL      string   `env:"REDIS_URL"`
+	RedisPrefix   string   `env:"REDIS_PREFIX"`
 
 	MaxFrameBytes    int64    `env:"MAX_FRAME_BYTES"`
 	MaxDataBytes     int      `env:"MAX_DATA_BYTES"`
@@ -71,6 +72,9 @@ type Vars struct {
 	BlockInterval         time.Duration `env:"BLOCK_INTERVAL"`
 	TrimInterval          time.Duration `env:"TRIM_INTERVAL"`
 	MaxReadLimit          int           `env:"MAX_READ_LIMIT"`
+	MaxListLimit          int           `env:"MAX_LIST_LIMIT"`
+	IdempotencyWindow     time.Duration `env:"IDEMPOTENCY_WINDOW"`
+	MaxIdempotencyKeys    int           `env:"MAX_IDEMPOTENCY_KEYS"`
 
 	LogLevel  string `env:"LOG_LEVEL"`
 	LogFormat string `env:"LOG_FORMAT"`
