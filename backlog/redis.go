@@ -60,6 +60,14 @@ func CheckKeyPrefix(prefix string) error {
 // Sentinel failover); with other clients it returns an error.
 type Redis struct {
 	client redis.UniversalClient
+	// writer runs the scripts that change a channel (create, append,
+	// delete): client's options without go-redis's automatic retries,
+	// which re-send a command whose connection failed after it was sent
+	// (EOF, a read timeout), so that Redis may run it twice: a publish
+	// stored twice, though its publisher was told once. Failing instead
+	// leaves the retry to the publisher, who has the idempotency key.
+	writer     redis.UniversalClient
+	ownsWriter bool
 	conns  conner // nil when client cannot dedicate connections
 	cfg    RedisConfig
 
@@ -88,7 +96,25 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 	cfg = cfg.WithDefaults()
 	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{})}
 	r.conns, _ = client.(conner)
+	r.writer, r.ownsWriter = withoutRetries(client)
 	return r
+}
+
+// withoutRetries returns a client like c that never retries a command by
+// itself, and whether it is a new one (to close) rather than c: clients of
+// other types keep their own retry policy.
+func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
+	switch c := c.(type) {
+	case *redis.Client:
+		opt := *c.Options()
+		opt.MaxRetries = -1
+		return redis.NewClient(&opt), true
+	case *redis.ClusterClient:
+		opt := *c.Options()
+		opt.MaxRetries = -1
+		return redis.NewClusterClient(&opt), true
+	}
+	return c, false
 }
 
 // NewRedisClient connects to a redis:// or rediss:// URL (see
@@ -196,7 +222,7 @@ func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (
 	if r.isClosed() {
 		return false, ErrClosed
 	}
-	vals, err := createScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)},
+	vals, err := createScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel)},
 		cfg.MaxLen, cfg.Retention.Milliseconds()).Slice()
 	if err != nil {
 		return false, r.wrap(ctx, err)
@@ -280,7 +306,7 @@ func (r *Redis) Append(ctx context.Context, channel string, data []byte) (ID, er
 	if r.isClosed() {
 		return ID{}, ErrClosed
 	}
-	s, err := appendScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)}, data).Text()
+	s, err := appendScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel)}, data).Text()
 	if errors.Is(err, redis.Nil) {
 		return ID{}, ErrNotFound
 	}
@@ -303,7 +329,7 @@ func (r *Redis) AppendIdempotent(ctx context.Context, channel string, data []byt
 	}
 	keys := []string{r.metaKey(channel), r.streamKey(channel), r.idemKey(channel, idem.Key)}
 	window := max(idem.Window.Milliseconds(), 1)
-	vals, err := appendOnceScript.Run(ctx, r.client, keys, data, window).Slice()
+	vals, err := appendOnceScript.Run(ctx, r.writer, keys, data, window).Slice()
 	if errors.Is(err, redis.Nil) {
 		return ID{}, false, ErrNotFound
 	}
@@ -334,7 +360,7 @@ func (r *Redis) Delete(ctx context.Context, channel string) error {
 	if r.isClosed() {
 		return ErrClosed
 	}
-	n, err := deleteScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)},
+	n, err := deleteScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel)},
 		tombstoneTTL.Milliseconds()).Int64()
 	if err != nil {
 		return r.wrap(ctx, err)
@@ -554,6 +580,9 @@ func (r *Redis) Close() error {
 	defer cancel()
 	for _, id := range ids {
 		r.client.ClientUnblock(ctx, id)
+	}
+	if r.ownsWriter {
+		r.writer.Close()
 	}
 	for {
 		select {
