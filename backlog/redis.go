@@ -68,8 +68,8 @@ type Redis struct {
 	// leaves the retry to the publisher, who has the idempotency key.
 	writer     redis.UniversalClient
 	ownsWriter bool
-	conns  conner // nil when client cannot dedicate connections
-	cfg    RedisConfig
+	conns      conner // nil when client cannot dedicate connections
+	cfg        RedisConfig
 
 	// free holds idle dedicated Read connections.
 	free chan *reader
