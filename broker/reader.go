@@ -100,7 +100,9 @@ func (r *reader) run(ctx context.Context) {
 			}
 			r.hub.stats.readErrors.Add(1)
 			backoff = nextBackoff(backoff)
-			r.hub.cfg.Logger.Warn("backlog read failed; retrying", "err", err, "retry_in", backoff)
+			// The outage itself is logged once by the guarded backlog;
+			// each retry is detail.
+			r.hub.cfg.Logger.Debug("backlog read failed; retrying", "err", err, "retry_in", backoff)
 			select {
 			case <-ctx.Done():
 			case <-time.After(backoff):
