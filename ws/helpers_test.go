@@ -39,6 +39,8 @@ type testServer struct {
 type serverOptions struct {
 	hub  broker.Config
 	wrap func(*backlog.Memory) backlog.Log // wraps the backlog; nil means none
+	// closeGrace replaces the server's close grace when positive.
+	closeGrace time.Duration
 }
 
 func startServer(t testing.TB, cfg Config) *testServer {
@@ -64,6 +66,7 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 	}
 	hub := broker.New(log, opts.hub)
 	srv := New(hub, cfg)
+	srv.testCloseGrace = opts.closeGrace // before any conn reads it
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ws", srv)
 	hs := httptest.NewServer(mux)
