@@ -124,6 +124,7 @@ func TestLastN(t *testing.T) {
 // internal WebSocket while clients subscribe from many positions: each
 // client must receive exactly the IDs after its position, in order.
 func TestReplayLiveMergeUnderLoad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(testSeed(t), 0))
 	r := startReplica(t, map[string]string{"TSLM_REPLAY_BUFFER": "16"})
 	r.create(t, "load", map[string]any{"max_len": 100000})
 	const total = 5000
@@ -154,12 +155,12 @@ func TestReplayLiveMergeUnderLoad(t *testing.T) {
 	}
 	var runs []run
 	for len(runs) < 12 {
-		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
 		mu.Lock()
 		n := len(published)
 		var since string
 		if n > 0 {
-			since = published[rand.IntN(n)]
+			since = published[rng.IntN(n)]
 		}
 		mu.Unlock()
 		cl := dial(t, r.publicURL)
