@@ -202,16 +202,21 @@ func TestReplayLiveMergeUnderLoad(t *testing.T) {
 // that it is closed with 4000, and that resuming with the last ID it saw
 // yields every message after it.
 func TestSlowConsumerResumesWithoutLoss(t *testing.T) {
-	r := startReplica(t, map[string]string{"TSLM_SEND_QUEUE": "8", "TSLM_SEND_QUEUE_BYTES": "65536"})
+	// The close frame waits behind full socket buffers until the client
+	// reads, which it does only once publishing stops; with the default
+	// 10s write timeout a loaded machine could publish for longer, and the
+	// server would then drop the connection without a close frame (1006).
+	r := startReplica(t, map[string]string{"TSLM_SEND_QUEUE": "8", "TSLM_SEND_QUEUE_BYTES": "65536", "TSLM_WRITE_TIMEOUT": "5m"})
 	r.create(t, "firehose", map[string]any{"max_len": 100000})
 	slow := dial(t, r.publicURL)
 	slow.subscribe("firehose", nil)
 	big := strings.Repeat("x", 32<<10)
 	var ids []string
-	// Enough to fill the socket buffers and then the queue.
+	// Enough to fill the socket buffers and then the queue, stopping soon
+	// after the server has closed the client as a slow consumer.
 	for i := 0; i < 2000; i++ {
 		ids = append(ids, r.publish(t, "firehose", big))
-		if i%100 == 99 && r.Hub().Stats().Subscriptions == 0 {
+		if i%20 == 19 && r.metric(t, `tslm_server_closes_total{code="4000",listener="public"}`) > 0 {
 			break
 		}
 	}

@@ -244,6 +244,27 @@ func testSeed(t *testing.T) uint64 {
 	return seed
 }
 
+// metric returns the value of the sample named series (name and labels,
+// as /metrics prints them), 0 when it is absent.
+func (r *replica) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(r.apiURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	for line := range strings.Lines(readAll(t, resp)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q: %v", series, v, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
 func sameIDs(t testing.TB, what string, got, want []string) {
 	t.Helper()
 	if len(got) != len(want) {
