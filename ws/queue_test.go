@@ -89,7 +89,7 @@ func TestSendQueueTake(t *testing.T) {
 
 func TestSendQueuePush(t *testing.T) {
 	const patience = 50 * time.Millisecond
-	full := func() *sendQueue {
+	full := func(t *testing.T) *sendQueue {
 		q := newSendQueue(1, 100)
 		if !q.offer([]byte("x")) {
 			t.Fatal("offer to an empty queue refused")
@@ -117,7 +117,7 @@ func TestSendQueuePush(t *testing.T) {
 	// exactly and a loaded machine cannot starve the writer past it.
 	t.Run("waits for the writer", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			q := full()
+			q := full(t)
 			done := make(chan error, 1)
 			go func() { done <- q.push(context.Background(), []byte("y"), time.Minute) }()
 			synctest.Wait()
@@ -139,7 +139,7 @@ func TestSendQueuePush(t *testing.T) {
 	})
 	t.Run("gives up after patience", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			q := full()
+			q := full(t)
 			start := time.Now()
 			err := q.push(context.Background(), []byte("y"), patience)
 			if !errors.Is(err, errQueueStuck) {
@@ -193,7 +193,7 @@ func TestSendQueuePush(t *testing.T) {
 		})
 	})
 	t.Run("context cancelled", func(t *testing.T) {
-		q := full()
+		q := full(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- q.push(ctx, []byte("y"), time.Minute) }()
@@ -203,7 +203,7 @@ func TestSendQueuePush(t *testing.T) {
 		}
 	})
 	t.Run("close wakes a waiting push", func(t *testing.T) {
-		q := full()
+		q := full(t)
 		done := make(chan error, 1)
 		go func() { done <- q.push(context.Background(), []byte("y"), time.Minute) }()
 		q.close()
