@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,11 +17,27 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// The binary is built at most once per package run, on first use, into
+// binDir, which TestMain removes: it is about 20 MB with -race.
 var (
 	buildOnce sync.Once
+	binDir    string
 	binPath   string
 	buildErr  error
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	// Every process started from the binary was killed by its test's
+	// cleanup, which ran before m.Run returned.
+	if binDir != "" {
+		if err := os.RemoveAll(binDir); err != nil {
+			fmt.Fprintf(os.Stderr, "removing the test binary: %v\n", err)
+			code = max(code, 1)
+		}
+	}
+	os.Exit(code)
+}
 
 // tslmBinary builds cmd/tslm once per test run.
 func tslmBinary(t *testing.T) string {
@@ -31,6 +48,7 @@ func tslmBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		binDir = dir
 		binPath = filepath.Join(dir, "tslm")
 		out, err := exec.Command("go", "build", "-race", "-o", binPath, "github.com/tslm/tslm/cmd/tslm").CombinedOutput()
 		if err != nil {
@@ -50,6 +68,7 @@ type process struct {
 	lines  []map[string]any
 	stderr strings.Builder
 	exited chan error
+	gone   chan struct{} // closed once the process has exited
 }
 
 func startBinary(t *testing.T, env map[string]string) *process {
@@ -66,7 +85,7 @@ func startBinary(t *testing.T, env map[string]string) *process {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &process{cmd: cmd, exited: make(chan error, 1)}
+	p := &process{cmd: cmd, exited: make(chan error, 1), gone: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
@@ -79,9 +98,16 @@ func startBinary(t *testing.T, env map[string]string) *process {
 			p.mu.Unlock()
 		}
 		p.exited <- cmd.Wait()
+		close(p.gone)
 	}()
 	t.Cleanup(func() {
+		// Reaped before TestMain removes the binary.
 		cmd.Process.Kill()
+		select {
+		case <-p.gone:
+		case <-time.After(30 * time.Second):
+			t.Errorf("pid %d still running 30s after SIGKILL", cmd.Process.Pid)
+		}
 	})
 	return p
 }

@@ -124,6 +124,7 @@ func TestLastN(t *testing.T) {
 // internal WebSocket while clients subscribe from many positions: each
 // client must receive exactly the IDs after its position, in order.
 func TestReplayLiveMergeUnderLoad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(testSeed(t), 0))
 	r := startReplica(t, map[string]string{"TSLM_REPLAY_BUFFER": "16"})
 	r.create(t, "load", map[string]any{"max_len": 100000})
 	const total = 5000
@@ -154,12 +155,12 @@ func TestReplayLiveMergeUnderLoad(t *testing.T) {
 	}
 	var runs []run
 	for len(runs) < 12 {
-		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+		time.Sleep(time.Duration(rng.IntN(20)) * time.Millisecond)
 		mu.Lock()
 		n := len(published)
 		var since string
 		if n > 0 {
-			since = published[rand.IntN(n)]
+			since = published[rng.IntN(n)]
 		}
 		mu.Unlock()
 		cl := dial(t, r.publicURL)
@@ -201,16 +202,21 @@ func TestReplayLiveMergeUnderLoad(t *testing.T) {
 // that it is closed with 4000, and that resuming with the last ID it saw
 // yields every message after it.
 func TestSlowConsumerResumesWithoutLoss(t *testing.T) {
-	r := startReplica(t, map[string]string{"TSLM_SEND_QUEUE": "8", "TSLM_SEND_QUEUE_BYTES": "65536"})
+	// The close frame waits behind full socket buffers until the client
+	// reads, which it does only once publishing stops; with the default
+	// 10s write timeout a loaded machine could publish for longer, and the
+	// server would then drop the connection without a close frame (1006).
+	r := startReplica(t, map[string]string{"TSLM_SEND_QUEUE": "8", "TSLM_SEND_QUEUE_BYTES": "65536", "TSLM_WRITE_TIMEOUT": "5m"})
 	r.create(t, "firehose", map[string]any{"max_len": 100000})
 	slow := dial(t, r.publicURL)
 	slow.subscribe("firehose", nil)
 	big := strings.Repeat("x", 32<<10)
 	var ids []string
-	// Enough to fill the socket buffers and then the queue.
+	// Enough to fill the socket buffers and then the queue, stopping soon
+	// after the server has closed the client as a slow consumer.
 	for i := 0; i < 2000; i++ {
 		ids = append(ids, r.publish(t, "firehose", big))
-		if i%100 == 99 && r.Hub().Stats().Subscriptions == 0 {
+		if i%20 == 19 && r.metric(t, `tslm_server_closes_total{code="4000",listener="public"}`) > 0 {
 			break
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -218,6 +220,49 @@ func (r *replica) publish(t testing.TB, channel string, data any) string {
 		t.Fatalf("publish to %s: %d %v", channel, status, body)
 	}
 	return body["id"].(string)
+}
+
+// testSeed returns the seed for t's randomness: $TSLM_TEST_SEED when set,
+// to replay a failure, else a new one. It is logged at the start (shown
+// with -v) and again when t fails, with the command that replays it.
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("TSLM_TEST_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("TSLM_TEST_SEED=%q: want an unsigned integer: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("random seed %d", seed)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("failed with random seed %d; replay with: TSLM_TEST_SEED=%d go test -race -run '^%s$' ./integration/", seed, seed, t.Name())
+		}
+	})
+	return seed
+}
+
+// metric returns the value of the sample named series (name and labels,
+// as /metrics prints them), 0 when it is absent.
+func (r *replica) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(r.apiURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	for line := range strings.Lines(readAll(t, resp)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q: %v", series, v, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 func sameIDs(t testing.TB, what string, got, want []string) {

@@ -14,7 +14,7 @@ import (
 )
 
 // closeGrace is how long the server waits for the client to answer its close
-// frame before dropping the TCP connection.
+// frame before dropping the TCP connection (Server.testCloseGrace aside).
 const closeGrace = time.Second
 
 // conn is one client connection. The reader goroutine (serve's caller) owns
@@ -183,9 +183,13 @@ func (c *conn) writeLoop() {
 			}
 			msg := websocket.FormatCloseMessage(c.reason.Code(), c.reason.String())
 			c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout))
+			grace := closeGrace
+			if c.srv.testCloseGrace > 0 {
+				grace = c.srv.testCloseGrace
+			}
 			select {
 			case <-c.ctx.Done():
-			case <-time.After(closeGrace):
+			case <-time.After(grace):
 				c.ws.Close()
 			}
 			return

@@ -42,6 +42,8 @@ type serverOptions struct {
 	hub  broker.Config
 	wrap func(*backlog.Memory) backlog.Log // wraps the backlog; nil means none
 	conn func(net.Conn) net.Conn           // wraps each accepted socket; nil means none
+	// closeGrace replaces the server's close grace when positive.
+	closeGrace time.Duration
 }
 
 // wrapListener hands every accepted socket through wrap.
@@ -81,6 +83,7 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 	}
 	hub := broker.New(log, opts.hub)
 	srv := New(hub, cfg)
+	srv.testCloseGrace = opts.closeGrace // before any conn reads it
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ws", srv)
 	hs := httptest.NewUnstartedServer(mux)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -127,7 +128,7 @@ func TestSendQueueHeldUntilDone(t *testing.T) {
 
 func TestSendQueuePush(t *testing.T) {
 	const patience = 50 * time.Millisecond
-	full := func() *sendQueue {
+	full := func(t *testing.T) *sendQueue {
 		q := newSendQueue(1, 100)
 		if !q.offer([]byte("x")) {
 			t.Fatal("offer to an empty queue refused")
@@ -150,82 +151,91 @@ func TestSendQueuePush(t *testing.T) {
 			t.Fatalf("push = %v, want nil", err)
 		}
 	})
+	// The timing cases run in a synctest bubble: its clock moves only
+	// when every goroutine in it is blocked, so patience is measured
+	// exactly and a loaded machine cannot starve the writer past it.
 	t.Run("waits for the writer", func(t *testing.T) {
-		q := full()
-		done := make(chan error, 1)
-		go func() { done <- q.push(context.Background(), []byte("y"), time.Minute) }()
-		select {
-		case err := <-done:
-			t.Fatalf("push into a full queue returned %v without waiting", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if got := q.take(nil); len(got) != 1 || string(got[0]) != "x" {
-			t.Fatalf("took %q, want [x]", got)
-		}
-		q.done(1, 1)
-		if err := <-done; err != nil {
-			t.Fatalf("push = %v after the writer wrote, want nil", err)
-		}
-		if got := q.take(nil); len(got) != 1 || string(got[0]) != "y" {
-			t.Errorf("queued %q, want [y]", got)
-		}
+		synctest.Test(t, func(t *testing.T) {
+			q := full(t)
+			done := make(chan error, 1)
+			go func() { done <- q.push(context.Background(), []byte("y"), time.Minute) }()
+			synctest.Wait()
+			select {
+			case err := <-done:
+				t.Fatalf("push into a full queue returned %v without waiting", err)
+			default:
+			}
+			if got := q.take(nil); len(got) != 1 || string(got[0]) != "x" {
+				t.Fatalf("took %q, want [x]", got)
+			}
+			q.done(1, 1)
+			if err := <-done; err != nil {
+				t.Fatalf("push = %v after the writer wrote, want nil", err)
+			}
+			if got := q.take(nil); len(got) != 1 || string(got[0]) != "y" {
+				t.Errorf("queued %q, want [y]", got)
+			}
+		})
 	})
 	t.Run("gives up after patience", func(t *testing.T) {
-		q := full()
-		start := time.Now()
-		err := q.push(context.Background(), []byte("y"), patience)
-		if !errors.Is(err, errQueueStuck) {
-			t.Fatalf("push = %v, want errQueueStuck", err)
-		}
-		if d := time.Since(start); d < patience {
-			t.Errorf("gave up after %v, want at least %v", d, patience)
-		}
-		if len(q.frames) != 1 {
-			t.Errorf("%d frames queued, want the first only", len(q.frames))
-		}
+		synctest.Test(t, func(t *testing.T) {
+			q := full(t)
+			start := time.Now()
+			err := q.push(context.Background(), []byte("y"), patience)
+			if !errors.Is(err, errQueueStuck) {
+				t.Fatalf("push = %v, want errQueueStuck", err)
+			}
+			if d := time.Since(start); d != patience {
+				t.Errorf("gave up after %v, want %v", d, patience)
+			}
+			if len(q.frames) != 1 {
+				t.Errorf("%d frames queued, want the first only", len(q.frames))
+			}
+		})
 	})
 	t.Run("progress restarts patience", func(t *testing.T) {
 		// A full queue of ten 1-byte frames, a writer that writes one
 		// frame every patience/5, and a push that needs 8 bytes of room:
-		// it waits longer than patience in all, but never without
-		// progress for patience, so it must succeed.
-		const patience = 100 * time.Millisecond
-		q := newSendQueue(100, 10)
-		for _, f := range frames(1, 1, 1, 1, 1, 1, 1, 1, 1, 1) {
-			q.offer(f)
-		}
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			tick := time.NewTicker(patience / 5)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-					q.mu.Lock()
-					waiting := len(q.frames) > 0
-					if waiting {
-						q.frames = q.frames[1:]
-					}
-					q.mu.Unlock()
-					if waiting {
-						q.done(1, 1)
+		// it waits 8/5 of patience in all, but never patience without
+		// progress, so it must succeed.
+		synctest.Test(t, func(t *testing.T) {
+			q := newSendQueue(100, 10)
+			for _, f := range frames(1, 1, 1, 1, 1, 1, 1, 1, 1, 1) {
+				q.offer(f)
+			}
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				tick := time.NewTicker(patience / 5)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						q.mu.Lock()
+						waiting := len(q.frames) > 0
+						if waiting {
+							q.frames = q.frames[1:]
+						}
+						q.mu.Unlock()
+						if waiting {
+							q.done(1, 1)
+						}
 					}
 				}
+			}()
+			start := time.Now()
+			if err := q.push(context.Background(), []byte("12345678"), patience); err != nil {
+				t.Fatalf("push after %v = %v, want nil", time.Since(start), err)
 			}
-		}()
-		start := time.Now()
-		if err := q.push(context.Background(), []byte("12345678"), patience); err != nil {
-			t.Fatalf("push after %v = %v, want nil", time.Since(start), err)
-		}
-		if d := time.Since(start); d <= patience {
-			t.Errorf("push returned after %v; the test needs it to wait past patience (%v)", d, patience)
-		}
+			if d, want := time.Since(start), 8*patience/5; d != want {
+				t.Errorf("push returned after %v, want %v (8 takes)", d, want)
+			}
+		})
 	})
 	t.Run("context cancelled", func(t *testing.T) {
-		q := full()
+		q := full(t)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- q.push(ctx, []byte("y"), time.Minute) }()
@@ -235,7 +245,7 @@ func TestSendQueuePush(t *testing.T) {
 		}
 	})
 	t.Run("close wakes a waiting push", func(t *testing.T) {
-		q := full()
+		q := full(t)
 		done := make(chan error, 1)
 		go func() { done <- q.push(context.Background(), []byte("y"), time.Minute) }()
 		q.close()

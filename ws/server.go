@@ -184,6 +184,10 @@ type Server struct {
 	drainOne sync.Once
 
 	stats serverStats
+
+	// testCloseGrace, when positive, replaces closeGrace: tests lengthen
+	// it so that what they check cannot race the grace on a slow machine.
+	testCloseGrace time.Duration
 }
 
 type serverStats struct {

@@ -1,7 +1,8 @@
 // Package redistest starts a private Redis server for one test: a
 // redis-server binary on a free loopback port when one is on PATH, else a
-// testcontainers Redis container when Docker answers, else the test is
-// skipped (or fails when CI=true, so that CI never silently skips Redis).
+// testcontainers Redis container when Docker answers, else the test fails
+// with a message saying so; go test -short skips it instead, except when
+// CI=true, so that CI never silently skips Redis.
 //
 // It never touches a shared server such as 127.0.0.1:6379. A Server is
 // meant for one test goroutine; its methods are not safe for concurrent use.
@@ -66,14 +67,30 @@ func Start(t testing.TB, opts Options) *Server {
 	return s
 }
 
-// unavailable skips t, or fails it when CI=true.
+// unavailable fails t, or skips it under go test -short outside CI.
 func unavailable(t testing.TB, why string) {
 	t.Helper()
-	msg := "REDIS TESTS NOT RUN: " + why + "; install redis-server or start Docker"
-	if os.Getenv("CI") == "true" {
+	msg, fail := unavailableVerdict(os.Getenv("CI") == "true", testing.Short(), why)
+	if fail {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
+}
+
+// unavailableVerdict says what a test does when no Redis can be started,
+// and why. CI never skips, so that Redis coverage cannot silently vanish.
+// Elsewhere only -short skips: go test ./... prints nothing but "ok" for a
+// package that passes, skips and warnings included, so a plain skip would
+// look like a pass.
+func unavailableVerdict(ci, short bool, why string) (msg string, fail bool) {
+	msg = "redis-backed tests NOT run: " + why + "; install redis-server or start Docker"
+	switch {
+	case ci:
+		return msg + " (CI=true: failing instead of skipping)", true
+	case short:
+		return msg + " (skipped: -short)", false
+	}
+	return msg + ", or run go test -short to skip them", true
 }
 
 func (s *Server) startBinary() {
