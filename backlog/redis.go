@@ -306,7 +306,13 @@ func (r *Redis) Append(ctx context.Context, channel string, data []byte) (ID, er
 	if r.isClosed() {
 		return ID{}, ErrClosed
 	}
-	s, err := appendScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel)}, data).Text()
+	return r.runForID(ctx, appendScript, r.writer, channel, data)
+}
+
+// runForID runs a script over channel's two keys that answers an entry ID,
+// or nil when the channel does not exist.
+func (r *Redis) runForID(ctx context.Context, script *redis.Script, c redis.UniversalClient, channel string, args ...any) (ID, error) {
+	s, err := script.Run(ctx, c, []string{r.metaKey(channel), r.streamKey(channel)}, args...).Text()
 	if errors.Is(err, redis.Nil) {
 		return ID{}, ErrNotFound
 	}
@@ -478,18 +484,7 @@ func (r *Redis) TailStart(ctx context.Context, channel string, n int) (ID, error
 	if r.isClosed() {
 		return ID{}, ErrClosed
 	}
-	s, err := tailStartScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)}, max(n, 0)).Text()
-	if errors.Is(err, redis.Nil) {
-		return ID{}, ErrNotFound
-	}
-	if err != nil {
-		return ID{}, r.wrap(ctx, err)
-	}
-	id, err := ParseID(s)
-	if err != nil {
-		return ID{}, fmt.Errorf("backlog: redis returned id %q: %w", s, err)
-	}
-	return id, nil
+	return r.runForID(ctx, tailStartScript, r.client, channel, max(n, 0))
 }
 
 // messagesOf converts stream entries. An entry without a data field (a

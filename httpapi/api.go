@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -310,16 +311,26 @@ type listResponse struct {
 	Cursor   string   `json:"cursor"`
 }
 
+// limitOf reads a query's optional limit: 1 to most, defaultReadLimit (or
+// most, when smaller) when absent.
+func limitOf(query url.Values, most int) (int, error) {
+	s := query.Get("limit")
+	if s == "" {
+		return min(defaultReadLimit, most), nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > most {
+		return 0, badRequest("limit: %q is not an integer from 1 to %d", s, most)
+	}
+	return n, nil
+}
+
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	query := r.URL.Query()
-	limit := min(defaultReadLimit, a.cfg.MaxListLimit)
-	if s := query.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > a.cfg.MaxListLimit {
-			a.fail(w, r, badRequest("limit: %q is not an integer from 1 to %d", s, a.cfg.MaxListLimit))
-			return
-		}
-		limit = n
+	limit, err := limitOf(query, a.cfg.MaxListLimit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	names, next, err := a.hub.List(r.Context(), query.Get("prefix"), query.Get("cursor"), limit)
 	if err != nil {
@@ -344,14 +355,10 @@ func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 		}
 		after = id
 	}
-	limit := min(defaultReadLimit, a.cfg.MaxReadLimit)
-	if s := query.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > a.cfg.MaxReadLimit {
-			a.fail(w, r, badRequest("limit: %q is not an integer from 1 to %d", s, a.cfg.MaxReadLimit))
-			return
-		}
-		limit = n
+	limit, err := limitOf(query, a.cfg.MaxReadLimit)
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	pubs, continuous, err := a.hub.Messages(r.Context(), channel, after, limit)
 	if err != nil {
