@@ -125,7 +125,9 @@ func TestLastN(t *testing.T) {
 // client must receive exactly the IDs after its position, in order.
 func TestReplayLiveMergeUnderLoad(t *testing.T) {
 	rng := rand.New(rand.NewPCG(testSeed(t), 0))
-	r := startReplica(t, map[string]string{"TSLM_REPLAY_BUFFER": "16"})
+	// Replays overflow and re-read; they never give up here (an out of
+	// reach TSLM_REPLAY_OVERTAKES), since this test is about the merge.
+	r := startReplica(t, map[string]string{"TSLM_REPLAY_BUFFER": "16", "TSLM_REPLAY_OVERTAKES": "1000000000"})
 	r.create(t, "load", map[string]any{"max_len": 100000})
 	const total = 5000
 
