@@ -51,6 +51,13 @@ func startReplica(t testing.TB, overrides map[string]string) *replica {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
+	return startReplicaLogging(t, overrides, logger, nil)
+}
+
+// startReplicaLogging starts a gateway in-process that logs to logger, and
+// shuts it down at cleanup, then runs afterShutdown if not nil.
+func startReplicaLogging(t testing.TB, overrides map[string]string, logger *slog.Logger, afterShutdown func()) *replica {
+	t.Helper()
 	g, err := gateway.Start(t.Context(), config(t, overrides), logger)
 	if err != nil {
 		t.Fatal(err)
@@ -59,6 +66,9 @@ func startReplica(t testing.TB, overrides map[string]string) *replica {
 		ctx, cancel := contextWithTimeout(5 * time.Second)
 		defer cancel()
 		g.Shutdown(ctx)
+		if afterShutdown != nil {
+			afterShutdown()
+		}
 	})
 	pub, in := g.PublicAddrs()[0].String(), g.InternalAddrs()[0].String()
 	return &replica{Gateway: g, publicURL: "ws://" + pub + "/v1/ws", internalURL: "ws://" + in + "/v1/ws", apiURL: "http://" + in}

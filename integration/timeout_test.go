@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tslm/tslm/gateway"
 	"github.com/tslm/tslm/internal/redistest"
 )
 
@@ -59,20 +58,12 @@ func startLoggedReplica(t *testing.T, srv *redistest.Server, overrides map[strin
 	}
 	logs := &logBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g, err := gateway.Start(t.Context(), config(t, env), logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := contextWithTimeout(5 * time.Second)
-		defer cancel()
-		g.Shutdown(ctx)
+	r := startReplicaLogging(t, env, logger, func() {
 		if t.Failed() {
 			t.Logf("replica logs:\n%s", logs)
 		}
 	})
-	pub, in := g.PublicAddrs()[0].String(), g.InternalAddrs()[0].String()
-	return &replica{Gateway: g, publicURL: "ws://" + pub + "/v1/ws", internalURL: "ws://" + in + "/v1/ws", apiURL: "http://" + in}, logs
+	return r, logs
 }
 
 // TestRedisHangsEveryEndpointTimesOut: while Redis takes commands and
