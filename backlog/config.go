@@ -14,6 +14,9 @@ func (c MemoryConfig) WithDefaults() MemoryConfig {
 	if c.MaxIdempotencyKeys <= 0 {
 		c.MaxIdempotencyKeys = 100_000
 	}
+	if c.MaxRequests <= 0 {
+		c.MaxRequests = DefaultMaxRequests
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}

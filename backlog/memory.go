@@ -22,6 +22,9 @@ type MemoryConfig struct {
 	// all channels; 0 means 100 000. Past it the oldest key is forgotten
 	// before its window ends, and a retry with it appends again.
 	MaxIdempotencyKeys int
+	// MaxRequests bounds each channel's request queue (see Requests);
+	// 0 means DefaultMaxRequests. Enqueue past it fails with ErrLimit.
+	MaxRequests int
 	// Now is the clock, injectable for tests; nil means time.Now.
 	Now func() time.Time
 }
@@ -67,6 +70,7 @@ type memChannel struct {
 	trimmed bool
 	idem    map[string]*idemEntry // live idempotency keys; nil until used
 	floor   ID                    // new IDs go after it; see Memory.floors
+	reqs    *memQueue             // the request queue; nil until used
 }
 
 var _ Log = (*Memory)(nil)
@@ -209,8 +213,8 @@ func (m *Memory) forgetOldestLocked() {
 	}
 }
 
-// Delete removes the channel and wakes blocked Reads, which report it
-// deleted. Its idempotency keys leave the queue as they expire; until then
+// Delete removes the channel with its request queue and wakes blocked
+// Reads, which report it deleted, and Claims, which return ErrNotFound. Its idempotency keys leave the queue as they expire; until then
 // they count towards MaxIdempotencyKeys.
 func (m *Memory) Delete(_ context.Context, channel string) error {
 	m.mu.Lock()

@@ -74,3 +74,52 @@ func TestMemoryIdempotencyKeyLimit(t *testing.T) {
 		t.Fatal("a key was remembered after its window ended")
 	}
 }
+
+func TestMemoryRequestsConformance(t *testing.T) {
+	backlogtest.RunRequests(t, func(t *testing.T, opts backlogtest.RequestsOptions) backlogtest.RequestLog {
+		return backlog.NewMemory(backlog.MemoryConfig{MaxRequests: opts.MaxRequests, Now: opts.Now})
+	})
+}
+
+// TestMemoryReclaimIdleEdge: on the injected clock, a pending request is
+// reclaimable exactly minIdle after it was last handed out, and a Reclaim
+// restarts its idle time.
+func TestMemoryReclaimIdleEdge(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := backlog.NewMemory(backlog.MemoryConfig{Now: func() time.Time { return now }})
+	defer m.Close()
+	ctx := t.Context()
+	if _, err := m.Create(ctx, "ch", backlog.ChannelConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	req := backlog.Request{ReplyTo: "inbox", Deadline: now.Add(time.Hour), Data: []byte("1")}
+	if _, err := m.Enqueue(ctx, "ch", req); err != nil {
+		t.Fatal(err)
+	}
+	if reqs, err := m.Claim(ctx, "ch", "g", "c1", 1, 0); err != nil || len(reqs) != 1 {
+		t.Fatalf("Claim = %v, %v", reqs, err)
+	}
+	reclaim := func() []backlog.Request {
+		t.Helper()
+		reqs, err := m.Reclaim(ctx, "ch", "g", "c2", time.Second, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reqs
+	}
+	now = now.Add(time.Second - time.Millisecond)
+	if reqs := reclaim(); len(reqs) != 0 {
+		t.Fatalf("Reclaim before minIdle = %+v", reqs)
+	}
+	now = now.Add(time.Millisecond)
+	if reqs := reclaim(); len(reqs) != 1 || reqs[0].Deliveries != 2 {
+		t.Fatalf("Reclaim at minIdle = %+v, want one with Deliveries 2", reqs)
+	}
+	if reqs := reclaim(); len(reqs) != 0 {
+		t.Fatalf("Reclaim right after a Reclaim = %+v, want nothing", reqs)
+	}
+	now = now.Add(time.Second)
+	if reqs := reclaim(); len(reqs) != 1 || reqs[0].Deliveries != 3 {
+		t.Fatalf("second Reclaim = %+v, want one with Deliveries 3", reqs)
+	}
+}
