@@ -35,6 +35,12 @@ func (c RedisConfig) WithDefaults() RedisConfig {
 	if c.IdleReaders <= 0 {
 		c.IdleReaders = 16
 	}
+	if c.MaxRequests <= 0 {
+		c.MaxRequests = DefaultMaxRequests
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 	return c
 }
 

@@ -4,5 +4,6 @@
 //
 // Message IDs have the Redis Stream form "<ms>-<seq>" in both, and the two
 // implementations are held to the same semantics by the conformance suite in
-// backlogtest. All exported types are safe for concurrent use.
+// backlogtest. Both also hold a request queue per channel (Requests), consumed
+// by groups of workers as Redis consumer groups are. All exported types are safe for concurrent use.
 package backlog

@@ -27,6 +27,13 @@ type RedisConfig struct {
 	// between Reads; 0 means 16. Each Read in flight holds one connection
 	// from the client's pool.
 	IdleReaders int
+	// MaxRequests bounds each channel's request queue (see Requests);
+	// 0 means DefaultMaxRequests. Enqueue past it fails with ErrLimit.
+	MaxRequests int
+	// Now is the clock that judges request deadlines, injectable for
+	// tests; nil means time.Now. It is the gateway's clock, not Redis's,
+	// since deadlines are set by it; idle times (Reclaim) are Redis's.
+	Now func() time.Time
 }
 
 // MaxKeyPrefixLen is the longest RedisConfig.KeyPrefix in bytes.
@@ -358,7 +365,8 @@ func (r *Redis) AppendIdempotent(ctx context.Context, channel string, data []byt
 // outage) to still learn of it: docs/redis.md.
 const tombstoneTTL = time.Hour
 
-// Delete runs the delete script. The channel's idempotency keys are left
+// Delete runs the delete script, which drops the request queue with its
+// groups too: Claims blocked on it fail and find the channel gone. The channel's idempotency keys are left
 // to expire: the append script ignores them once the channel is created
 // again. Its retention registry member is left to TrimExpired, which drops
 // members without meta; removing it here would race with a Create.
@@ -366,7 +374,7 @@ func (r *Redis) Delete(ctx context.Context, channel string) error {
 	if r.isClosed() {
 		return ErrClosed
 	}
-	n, err := deleteScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel)},
+	n, err := deleteScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel), r.reqKey(channel)},
 		tombstoneTTL.Milliseconds()).Int64()
 	if err != nil {
 		return r.wrap(ctx, err)

@@ -53,10 +53,8 @@ func (r *Redis) putReader(rd *reader, healthy bool) {
 	rd.conn.Close()
 }
 
-// Read runs one XREAD BLOCK on a dedicated connection. go-redis cannot
-// abort a blocked read, so cancellation sends CLIENT UNBLOCK from the
-// shared pool, retrying until the XREAD returns (the UNBLOCK may otherwise
-// arrive before the XREAD blocks). A reader that failed while idle, for
+// Read runs one XREAD BLOCK on a dedicated connection (see blocking). A
+// reader that failed while idle, for
 // instance because Redis restarted, is replaced once before Read gives up.
 // The XREAD is only the wake-up for streams whose entries do not prove
 // continuity by themselves: those are read again, atomically with their
@@ -113,19 +111,6 @@ func (r *Redis) xread(ctx context.Context, cursors []Cursor, limit int) (res []r
 		block = min(block, time.Until(dl))
 	}
 	block = max(block.Truncate(time.Millisecond), time.Millisecond) // never BLOCK 0
-	rd, reused, err := r.getReader(ctx)
-	if err != nil {
-		return nil, false, err
-	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		r.putReader(rd, false)
-		return nil, false, ErrClosed
-	}
-	r.active[rd] = struct{}{}
-	r.mu.Unlock()
-
 	streams := make([]string, 2*len(cursors))
 	for i, c := range cursors {
 		streams[i] = r.streamKey(c.Channel)
@@ -135,33 +120,65 @@ func (r *Redis) xread(ctx context.Context, cursors []Cursor, limit int) (res []r
 	if limit > 0 {
 		args.Count = int64(limit)
 	}
+	retry, err = r.blocking(ctx, func(ctx context.Context, conn *redis.Conn) (err error) {
+		res, err = conn.XRead(ctx, args).Result()
+		return err
+	})
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, false, nil
+	case err != nil:
+		return nil, retry, err
+	}
+	return res, false, nil
+}
+
+// blocking runs cmd, a blocking command, on a dedicated reader connection.
+// go-redis cannot abort a blocked read, so cancellation sends CLIENT
+// UNBLOCK from the shared pool, retrying until cmd returns (the UNBLOCK may
+// otherwise arrive before the command blocks). It returns ctx.Err() once
+// ctx is done, ErrClosed once r is closed, redis.Nil as is (a timeout or
+// an UNBLOCK), and other errors wrapped; retry is true when a reused
+// reader failed with a connection error, so a fresh one may succeed.
+func (r *Redis) blocking(ctx context.Context, cmd func(ctx context.Context, conn *redis.Conn) error) (retry bool, err error) {
+	rd, reused, err := r.getReader(ctx)
+	if err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		r.putReader(rd, false)
+		return false, ErrClosed
+	}
+	r.active[rd] = struct{}{}
+	r.mu.Unlock()
+
 	done := make(chan struct{})
 	unblocked := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(unblocked)
 		r.unblock(rd.id, done)
 	})
-	// Not ctx: the read must end by its BLOCK timeout or by UNBLOCK, never
-	// by go-redis giving up half-way and poisoning the connection.
-	res, err = rd.conn.XRead(context.WithoutCancel(ctx), args).Result()
+	// Not ctx: the command must end by its BLOCK timeout or by UNBLOCK,
+	// never by go-redis giving up half-way and poisoning the connection.
+	err = cmd(context.WithoutCancel(ctx), rd.conn)
 	close(done)
 	if !stop() {
-		<-unblocked // the UNBLOCK must not hit this reader's next XREAD
+		<-unblocked // the UNBLOCK must not hit this reader's next command
 	}
 	var reply redis.Error
 	healthy := err == nil || errors.Is(err, redis.Nil) || errors.As(err, &reply)
 	r.putReader(rd, healthy)
 	switch {
 	case ctx.Err() != nil:
-		return nil, false, ctx.Err()
+		return false, ctx.Err()
 	case r.isClosed():
-		return nil, false, ErrClosed
-	case errors.Is(err, redis.Nil):
-		return nil, false, nil
+		return false, ErrClosed
 	case err != nil:
-		return nil, reused && !healthy, r.wrap(ctx, err)
+		return reused && !healthy, r.wrap(ctx, err)
 	}
-	return res, false, nil
+	return false, nil
 }
 
 // unblock sends CLIENT UNBLOCK id until it lands or done closes.

@@ -90,10 +90,12 @@ return {id, 0}
 // replica's XREAD on the stream, whose proving read then finds the meta
 // gone. XADD after the last ID keeps the tombstone after every cursor. The
 // stream expires after ARGV[1] milliseconds, or goes when the channel is
-// created again. Returns 1, or 0 when the channel does not exist.
+// created again. KEYS[3], the request queue, goes at once: nobody is owed
+// a reply on a deleted channel. Returns 1, or 0 when the channel does not
+// exist.
 var deleteScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'deleted', '1')
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1
