@@ -57,11 +57,8 @@ type Log interface {
 	// nothing after after was lost: see Page.
 	Range(ctx context.Context, channel string, after ID, limit int) (Page, error)
 
-	// Tail returns the newest n messages, oldest first.
-	Tail(ctx context.Context, channel string, n int) ([]Message, error)
-
-	// TailStart returns the ID of the oldest of the newest n messages (the
-	// first message Tail(n) would return), or Zero when the channel holds
+	// TailStart returns the ID of the oldest of the newest n messages, or
+	// Zero when the channel holds
 	// none or n < 1. It reads no payload, so that a replay of the newest n
 	// can then page forward with Range (after TailStart's ID.Prev) instead
 	// of holding all n at once; the first message that Range returns is

@@ -310,20 +310,6 @@ func (m *Memory) Range(_ context.Context, channel string, after ID, limit int) (
 	return page, nil
 }
 
-func (m *Memory) Tail(_ context.Context, channel string, n int) ([]Message, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	c, err := m.lookup(channel)
-	if err != nil {
-		return nil, err
-	}
-	if n <= 0 {
-		return nil, nil
-	}
-	start := max(len(c.msgs)-n, 0)
-	return copyUpTo(c.msgs[start:], n), nil
-}
-
 func (m *Memory) TailStart(_ context.Context, channel string, n int) (ID, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

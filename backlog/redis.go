@@ -61,7 +61,7 @@ func CheckKeyPrefix(prefix string) error {
 // channel, shared by every gateway replica and by trusted publishers that
 // XADD directly (docs/redis.md). It is safe for concurrent use.
 //
-// Create, Info, Append, Range, Tail and TrimExpired work with any
+// Create, Info, Append, Range, TailStart and TrimExpired work with any
 // redis.UniversalClient, Cluster included. Read needs a client that can
 // dedicate a connection to a blocking XREAD (*redis.Client: standalone or
 // Sentinel failover); with other clients it returns an error.
@@ -454,36 +454,6 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 		page.Continuous = xi.EntriesAdded == xi.Length
 	}
 	return page, nil
-}
-
-func (r *Redis) Tail(ctx context.Context, channel string, n int) ([]Message, error) {
-	if r.isClosed() {
-		return nil, ErrClosed
-	}
-	pipe := r.client.Pipeline()
-	exists := pipe.Exists(ctx, r.metaKey(channel))
-	var msgs *redis.XMessageSliceCmd
-	if n > 0 {
-		msgs = pipe.XRevRangeN(ctx, r.streamKey(channel), "+", "-", int64(n))
-	}
-	pipe.Exec(ctx)
-	if c, err := exists.Result(); err != nil {
-		return nil, r.wrap(ctx, err)
-	} else if c == 0 {
-		return nil, ErrNotFound
-	}
-	if msgs == nil {
-		return nil, nil
-	}
-	xs, err := msgs.Result()
-	if err != nil {
-		return nil, r.wrap(ctx, err)
-	}
-	out := messagesOf(xs)
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
-	return out, nil
 }
 
 // TailStart walks back from the newest entry in a script, so that only the

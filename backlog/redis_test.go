@@ -449,7 +449,6 @@ func TestRedisDownIsUnavailableThenRecovers(t *testing.T) {
 		{"Info", func() error { _, err := r.Info(ctx, "c"); return err }},
 		{"Append", func() error { _, err := r.Append(ctx, "c", []byte("1")); return err }},
 		{"Range", func() error { _, err := r.Range(ctx, "c", backlog.Zero, 10); return err }},
-		{"Tail", func() error { _, err := r.Tail(ctx, "c", 10); return err }},
 		{"TailStart", func() error { _, err := r.TailStart(ctx, "c", 10); return err }},
 		{"Read", func() error { _, err := r.Read(ctx, cursors, 10); return err }},
 		{"TrimExpired", func() error { return r.TrimExpired(ctx) }},

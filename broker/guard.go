@@ -51,9 +51,6 @@ func (g *guardedLog) Range(ctx context.Context, channel string, after backlog.ID
 	return guard(g, ctx, channel, func(ctx context.Context) (backlog.Page, error) { return g.log.Range(ctx, channel, after, limit) })
 }
 
-func (g *guardedLog) Tail(ctx context.Context, channel string, n int) ([]backlog.Message, error) {
-	return guard(g, ctx, channel, func(ctx context.Context) ([]backlog.Message, error) { return g.log.Tail(ctx, channel, n) })
-}
 
 func (g *guardedLog) AppendIdempotent(ctx context.Context, channel string, data []byte, idem backlog.Idempotency) (backlog.ID, bool, error) {
 	type appended struct {

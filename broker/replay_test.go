@@ -14,7 +14,7 @@ import (
 	"github.com/tslm/tslm/broker"
 )
 
-// countingLog counts Range calls and records the bytes each Range or Tail
+// countingLog counts Range calls and records the bytes each Range
 // returned. before, when set, runs before every Range with its number.
 type countingLog struct {
 	*backlog.Memory
@@ -37,12 +37,6 @@ func (l *countingLog) Range(ctx context.Context, channel string, after backlog.I
 	page, err := l.Memory.Range(ctx, channel, after, limit)
 	l.record(page.Messages)
 	return page, err
-}
-
-func (l *countingLog) Tail(ctx context.Context, channel string, n int) ([]backlog.Message, error) {
-	msgs, err := l.Memory.Tail(ctx, channel, n)
-	l.record(msgs)
-	return msgs, err
 }
 
 func (l *countingLog) record(msgs []backlog.Message) {
