@@ -51,7 +51,6 @@ func (g *guardedLog) Range(ctx context.Context, channel string, after backlog.ID
 	return guard(g, ctx, channel, func(ctx context.Context) (backlog.Page, error) { return g.log.Range(ctx, channel, after, limit) })
 }
 
-
 func (g *guardedLog) AppendIdempotent(ctx context.Context, channel string, data []byte, idem backlog.Idempotency) (backlog.ID, bool, error) {
 	type appended struct {
 		id        backlog.ID
