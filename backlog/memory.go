@@ -142,10 +142,7 @@ func (m *Memory) Append(_ context.Context, channel string, data []byte) (ID, err
 func (m *Memory) appendLocked(c *memChannel, data []byte) ID {
 	// The same rule as Redis: the millisecond clock, never going backwards,
 	// with a sequence number within one millisecond.
-	last := c.last
-	if last.Less(c.floor) {
-		last = c.floor
-	}
+	last := c.newest()
 	id := ID{Ms: uint64(m.cfg.Now().UnixMilli())}
 	if id.Ms <= last.Ms {
 		id = ID{Ms: last.Ms, Seq: last.Seq + 1}
@@ -230,10 +227,7 @@ func (m *Memory) Delete(_ context.Context, channel string) error {
 			delete(m.floors, name)
 		}
 	}
-	last := c.last
-	if last.Less(c.floor) {
-		last = c.floor
-	}
+	last := c.newest()
 	if last.Ms >= now {
 		if m.floors == nil {
 			m.floors = make(map[string]ID)
@@ -267,6 +261,15 @@ func (m *Memory) List(_ context.Context, prefix, cursor string, limit int) ([]st
 	}
 	names = names[:limit:limit]
 	return names, names[limit-1], nil
+}
+
+// newest is the greatest ID the name ever had: its newest message's, or a
+// deleted predecessor's (floor), after which new IDs go.
+func (c *memChannel) newest() ID {
+	if c.last.Less(c.floor) {
+		return c.floor
+	}
+	return c.last
 }
 
 // removeFirst drops the n oldest messages, clearing them so that the

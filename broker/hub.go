@@ -132,7 +132,7 @@ func (c *Config) setDefaults() {
 // fans each message out to them. It is safe for concurrent use.
 type Hub struct {
 	cfg Config
-	log backlog.Log // a guardedLog: its errors are *Error
+	log *guardedLog // its errors are *Error
 
 	mu       sync.Mutex
 	channels map[string]*channelState // channels with local subscribers
@@ -178,9 +178,9 @@ type Stats struct {
 func New(log backlog.Log, cfg Config) *Hub {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	log = &guardedLog{log: log, timeout: cfg.OperationTimeout, health: &availability{logger: cfg.Logger, now: time.Now}}
+	guarded := &guardedLog{log: log, timeout: cfg.OperationTimeout, health: &availability{logger: cfg.Logger, now: time.Now}}
 	h := &Hub{
-		cfg: cfg, log: log, channels: make(map[string]*channelState), ctx: ctx, cancel: cancel,
+		cfg: cfg, log: guarded, channels: make(map[string]*channelState), ctx: ctx, cancel: cancel,
 		budget: newReplayBudget(cfg.ReplayBytes),
 	}
 	h.mu.Lock()
@@ -208,7 +208,7 @@ func (h *Hub) Close() error {
 // other backlog call, so a probing load balancer also makes a recovery
 // show in the log without client traffic.
 func (h *Hub) Ready(ctx context.Context) error {
-	return h.log.(*guardedLog).Ping(ctx)
+	return h.log.Ping(ctx)
 }
 
 // Stats returns the hub's counters.
@@ -338,21 +338,28 @@ func (h *Hub) Messages(ctx context.Context, channel string, since backlog.ID, li
 	return pubs, page.Continuous, nil
 }
 
-// readSince reads the first page after since, as every transport resumes:
-// when the backlog proves nothing after since was lost, the messages after
-// it; otherwise (since was trimmed, or lies within or beyond what is held
-// without being held: the backlog was reset or lost its newest entries)
-// the oldest messages held, with Continuous false. A since older than
-// everything held reads the same either way, so only an unproven since
-// costs the second read.
+// readSince reads the first page after since, as every transport resumes
+// (see restartsAtOldest).
 func (h *Hub) readSince(ctx context.Context, channel string, since backlog.ID, limit int) (backlog.Page, error) {
 	page, err := h.log.Range(ctx, channel, since, limit)
-	if err != nil || page.Continuous || since.IsZero() {
+	if err != nil || !restartsAtOldest(since, page.Continuous, backlog.Zero) {
 		return page, err
 	}
 	page, err = h.log.Range(ctx, channel, backlog.Zero, limit)
 	page.Continuous = false
 	return page, err
+}
+
+// restartsAtOldest is the one rule by which every transport resumes: when
+// the backlog proves nothing after since was lost, the messages after it
+// follow; otherwise they start at the oldest message held, and a read
+// after since must be redone from there when since is not older than
+// oldest, the oldest held (Zero when the caller does not know it): since
+// was then never this backlog's, or the backlog lost its newest entries,
+// and held messages before since would be skipped. A since older than
+// everything held reads from the oldest anyway.
+func restartsAtOldest(since backlog.ID, continuous bool, oldest backlog.ID) bool {
+	return !continuous && !since.IsZero() && !since.Less(oldest)
 }
 
 // channelState is a channel with local subscribers.

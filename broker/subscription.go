@@ -130,9 +130,7 @@ func (s *Subscription) position(ctx context.Context, from From) (SubscribeResult
 		res.Resumed = continuous
 		if continuous {
 			s.lastSent = *from.Since
-		} else if !from.Since.Less(info.FirstID) {
-			// Since lies within or beyond what is held (the backlog was
-			// reset or lost its newest entries): start from the oldest.
+		} else if restartsAtOldest(*from.Since, continuous, info.FirstID) {
 			s.dropPending()
 			if _, err := s.readPage(ctx, backlog.Zero); err != nil {
 				return res, err
