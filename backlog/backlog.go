@@ -104,6 +104,12 @@ type ChannelConfig struct {
 	// is kept however old, so that a client that saw it can always prove
 	// it resumes right after it.
 	Retention time.Duration
+	// Expiry, when > 0, deletes the channel (meta, messages, idempotency
+	// keys) once Expiry passes with no Create or Append of it: Create of
+	// an existing channel with Expiry > 0 leaves its configuration
+	// unchanged but restarts the countdown, and so does each Append. An
+	// expired channel is as if it never existed. Session inboxes use it.
+	Expiry time.Duration
 }
 
 // Info describes a channel.

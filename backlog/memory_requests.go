@@ -259,3 +259,8 @@ func (m *Memory) Reclaim(_ context.Context, channel, group, consumer string, min
 	q.trimAcked()
 	return out, nil
 }
+
+// Release is TODO(h14) [backlog].
+func (m *Memory) Release(_ context.Context, channel, group string, ids ...ID) (int, error) {
+	return 0, ErrUnavailable // not implemented yet
+}

@@ -393,3 +393,8 @@ func (r *Redis) Reclaim(ctx context.Context, channel, group, consumer string, mi
 	}
 	return out, nil
 }
+
+// Release is TODO(h14) [backlog].
+func (r *Redis) Release(_ context.Context, channel, group string, ids ...ID) (int, error) {
+	return 0, fmt.Errorf("%w: Release not implemented yet", ErrUnavailable)
+}

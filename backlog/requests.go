@@ -56,6 +56,13 @@ type Requests interface {
 	// unknown group has nothing pending. ErrNotFound when the channel
 	// does not exist.
 	Reclaim(ctx context.Context, channel, group, consumer string, minIdle time.Duration, n int) ([]Request, error)
+
+	// Release makes requests pending for group (claimed by a consumer
+	// that will not answer them, e.g. whose app disconnected) at once
+	// reclaimable by any consumer's Reclaim, whatever its minIdle.
+	// Unknown or acked IDs are ignored. It returns how many were
+	// pending. ErrNotFound when the channel does not exist.
+	Release(ctx context.Context, channel, group string, ids ...ID) (int, error)
 }
 
 // Request is one entry of a channel's request queue.

@@ -15,6 +15,7 @@ const (
 	CodeLimitExceeded Code = "limit_exceeded" // a configured limit (subscriptions, max_len, channels…)
 	CodeUnavailable   Code = "unavailable"    // the backlog cannot be reached or did not answer in time; retry later
 	CodeInternal      Code = "internal"       // a bug or unexpected failure
+	CodeTimeout       Code = "timeout"        // a request got no reply before its deadline
 	// CodeCanceled is never sent: the client gave up on the command (it
 	// went away, or closed the subscription), so nobody reads the answer,
 	// and it says nothing about the backlog's health.

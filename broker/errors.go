@@ -37,6 +37,9 @@ var (
 	ErrUnavailable = &Error{Code: CodeUnavailable, Message: "the backlog is unavailable; retry later"}
 	ErrInternal    = &Error{Code: CodeInternal, Message: "internal error"}
 	ErrCanceled    = &Error{Code: CodeCanceled, Message: "canceled"}
+	// ErrRequestTimeout is sent for a request whose deadline passed with
+	// no reply, and for nothing else.
+	ErrRequestTimeout = &Error{Code: CodeTimeout, Message: "no reply before the request's deadline"}
 
 	ErrBadChannel = ErrBadRequest.With("channel names are 1-128 bytes of A-Z a-z 0-9 . _ : -")
 	ErrBadConfig  = ErrBadRequest.With("invalid channel configuration")
@@ -62,6 +65,18 @@ var (
 	// replica's replay byte budget (Config.ReplayBytes) had no room for a
 	// page within Config.ReplayWait.
 	ErrReplayCapacity = ErrUnavailable.With("replay capacity exhausted: retry later")
+	// ErrReserved refuses every public and internal operation on a
+	// session inbox (see IsReserved).
+	ErrReserved = ErrForbidden.With("channel names starting with " + InboxPrefix + " are reserved for request sessions")
+	// ErrBadSession is a session token that is not one the gateway could
+	// have issued.
+	ErrBadSession = ErrBadRequest.With("malformed session token")
+	// ErrSessionExpired is a well-formed token with no live session: it
+	// expired, or it was never issued.
+	ErrSessionExpired = ErrNotFound.With("session expired or unknown")
+	// ErrRequestGone answers a reply to a request the replying app does
+	// not hold.
+	ErrRequestGone = ErrNotFound.With("no such request awaiting a reply: unknown, answered, expired or handed to another server")
 )
 
 // With returns a refinement of e with a message for the client.

@@ -77,6 +77,31 @@ type Config struct {
 	// IdempotencyWindow is how long a publish's idempotency key is
 	// remembered after its first use; 0 means 10m.
 	IdempotencyWindow time.Duration
+	// RequestTimeout is a request's timeout when its sender names none;
+	// 0 means 5s.
+	RequestTimeout time.Duration
+	// MaxRequestTimeout is the longest timeout a request may ask for;
+	// 0 means 60s.
+	MaxRequestTimeout time.Duration
+	// MaxInflight bounds the requests one session awaits; 0 means 100.
+	MaxInflight int
+	// SessionTTL is how long a session's inbox outlives its last
+	// connection, for the client to reconnect and collect its replies;
+	// 0 means 5m.
+	SessionTTL time.Duration
+	// SessionReplies bounds the replies a session's inbox holds; 0 means
+	// 1000.
+	SessionReplies int64
+	// ServeInflight bounds the requests one serving connection holds per
+	// channel (handed to the app, not yet answered); 0 means 100.
+	ServeInflight int
+	// ReclaimAfter is how long a request claimed by a replica that went
+	// away waits before another serving app may take it; 0 means 10s.
+	ReclaimAfter time.Duration
+	// ServeBlock is how long a serving loop waits for requests at a time;
+	// it bounds how soon requests released on another replica are seen.
+	// 0 means 1s.
+	ServeBlock time.Duration
 	// Logger receives the hub's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -121,6 +146,26 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdempotencyWindow <= 0 {
 		c.IdempotencyWindow = 10 * time.Minute
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.MaxRequestTimeout <= 0 {
+		c.MaxRequestTimeout = time.Minute
+	}
+	def(&c.MaxInflight, 100)
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 5 * time.Minute
+	}
+	if c.SessionReplies <= 0 {
+		c.SessionReplies = 1000
+	}
+	def(&c.ServeInflight, 100)
+	if c.ReclaimAfter <= 0 {
+		c.ReclaimAfter = 10 * time.Second
+	}
+	if c.ServeBlock <= 0 {
+		c.ServeBlock = time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
