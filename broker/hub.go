@@ -217,6 +217,15 @@ type Stats struct {
 	// ReplayRefused counts subscriptions refused or ended because the
 	// replay budget had no room within ReplayWait.
 	ReplayRefused int64
+
+	// Requests (session.go, serve.go).
+	Sessions        int64 // sessions open on this replica
+	RequestsPending int64 // requests local sessions await
+	Replies         int64 // replies delivered to requesters
+	Refusals        int64 // refusals delivered to requesters
+	Timeouts        int64 // requests answered with a timeout
+	RepliesDropped  int64 // inbox entries dropped: malformed, or for no awaited request
+	Servings        int64 // channels served by local connections
 }
 
 // New starts a hub over log. Close stops it; it does not close log.
