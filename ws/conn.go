@@ -35,6 +35,13 @@ type conn struct {
 	limiter *rate.Limiter                   // nil when unlimited
 	strikes *rate.Limiter                   // rate-limited commands tolerated
 
+	// Requests (requests.go), reader goroutine only like subs: the one
+	// session, made by the first request or resumed, and the channels
+	// served.
+	session  *broker.Session
+	servings map[string]*broker.Serving
+	answers  answerGate
+
 	closeOnce sync.Once
 	closing   chan struct{} // closed by close
 	reason    CloseReason   // set before closing is closed
@@ -45,15 +52,16 @@ var _ broker.Sink = (*conn)(nil)
 func newConn(s *Server, ws *websocket.Conn) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
-		srv:     s,
-		ws:      ws,
-		legacy:  ws.Subprotocol() == ProtocolLegacy,
-		enc:     v1Encoder,
-		queue:   newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes),
-		ctx:     ctx,
-		cancel:  cancel,
-		subs:    make(map[string]*broker.Subscription),
-		closing: make(chan struct{}),
+		srv:      s,
+		ws:       ws,
+		legacy:   ws.Subprotocol() == ProtocolLegacy,
+		enc:      v1Encoder,
+		queue:    newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes),
+		ctx:      ctx,
+		cancel:   cancel,
+		subs:     make(map[string]*broker.Subscription),
+		servings: make(map[string]*broker.Serving),
+		closing:  make(chan struct{}),
 	}
 	if c.legacy {
 		c.enc = legacyEncoder
@@ -77,6 +85,7 @@ func (c *conn) serve() {
 	for _, sub := range c.subs {
 		sub.Close()
 	}
+	c.closeRequests()
 	<-writerDone
 	c.ws.Close()
 }
@@ -270,7 +279,13 @@ func (c *conn) logClose() {
 
 // Deliver implements broker.Sink for live publications.
 func (c *conn) Deliver(p *broker.Publication) bool {
-	if !c.queue.offer(p.Frame(c.enc)) {
+	return c.offer(p.Frame(c.enc))
+}
+
+// offer queues a frame that must not wait (a live message, an answer); a
+// full queue closes the connection as a slow consumer.
+func (c *conn) offer(frame []byte) bool {
+	if !c.queue.offer(frame) {
 		c.close(CloseSlowConsumer)
 		return false
 	}

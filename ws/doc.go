@@ -9,4 +9,10 @@
 // blocks nor logs; a full queue closes the connection as a slow consumer
 // (close code 4000), and the client resumes with since. The writer logs
 // the close. Server is safe for concurrent use.
+//
+// Requests (requests.go) follow the same rules: a session's answers come
+// from hub goroutines and are queued without waiting, like live messages
+// (the client resumes its session after a 4000); requests handed to a
+// serving app wait for room, like a replay. The session and the servings
+// belong to the reader goroutine, as subscriptions do.
 package ws

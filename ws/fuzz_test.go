@@ -26,6 +26,14 @@ func FuzzParseCommand(f *testing.F) {
 		`{"type":"Publish","ref":"r","channel":"x"}`,
 		`{"type":1,"ref":"r","channel":"x"}`,
 		`{"type":"unsubscribe","channel":"c","ref":"` + strings.Repeat("r", 65) + `"}`,
+		`{"type":"request","ref":"r7","channel":"orders","data":{"n":1},"timeout_ms":5000}`,
+		`{"type":"session","ref":"s1","session":"tok","pending":[{"channel":"orders","id":"1-0","ref":"r7","timeout_ms":3000}]}`,
+		`{"type":"session","session":"tok","pending":[{"channel":"_inbox.x","id":"1-0"},{"channel":"a","id":"1-0","id":"2-0"}]}`,
+		`{"type":"serve","ref":"s","channel":"orders"}`,
+		`{"type":"unserve","ref":"u","channel":"orders"}`,
+		`{"type":"reply","ref":"x","channel":"orders","id":"1-0","data":{"ok":true}}`,
+		`{"type":"reply","ref":"x","channel":"orders","id":"1-0","error":{"code":"busy","message":"later"}}`,
+		`{"type":"reply","channel":"orders","id":"1-0","error":{"Code":"busy","code":"x"}}`,
 		`[]`, `null`, `"x"`, ``, `{}`, ` {"type":"subscribe","channel":"c"} `,
 	} {
 		f.Add([]byte(seed))
@@ -48,22 +56,42 @@ func FuzzParseCommand(f *testing.F) {
 			}
 			return
 		}
-		if cmd.Type == nil || cmd.Channel == nil {
-			t.Fatalf("no error, but type %v, channel %v", cmd.Type, cmd.Channel)
+		if cmd.Type == nil {
+			t.Fatal("no error, but no type")
+		}
+		// The validators of each command must not panic, and answer with
+		// documented codes only.
+		validated := map[broker.Code]bool{broker.CodeBadRequest: true, broker.CodeTooLarge: true, broker.CodeForbidden: true}
+		check := func(perr *broker.Error) {
+			if perr != nil && (!validated[perr.Code] || perr.Message == "" || !utf8.ValidString(perr.Message)) {
+				t.Fatalf("validator error %q %q", perr.Code, perr.Message)
+			}
 		}
 		switch *cmd.Type {
-		case typeCreate, typeSubscribe, typeUnsubscribe, typePublish:
+		case typeCreate, typeSubscribe, typeUnsubscribe, typePublish, typeRequest, typeServe, typeUnserve, typeReply:
+		case typeSession:
+			_, _, perr := cmd.resume()
+			check(perr)
+			return // its channels are in pending
 		default:
 			t.Fatalf("no error for type %q", *cmd.Type)
 		}
-		if !backlog.ValidChannel(*cmd.Channel) {
+		if cmd.Channel == nil || !backlog.ValidChannel(*cmd.Channel) {
 			t.Fatalf("no error for channel %q", *cmd.Channel)
 		}
 		if cmd.Ref != nil && *cmd.Ref != ref {
 			t.Fatalf("valid command with ref %q, returned ref %q", *cmd.Ref, ref)
 		}
-		// The position and options validators must not panic either.
-		cmd.subscribeFrom()
-		cmd.channelOptions()
+		_, perr = cmd.subscribeFrom()
+		check(perr)
+		_, perr = cmd.channelOptions()
+		check(perr)
+		_, perr = cmd.requestTimeout()
+		check(perr)
+		_, _, refusal, perr := cmd.reply(100)
+		check(perr)
+		if refusal != nil && (!validRefusalCode(refusal.Code) || len(refusal.Message) > MaxRefusalMessageBytes) {
+			t.Fatalf("reply accepted with refusal %+v", refusal)
+		}
 	})
 }

@@ -9,6 +9,10 @@ func opOf(commandType string) Ops {
 		return OpCreate
 	case typePublish:
 		return OpPublish
+	case typeRequest, typeSession:
+		return OpRequest
+	case typeServe, typeUnserve, typeReply:
+		return OpServe
 	}
 	return OpSubscribe
 }
@@ -20,9 +24,20 @@ func (c *conn) handle(frame []byte) {
 		c.replyError(ref, perr)
 		return
 	}
-	typ, channel := *cmd.Type, *cmd.Channel
+	typ := *cmd.Type
 	if c.srv.cfg.Allow&opOf(typ) == 0 {
 		c.replyError(ref, broker.ErrForbidden.With("%s is not allowed on this listener", typ))
+		return
+	}
+	if typ == typeSession {
+		c.resumeSession(ref, &cmd)
+		return
+	}
+	channel := *cmd.Channel
+	if broker.IsReserved(channel) {
+		// The hub refuses them too; refusing here keeps local commands
+		// (unsubscribe, unserve) in line and spares the backlog a trip.
+		c.replyError(ref, broker.ErrReserved)
 		return
 	}
 	switch typ {
@@ -70,6 +85,19 @@ func (c *conn) handle(frame []byte) {
 		c.publish(ref, channel, cmd.Data, func(id string) []byte {
 			return encodeAck(ackFrame{Ref: ref, Channel: channel, ID: id})
 		})
+
+	case typeRequest:
+		c.request(ref, channel, &cmd)
+
+	case typeServe:
+		c.startServing(ref, channel)
+
+	case typeUnserve:
+		c.stopServing(channel)
+		c.reply(encodeAck(ackFrame{Ref: ref, Channel: channel}))
+
+	case typeReply:
+		c.answer(ref, channel, &cmd)
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
@@ -27,6 +29,11 @@ const (
 	typeSubscribe   = "subscribe"
 	typeUnsubscribe = "unsubscribe"
 	typePublish     = "publish"
+	typeRequest     = "request"
+	typeSession     = "session"
+	typeServe       = "serve"
+	typeUnserve     = "unserve"
+	typeReply       = "reply"
 )
 
 // command is any v1 client frame. Pointers tell absent fields from zero
@@ -43,6 +50,16 @@ type command struct {
 	Data      json.RawMessage `json:"data"`
 	// IdempotencyKey makes a publish safe to retry.
 	IdempotencyKey *string `json:"idempotency_key"`
+	// TimeoutMs is how long a request waits for its answer.
+	TimeoutMs *int64 `json:"timeout_ms"`
+	// Session and Pending resume a session: its token and the requests
+	// the client still awaits (see pendingRequests).
+	Session *string         `json:"session"`
+	Pending json.RawMessage `json:"pending"`
+	// ID and Error are a reply's: the request answered, and a refusal
+	// instead of data (see refusal).
+	ID    *string         `json:"id"`
+	Error json.RawMessage `json:"error"`
 }
 
 func badRequest(format string, args ...any) *broker.Error {
@@ -62,7 +79,7 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *broker.Error) {
 	if cmd.Ref != nil && len(*cmd.Ref) <= MaxRefBytes {
 		ref = *cmd.Ref
 	}
-	if perr := checkFieldNames(frame); perr != nil {
+	if perr := checkFieldNames(frame, commandFields); perr != nil {
 		return cmd, ref, perr
 	}
 	var typeErr *json.UnmarshalTypeError
@@ -77,7 +94,11 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *broker.Error) {
 		return cmd, ref, badRequest("missing field \"type\"")
 	}
 	switch *cmd.Type {
-	case typeCreate, typeSubscribe, typeUnsubscribe, typePublish:
+	case typeCreate, typeSubscribe, typeUnsubscribe, typePublish,
+		typeRequest, typeServe, typeUnserve, typeReply:
+	case typeSession:
+		// A session names its channels in pending.
+		return cmd, ref, nil
 	default:
 		return cmd, ref, broker.ErrUnknownType.With("unknown command type %q", truncate(*cmd.Type, 64))
 	}
@@ -91,32 +112,38 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *broker.Error) {
 }
 
 // commandFields are the v1 field names, in the bit order checkFieldNames
-// uses.
-var commandFields = [...]string{"type", "ref", "channel", "since", "last", "max_len", "retention", "data", "idempotency_key"}
+// uses. pendingFields and refusalFields are those of the objects nested in
+// a session's pending list and in a reply's error.
+var (
+	commandFields = []string{"type", "ref", "channel", "since", "last", "max_len", "retention", "data", "idempotency_key",
+		"timeout_ms", "session", "pending", "id", "error"}
+	pendingFields = []string{"channel", "id", "ref", "timeout_ms"}
+	refusalFields = []string{"code", "message"}
+)
 
 // checkFieldNames refuses what encoding/json would quietly accept: a field
 // repeated (the last one would win) or a known field in another case
 // ("Type", "DATA"), which would be matched as if spelled right. Clients
 // then learn of their typo instead of depending on it. frame must be a
-// valid JSON object.
-func checkFieldNames(frame []byte) *broker.Error {
+// valid JSON object; fields has at most 64 names.
+func checkFieldNames(frame []byte, fields []string) *broker.Error {
 	dec := json.NewDecoder(bytes.NewReader(frame))
 	if _, err := dec.Token(); err != nil { // the opening brace
 		return badRequest("frame must be a JSON object")
 	}
-	var seen uint
+	var seen uint64
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return badRequest("frame could not be decoded: %v", err)
 		}
 		key, _ := tok.(string)
-		switch i := slices.Index(commandFields[:], key); {
+		switch i := slices.Index(fields, key); {
 		case i >= 0 && seen&(1<<i) != 0:
 			return badRequest("field %q appears more than once", key)
 		case i >= 0:
 			seen |= 1 << i
-		case slices.ContainsFunc(commandFields[:], func(f string) bool { return strings.EqualFold(f, key) }):
+		case slices.ContainsFunc(fields, func(f string) bool { return strings.EqualFold(f, key) }):
 			return badRequest("field names are case-sensitive: %q", truncate(key, 32))
 		}
 		var skip skipValue
@@ -194,18 +221,219 @@ func (cmd *command) channelOptions() (broker.ChannelOptions, *broker.Error) {
 	return opts, nil
 }
 
+// Bounds of a reply's error, which reaches the requester as is.
+const (
+	MaxRefusalCodeBytes    = 64
+	MaxRefusalMessageBytes = 1024
+)
+
+// requestTimeout validates a request's timeout_ms; 0 means absent, for the
+// hub's default. The hub checks the upper bound, which it owns.
+func (cmd *command) requestTimeout() (time.Duration, *broker.Error) {
+	if cmd.TimeoutMs == nil {
+		return 0, nil
+	}
+	return timeoutOf("timeout_ms", *cmd.TimeoutMs)
+}
+
+func timeoutOf(field string, ms int64) (time.Duration, *broker.Error) {
+	if ms <= 0 {
+		return 0, badRequest("%s must be a positive number of milliseconds", field)
+	}
+	if ms > int64(math.MaxInt64/time.Millisecond) {
+		// Over any bound: the hub refuses it, naming its maximum.
+		return time.Duration(math.MaxInt64), nil
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// pendingEntry is one request of a session command's pending list.
+type pendingEntry struct {
+	Channel   *string `json:"channel"`
+	ID        *string `json:"id"`
+	Ref       *string `json:"ref"`
+	TimeoutMs *int64  `json:"timeout_ms"`
+}
+
+// resume validates a session command: the token (checked by the hub, which
+// knows what it issues) and the pending list, as strictly as a frame.
+func (cmd *command) resume() (token string, pending []broker.Pending, perr *broker.Error) {
+	if cmd.Session == nil {
+		return "", nil, badRequest("missing field \"session\"")
+	}
+	raw := bytes.TrimSpace(cmd.Pending)
+	if len(raw) == 0 {
+		return *cmd.Session, nil, nil
+	}
+	var entries []json.RawMessage
+	if raw[0] != '[' || json.Unmarshal(raw, &entries) != nil {
+		return "", nil, badRequest("pending must be an array of {\"channel\",\"id\",\"ref\",\"timeout_ms\"}")
+	}
+	type key struct {
+		channel string
+		id      backlog.ID
+	}
+	seen := make(map[key]bool, len(entries))
+	pending = make([]broker.Pending, 0, len(entries))
+	for i, e := range entries {
+		p, perr := parsePending(e)
+		if perr != nil {
+			if perr.Code != broker.CodeBadRequest {
+				return "", nil, perr
+			}
+			return "", nil, badRequest("pending[%d]: %s", i, perr.Message)
+		}
+		k := key{p.Channel, p.ID}
+		if seen[k] {
+			return "", nil, badRequest("pending[%d]: request %s of %s is listed twice", i, p.ID, p.Channel)
+		}
+		seen[k] = true
+		pending = append(pending, p)
+	}
+	return *cmd.Session, pending, nil
+}
+
+func parsePending(raw json.RawMessage) (broker.Pending, *broker.Error) {
+	var p broker.Pending
+	if len(raw) == 0 || raw[0] != '{' {
+		return p, badRequest("must be an object")
+	}
+	if perr := checkFieldNames(raw, pendingFields); perr != nil {
+		return p, perr
+	}
+	var e pendingEntry
+	if perr := decodeObject(raw, &e); perr != nil {
+		return p, perr
+	}
+	switch {
+	case e.Channel == nil:
+		return p, badRequest("missing field \"channel\"")
+	case !backlog.ValidChannel(*e.Channel):
+		return p, broker.ErrBadChannel
+	case broker.IsReserved(*e.Channel):
+		return p, broker.ErrReserved
+	case e.ID == nil:
+		return p, badRequest("missing field \"id\"")
+	case e.Ref != nil && len(*e.Ref) > MaxRefBytes:
+		return p, badRequest("ref is longer than %d bytes", MaxRefBytes)
+	}
+	id, err := backlog.ParseID(*e.ID)
+	if err != nil {
+		return p, badRequest("id must be a request id of the form <ms>-<seq>")
+	}
+	p = broker.Pending{Channel: *e.Channel, ID: id}
+	if e.Ref != nil {
+		p.Tag = *e.Ref
+	}
+	if e.TimeoutMs != nil {
+		d, perr := timeoutOf("timeout_ms", *e.TimeoutMs)
+		if perr != nil {
+			return p, perr
+		}
+		p.Timeout = d
+	}
+	return p, nil
+}
+
+// decodeObject decodes a nested object whose field names were checked,
+// naming a field of the wrong type.
+func decodeObject(raw json.RawMessage, v any) *broker.Error {
+	err := json.Unmarshal(raw, v)
+	if typeErr, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		return badRequest("field %q must be %s", typeErr.Field, jsonKind(typeErr.Type.Kind().String()))
+	}
+	if err != nil {
+		return badRequest("could not be decoded: %v", err)
+	}
+	return nil
+}
+
+// reply validates a reply command: the request it answers, and exactly one
+// of data (at most maxData bytes) or error.
+func (cmd *command) reply(maxData int) (id backlog.ID, data []byte, refusal *broker.Refusal, perr *broker.Error) {
+	if cmd.ID == nil {
+		return id, nil, nil, badRequest("missing field \"id\"")
+	}
+	id, err := backlog.ParseID(*cmd.ID)
+	if err != nil {
+		return id, nil, nil, badRequest("id must be a request id of the form <ms>-<seq>")
+	}
+	switch {
+	case len(cmd.Data) > 0 && len(cmd.Error) > 0:
+		return id, nil, nil, badRequest("data and error are exclusive: a reply either answers or refuses")
+	case len(cmd.Data) > maxData:
+		return id, nil, nil, broker.ErrTooLarge.With("data is larger than %d bytes", maxData)
+	case len(cmd.Data) > 0:
+		return id, cmd.Data, nil, nil
+	case len(cmd.Error) == 0:
+		return id, nil, nil, badRequest("missing field \"data\", or \"error\" to refuse the request")
+	}
+	refusal, perr = parseRefusal(cmd.Error)
+	return id, nil, refusal, perr
+}
+
+func parseRefusal(raw json.RawMessage) (*broker.Refusal, *broker.Error) {
+	wrap := func(perr *broker.Error) *broker.Error {
+		return badRequest("error: %s", perr.Message)
+	}
+	if raw[0] != '{' {
+		return nil, badRequest("error must be an object {\"code\",\"message\"}")
+	}
+	if perr := checkFieldNames(raw, refusalFields); perr != nil {
+		return nil, wrap(perr)
+	}
+	var e struct {
+		Code    *string `json:"code"`
+		Message *string `json:"message"`
+	}
+	if perr := decodeObject(raw, &e); perr != nil {
+		return nil, wrap(perr)
+	}
+	switch {
+	case e.Code == nil:
+		return nil, badRequest("error: missing field \"code\"")
+	case !validRefusalCode(*e.Code):
+		return nil, badRequest("error: code must be 1-%d bytes of a-z 0-9 _ . -", MaxRefusalCodeBytes)
+	case e.Message != nil && len(*e.Message) > MaxRefusalMessageBytes:
+		return nil, badRequest("error: message is longer than %d bytes", MaxRefusalMessageBytes)
+	}
+	r := &broker.Refusal{Code: *e.Code}
+	if e.Message != nil {
+		r.Message = *e.Message
+	}
+	return r, nil
+}
+
+func validRefusalCode(code string) bool {
+	if len(code) == 0 || len(code) > MaxRefusalCodeBytes {
+		return false
+	}
+	for i := range len(code) {
+		switch b := code[i]; {
+		case b >= 'a' && b <= 'z', b >= '0' && b <= '9', b == '_', b == '.', b == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // Server frames.
 
 type ackFrame struct {
-	Type    string  `json:"type"`
-	Ref     string  `json:"ref,omitempty"`
-	Channel string  `json:"channel"`
+	Type string `json:"type"`
+	Ref  string `json:"ref,omitempty"`
+	// Channel is absent from a session's ack only.
+	Channel string  `json:"channel,omitempty"`
 	Created *bool   `json:"created,omitempty"`
 	Head    *string `json:"head,omitempty"`
 	Resumed *bool   `json:"resumed,omitempty"`
 	ID      string  `json:"id,omitempty"`
 	// Duplicate answers a publish with an idempotency key.
 	Duplicate *bool `json:"duplicate,omitempty"`
+	// Session is the token of the session a request belongs to, on every
+	// request's ack and on a session's.
+	Session string `json:"session,omitempty"`
 }
 
 type errorFrame struct {
@@ -213,6 +441,61 @@ type errorFrame struct {
 	Ref     string      `json:"ref,omitempty"`
 	Code    broker.Code `json:"code"`
 	Message string      `json:"message"`
+	// Channel and ID name the request a timeout answers.
+	Channel string `json:"channel,omitempty"`
+	ID      string `json:"id,omitempty"`
+}
+
+// replyFrame carries a request's answer: data, or the responder's refusal.
+type replyFrame struct {
+	Type    string          `json:"type"`
+	Ref     string          `json:"ref,omitempty"`
+	Channel string          `json:"channel"`
+	ID      string          `json:"id"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Error   *broker.Refusal `json:"error,omitempty"`
+}
+
+// requestFrame hands a request to a serving app.
+type requestFrame struct {
+	Type       string          `json:"type"`
+	Channel    string          `json:"channel"`
+	ID         string          `json:"id"`
+	Data       json.RawMessage `json:"data"`
+	DeadlineMs int64           `json:"deadline_ms"`
+	Deliveries int64           `json:"deliveries"`
+}
+
+// encodeAnswer frames a session's answer: a reply, or the timeout error.
+func encodeAnswer(a broker.Answer) []byte {
+	if a.Timeout {
+		b, _ := json.Marshal(errorFrame{Type: "error", Ref: a.Tag, Code: broker.CodeTimeout,
+			Message: broker.ErrRequestTimeout.Message, Channel: a.Channel, ID: a.ID.String()})
+		return b
+	}
+	f := replyFrame{Type: "reply", Ref: a.Tag, Channel: a.Channel, ID: a.ID.String(), Error: a.Refusal}
+	if a.Refusal == nil {
+		f.Data = asJSON(a.Data)
+	}
+	b, _ := json.Marshal(f) // the data is JSON; strings always marshal
+	return b
+}
+
+func encodeServedRequest(r broker.ServedRequest) []byte {
+	b, _ := json.Marshal(requestFrame{Type: "request", Channel: r.Channel, ID: r.ID.String(),
+		Data: asJSON(r.Data), DeadlineMs: r.Deadline.UnixMilli(), Deliveries: r.Deliveries})
+	return b
+}
+
+// asJSON passes JSON through and makes anything else a JSON string, as the
+// hub does for messages: requests and replies may be written to Redis by
+// apps, and one malformed payload must not break the frame around it.
+func asJSON(data []byte) json.RawMessage {
+	if len(data) > 0 && json.Valid(data) && utf8.Valid(data) {
+		return data
+	}
+	quoted, _ := json.Marshal(string(data)) // a string always marshals
+	return quoted
 }
 
 func encodeAck(a ackFrame) []byte {

@@ -23,13 +23,15 @@ const (
 	OpSubscribe Ops = 1 << iota // subscribe and unsubscribe
 	OpPublish
 	OpCreate
-	OpAll = OpSubscribe | OpPublish | OpCreate
+	OpRequest // request, and session to resume one
+	OpServe   // serve, unserve and reply: answering requests
+	OpAll     = OpSubscribe | OpPublish | OpCreate | OpRequest | OpServe
 )
 
 var opNames = []struct {
 	op   Ops
 	name string
-}{{OpSubscribe, "subscribe"}, {OpPublish, "publish"}, {OpCreate, "create"}}
+}{{OpSubscribe, "subscribe"}, {OpPublish, "publish"}, {OpCreate, "create"}, {OpRequest, "request"}, {OpServe, "serve"}}
 
 // ParseOps parses names such as ["subscribe", "publish"].
 func ParseOps(names []string) (Ops, error) {
@@ -37,7 +39,7 @@ func ParseOps(names []string) (Ops, error) {
 	for _, n := range names {
 		op := opByName(strings.TrimSpace(n))
 		if op == 0 {
-			return 0, fmt.Errorf("unknown operation %q (want subscribe, publish or create)", n)
+			return 0, fmt.Errorf("unknown operation %q (want subscribe, publish, create, request or serve)", n)
 		}
 		ops |= op
 	}
@@ -73,8 +75,8 @@ type Config struct {
 	// MaxFrameBytes is the largest frame read; a larger one closes the
 	// connection with 1009. 0 means 131072.
 	MaxFrameBytes int64
-	// MaxDataBytes is the largest publish payload; a larger one is refused
-	// with too_large. 0 means 65536.
+	// MaxDataBytes is the largest publish, request or reply payload; a
+	// larger one is refused with too_large. 0 means 65536.
 	MaxDataBytes int
 	// SendQueueFrames and SendQueueBytes bound what is queued for a client
 	// and not yet written to its socket (the batch being written
@@ -82,7 +84,8 @@ type Config struct {
 	// a slow consumer. 0 means 1024 frames and 4 MiB.
 	SendQueueFrames int
 	SendQueueBytes  int
-	// MaxSubscriptions bounds a connection's subscriptions; 0 means 100.
+	// MaxSubscriptions bounds a connection's subscriptions, and
+	// separately the channels it serves; 0 means 100.
 	MaxSubscriptions int
 	// MaxConnections bounds this listener's connections, open or being
 	// upgraded; one more is refused before the upgrade with HTTP 503 and
