@@ -94,6 +94,20 @@ type Config struct {
 	// see backlog.MemoryConfig.
 	MaxIdempotencyKeys int
 
+	// Requests and sessions: see broker.Config (MaxInflightRequests is
+	// its MaxInflight, RequestReclaimAfter its ReclaimAfter). SessionTTL
+	// must be at least MaxRequestTimeout, and RequestTimeout at most.
+	RequestTimeout      time.Duration
+	MaxRequestTimeout   time.Duration
+	MaxInflightRequests int
+	SessionTTL          time.Duration
+	SessionReplies      int64
+	ServeInflight       int
+	RequestReclaimAfter time.Duration
+	// MaxQueuedRequests bounds each channel's request queue, in either
+	// backlog: see backlog.MemoryConfig and RedisConfig's MaxRequests.
+	MaxQueuedRequests int
+
 	// MaxChannels bounds the in-memory backlog: see backlog.MemoryConfig.
 	MaxChannels int
 	// BlockInterval is how long a backlog read waits for news before it
@@ -173,6 +187,14 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.ReadBatch, hubDef.ReadBatch)
 	orDefault(&c.TrimInterval, hubDef.TrimInterval)
 	orDefault(&c.IdempotencyWindow, hubDef.IdempotencyWindow)
+	orDefault(&c.RequestTimeout, hubDef.RequestTimeout)
+	orDefault(&c.MaxRequestTimeout, hubDef.MaxRequestTimeout)
+	orDefault(&c.MaxInflightRequests, hubDef.MaxInflight)
+	orDefault(&c.SessionTTL, hubDef.SessionTTL)
+	orDefault(&c.SessionReplies, hubDef.SessionReplies)
+	orDefault(&c.ServeInflight, hubDef.ServeInflight)
+	orDefault(&c.RequestReclaimAfter, hubDef.ReclaimAfter)
+	orDefault(&c.MaxQueuedRequests, memDef.MaxRequests)
 
 	orDefault(&c.MaxChannels, memDef.MaxChannels)
 	orDefault(&c.MaxIdempotencyKeys, memDef.MaxIdempotencyKeys)
@@ -259,6 +281,14 @@ func (c *Config) Validate() error {
 		{"MaxListLimit", float64(c.MaxListLimit)},
 		{"IdempotencyWindow", float64(c.IdempotencyWindow)},
 		{"MaxIdempotencyKeys", float64(c.MaxIdempotencyKeys)},
+		{"RequestTimeout", float64(c.RequestTimeout)},
+		{"MaxRequestTimeout", float64(c.MaxRequestTimeout)},
+		{"MaxInflightRequests", float64(c.MaxInflightRequests)},
+		{"SessionTTL", float64(c.SessionTTL)},
+		{"SessionReplies", float64(c.SessionReplies)},
+		{"ServeInflight", float64(c.ServeInflight)},
+		{"RequestReclaimAfter", float64(c.RequestReclaimAfter)},
+		{"MaxQueuedRequests", float64(c.MaxQueuedRequests)},
 	}
 	for _, p := range nonNegative {
 		if p.v < 0 {
@@ -276,6 +306,12 @@ func (c *Config) Validate() error {
 		return invalid("IdempotencyWindow", "may be at most %s: every key is kept that long", MaxIdempotencyWindow)
 	case c.BlockInterval < time.Millisecond:
 		return invalid("BlockInterval", "must be at least 1ms")
+	case c.RequestTimeout > c.MaxRequestTimeout:
+		return conflict("RequestTimeout", "MaxRequestTimeout", "(%s) exceeds the longest request timeout (%s)", c.RequestTimeout, c.MaxRequestTimeout)
+	case c.SessionTTL < c.MaxRequestTimeout:
+		// A client that reconnects just before a request's deadline must
+		// still find its session's inbox, and the reply in it.
+		return conflict("SessionTTL", "MaxRequestTimeout", "(%s) must be at least the longest request timeout (%s): a session outlives the requests it awaits", c.SessionTTL, c.MaxRequestTimeout)
 	}
 	for _, addrs := range []struct {
 		field string

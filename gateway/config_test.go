@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,83 @@ func TestValidatePublishSettings(t *testing.T) {
 				t.Errorf("Validate: %v, want a ConfigError for %s", err, tt.wantField)
 			}
 		})
+	}
+}
+
+// TestValidateRequestSettings holds the request settings to their
+// documented bounds, edges included.
+func TestValidateRequestSettings(t *testing.T) {
+	tests := []struct {
+		name        string
+		set         func(*Config)
+		wantField   string // "" when valid
+		wantRelated string
+	}{
+		{"defaults", func(*Config) {}, "", ""},
+		{"timeout at the maximum", func(c *Config) { c.RequestTimeout = c.MaxRequestTimeout }, "", ""},
+		{"timeout over the maximum", func(c *Config) { c.RequestTimeout = c.MaxRequestTimeout + time.Millisecond }, "RequestTimeout", "MaxRequestTimeout"},
+		{"maximum under the default timeout", func(c *Config) { c.MaxRequestTimeout = time.Second }, "RequestTimeout", "MaxRequestTimeout"},
+		{"session TTL at the maximum timeout", func(c *Config) { c.SessionTTL = c.MaxRequestTimeout }, "", ""},
+		{"session TTL under the maximum timeout", func(c *Config) { c.SessionTTL = c.MaxRequestTimeout - time.Millisecond }, "SessionTTL", "MaxRequestTimeout"},
+		{"maximum timeout over the session TTL", func(c *Config) { c.MaxRequestTimeout = 10 * time.Minute }, "SessionTTL", "MaxRequestTimeout"},
+		{"timeout negative", func(c *Config) { c.RequestTimeout = -time.Second }, "RequestTimeout", ""},
+		{"maximum timeout negative", func(c *Config) { c.MaxRequestTimeout = -time.Second }, "MaxRequestTimeout", ""},
+		{"in-flight negative", func(c *Config) { c.MaxInflightRequests = -1 }, "MaxInflightRequests", ""},
+		{"session TTL negative", func(c *Config) { c.SessionTTL = -time.Second }, "SessionTTL", ""},
+		{"session replies negative", func(c *Config) { c.SessionReplies = -1 }, "SessionReplies", ""},
+		{"serve in-flight negative", func(c *Config) { c.ServeInflight = -1 }, "ServeInflight", ""},
+		{"reclaim negative", func(c *Config) { c.RequestReclaimAfter = -time.Second }, "RequestReclaimAfter", ""},
+		{"queued negative", func(c *Config) { c.MaxQueuedRequests = -1 }, "MaxQueuedRequests", ""},
+		{"one of each", func(c *Config) {
+			c.MaxInflightRequests, c.SessionReplies, c.ServeInflight, c.MaxQueuedRequests = 1, 1, 1, 1
+		}, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{}.WithDefaults()
+			tt.set(&cfg)
+			err := cfg.Validate()
+			var ce *ConfigError
+			switch {
+			case tt.wantField == "" && err != nil:
+				t.Errorf("Validate: %v, want nil", err)
+			case tt.wantField != "" && (!errors.As(err, &ce) || ce.Field != tt.wantField || ce.Related != tt.wantRelated):
+				t.Errorf("Validate: %#v, want a ConfigError for %s related to %q", err, tt.wantField, tt.wantRelated)
+			}
+		})
+	}
+}
+
+// TestRequestSettingsReachTheirPackages holds every request setting to
+// being passed on: a field Config has but hands to nobody would be
+// accepted and silently ignored.
+func TestRequestSettingsReachTheirPackages(t *testing.T) {
+	g := &Gateway{cfg: Config{
+		RequestTimeout:      2 * time.Second,
+		MaxRequestTimeout:   20 * time.Second,
+		MaxInflightRequests: 7,
+		SessionTTL:          time.Minute,
+		SessionReplies:      70,
+		ServeInflight:       9,
+		RequestReclaimAfter: 3 * time.Second,
+		MaxQueuedRequests:   123,
+	}.WithDefaults()}
+	hub := g.hubConfig()
+	got := []any{hub.RequestTimeout, hub.MaxRequestTimeout, hub.MaxInflight, hub.SessionTTL, hub.SessionReplies, hub.ServeInflight, hub.ReclaimAfter,
+		g.memoryConfig().MaxRequests, g.redisConfig().MaxRequests}
+	want := []any{2 * time.Second, 20 * time.Second, 7, time.Minute, int64(70), 9, 3 * time.Second, 123, 123}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("passed on %v, want %v", got, want)
+	}
+}
+
+// TestRequestDefaults holds the request defaults to those of design: the
+// packages apply them, WithDefaults reports them.
+func TestRequestDefaults(t *testing.T) {
+	c := Config{}.WithDefaults()
+	got := []any{c.RequestTimeout, c.MaxRequestTimeout, c.MaxInflightRequests, c.SessionTTL, c.SessionReplies, c.ServeInflight, c.RequestReclaimAfter, c.MaxQueuedRequests}
+	want := []any{5 * time.Second, time.Minute, 100, 5 * time.Minute, int64(1000), 100, 10 * time.Second, 10_000}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults %v, want %v", got, want)
 	}
 }

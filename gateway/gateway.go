@@ -46,26 +46,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	if err := g.openBacklog(ctx); err != nil {
 		return nil, err
 	}
-	g.hub = broker.New(g.log, broker.Config{
-		DefaultMaxLen:     cfg.DefaultMaxLen,
-		DefaultRetention:  cfg.DefaultRetention,
-		MaxMaxLen:         cfg.ChannelMaxLenLimit,
-		MaxRetention:      cfg.ChannelRetentionLimit,
-		ReplayBuffer:      cfg.ReplayBuffer,
-		ReplayPage:        cfg.ReplayPage,
-		ReplayPageBytes:   cfg.ReplayPageBytes,
-		ReplayBytes:       cfg.ReplayBytes,
-		ReplayWait:        cfg.ReplayWait,
-		ReplayOvertakes:   cfg.ReplayOvertakes,
-		MaxLast:           cfg.MaxLast,
-		Readers:           cfg.Readers,
-		ReaderChannels:    cfg.ReaderChannels,
-		ReadBatch:         cfg.ReadBatch,
-		TrimInterval:      cfg.TrimInterval,
-		OperationTimeout:  cfg.OperationTimeout,
-		IdempotencyWindow: cfg.IdempotencyWindow,
-		Logger:            logger,
-	})
+	g.hub = broker.New(g.log, g.hubConfig())
 	publicOps, _ := ws.ParseOps(cfg.PublicAllow) // checked by Validate
 	g.public = ws.New(g.hub, g.wsConfig("public", publicOps, cfg.PublicRate, cfg.PublicBurst))
 	g.internal = ws.New(g.hub, g.wsConfig("internal", ws.OpAll, cfg.InternalRate, cfg.InternalBurst))
@@ -96,13 +77,54 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	return g, nil
 }
 
+// hubConfig is the hub's share of the gateway's configuration.
+func (g *Gateway) hubConfig() broker.Config {
+	return broker.Config{
+		DefaultMaxLen:     g.cfg.DefaultMaxLen,
+		DefaultRetention:  g.cfg.DefaultRetention,
+		MaxMaxLen:         g.cfg.ChannelMaxLenLimit,
+		MaxRetention:      g.cfg.ChannelRetentionLimit,
+		ReplayBuffer:      g.cfg.ReplayBuffer,
+		ReplayPage:        g.cfg.ReplayPage,
+		ReplayPageBytes:   g.cfg.ReplayPageBytes,
+		ReplayBytes:       g.cfg.ReplayBytes,
+		ReplayWait:        g.cfg.ReplayWait,
+		ReplayOvertakes:   g.cfg.ReplayOvertakes,
+		MaxLast:           g.cfg.MaxLast,
+		Readers:           g.cfg.Readers,
+		ReaderChannels:    g.cfg.ReaderChannels,
+		ReadBatch:         g.cfg.ReadBatch,
+		TrimInterval:      g.cfg.TrimInterval,
+		OperationTimeout:  g.cfg.OperationTimeout,
+		IdempotencyWindow: g.cfg.IdempotencyWindow,
+		RequestTimeout:    g.cfg.RequestTimeout,
+		MaxRequestTimeout: g.cfg.MaxRequestTimeout,
+		MaxInflight:       g.cfg.MaxInflightRequests,
+		SessionTTL:        g.cfg.SessionTTL,
+		SessionReplies:    g.cfg.SessionReplies,
+		ServeInflight:     g.cfg.ServeInflight,
+		ReclaimAfter:      g.cfg.RequestReclaimAfter,
+		Logger:            g.logger,
+	}
+}
+
 func (g *Gateway) openBacklog(ctx context.Context) error {
 	if g.cfg.RedisURL == "" {
-		g.log = backlog.NewMemory(backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, BlockInterval: g.cfg.BlockInterval, MaxIdempotencyKeys: g.cfg.MaxIdempotencyKeys})
+		g.log = backlog.NewMemory(g.memoryConfig())
 		g.logger.Warn("no TSLM_REDIS_URL: running on the in-memory backlog (single node, not durable: messages are lost on exit)")
 		return nil
 	}
 	return g.openRedis(ctx)
+}
+
+func (g *Gateway) memoryConfig() backlog.MemoryConfig {
+	return backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, BlockInterval: g.cfg.BlockInterval, MaxIdempotencyKeys: g.cfg.MaxIdempotencyKeys, MaxRequests: g.cfg.MaxQueuedRequests}
+}
+
+func (g *Gateway) redisConfig() backlog.RedisConfig {
+	// Every hub reader holds one dedicated connection between its Reads;
+	// the cap only bounds connections left over when readers are fewer.
+	return backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval, MaxRequests: g.cfg.MaxQueuedRequests}
 }
 
 func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) ws.Config {

@@ -25,6 +25,13 @@ var (
 	descReplayRefused = prometheus.NewDesc("tslm_replay_refused_total", "Subscriptions refused or ended for lack of replay capacity.", nil, nil)
 	descGaps          = prometheus.NewDesc("tslm_gaps_total", "Gap notices sent to subscribers.", nil, nil)
 	descReadErrors    = prometheus.NewDesc("tslm_backlog_read_errors_total", "Failed backlog reads.", nil, nil)
+	descSessions      = prometheus.NewDesc("tslm_sessions", "Request sessions open on this replica.", nil, nil)
+	descPending       = prometheus.NewDesc("tslm_requests_pending", "Requests local sessions await.", nil, nil)
+	descReplies       = prometheus.NewDesc("tslm_replies_total", "Replies delivered to requesters.", nil, nil)
+	descRefusals      = prometheus.NewDesc("tslm_refusals_total", "Responder refusals delivered to requesters.", nil, nil)
+	descTimeouts      = prometheus.NewDesc("tslm_request_timeouts_total", "Requests answered with a timeout.", nil, nil)
+	descDropped       = prometheus.NewDesc("tslm_replies_dropped_total", "Inbox entries dropped: malformed, or answering no request awaited (late, duplicate).", nil, nil)
+	descServings      = prometheus.NewDesc("tslm_servings", "Channels served by connections to this replica (one per connection and channel).", nil, nil)
 	descOpen          = prometheus.NewDesc("tslm_connections", "Open WebSocket connections.", []string{"listener"}, nil)
 	descAccepted      = prometheus.NewDesc("tslm_connections_accepted_total", "WebSocket connections accepted.", []string{"listener"}, nil)
 	descCommands      = prometheus.NewDesc("tslm_commands_total", "Client commands received.", []string{"listener"}, nil)
@@ -34,7 +41,8 @@ var (
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descReplayRefused, descGaps, descReadErrors, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors} {
+	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descReplayRefused, descGaps, descReadErrors,
+		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors} {
 		ch <- d
 	}
 }
@@ -49,6 +57,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReplayRefused, prometheus.CounterValue, float64(hs.ReplayRefused))
 	ch <- prometheus.MustNewConstMetric(descGaps, prometheus.CounterValue, float64(hs.Gaps))
 	ch <- prometheus.MustNewConstMetric(descReadErrors, prometheus.CounterValue, float64(hs.ReadErrors))
+	ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, float64(hs.Sessions))
+	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(hs.RequestsPending))
+	ch <- prometheus.MustNewConstMetric(descReplies, prometheus.CounterValue, float64(hs.Replies))
+	ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(hs.Refusals))
+	ch <- prometheus.MustNewConstMetric(descTimeouts, prometheus.CounterValue, float64(hs.Timeouts))
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(hs.RepliesDropped))
+	ch <- prometheus.MustNewConstMetric(descServings, prometheus.GaugeValue, float64(hs.Servings))
 	for name, srv := range c.servers {
 		st := srv.Stats()
 		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(st.Open), name)

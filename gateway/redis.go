@@ -16,9 +16,7 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	if err != nil {
 		return &ConfigError{Field: "RedisURL", Err: err}
 	}
-	// Every hub reader holds one dedicated connection between its Reads;
-	// the cap only bounds connections left over when readers are fewer.
-	r := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval})
+	r := backlog.NewRedis(client, g.redisConfig())
 	g.log = closeBoth{Redis: r, client: client}
 	pingCtx, cancel := context.WithTimeout(ctx, g.cfg.OperationTimeout)
 	defer cancel()

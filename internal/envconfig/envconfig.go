@@ -76,6 +76,15 @@ type Vars struct {
 	IdempotencyWindow     time.Duration `env:"IDEMPOTENCY_WINDOW"`
 	MaxIdempotencyKeys    int           `env:"MAX_IDEMPOTENCY_KEYS"`
 
+	RequestTimeout      time.Duration `env:"REQUEST_TIMEOUT"`
+	MaxRequestTimeout   time.Duration `env:"MAX_REQUEST_TIMEOUT"`
+	MaxInflightRequests int           `env:"MAX_INFLIGHT_REQUESTS"`
+	SessionTTL          time.Duration `env:"SESSION_TTL"`
+	SessionReplies      int64         `env:"SESSION_REPLIES"`
+	ServeInflight       int           `env:"SERVE_INFLIGHT"`
+	RequestReclaimAfter time.Duration `env:"REQUEST_RECLAIM_AFTER"`
+	MaxQueuedRequests   int           `env:"MAX_QUEUED_REQUESTS"`
+
 	LogLevel  string `env:"LOG_LEVEL"`
 	LogFormat string `env:"LOG_FORMAT"`
 }

@@ -84,6 +84,14 @@ func TestLoadNamesTheVariable(t *testing.T) {
 		"TSLM_ALLOWED_ORIGINS":         "example.com",
 		"TSLM_HTTP_IDLE_TIMEOUT":       "0s",
 		"TSLM_HTTP_READ_TIMEOUT":       "-1s",
+		"TSLM_REQUEST_TIMEOUT":         "2m",  // over the maximum
+		"TSLM_MAX_REQUEST_TIMEOUT":     "1s",  // under the default timeout
+		"TSLM_SESSION_TTL":             "30s", // under the maximum timeout
+		"TSLM_MAX_INFLIGHT_REQUESTS":   "0",
+		"TSLM_SESSION_REPLIES":         "-1",
+		"TSLM_SERVE_INFLIGHT":          "many",
+		"TSLM_REQUEST_RECLAIM_AFTER":   "0s",
+		"TSLM_MAX_QUEUED_REQUESTS":     "1.5",
 		// Empty values are slips, not wishes for the default.
 		"TSLM_PUBLIC_ADDRS": "",
 		"TSLM_REDIS_URL":    " ",
@@ -101,6 +109,40 @@ func TestLoadNamesTheVariable(t *testing.T) {
 				t.Errorf("%s=%q: error %q does not name the variable", name, value, err)
 			}
 		})
+	}
+}
+
+// TestLoadReadsRequestSettings holds the request variables to reaching
+// their gateway.Config fields, and a conflict between two of them to
+// naming both variables.
+func TestLoadReadsRequestSettings(t *testing.T) {
+	st, err := Load(map[string]string{
+		"TSLM_PUBLIC_ALLOW":          "subscribe,request,serve",
+		"TSLM_REQUEST_TIMEOUT":       "2s",
+		"TSLM_MAX_REQUEST_TIMEOUT":   "30s",
+		"TSLM_MAX_INFLIGHT_REQUESTS": "10",
+		"TSLM_SESSION_TTL":           "30s",
+		"TSLM_SESSION_REPLIES":       "50",
+		"TSLM_SERVE_INFLIGHT":        "5",
+		"TSLM_REQUEST_RECLAIM_AFTER": "15s",
+		"TSLM_MAX_QUEUED_REQUESTS":   "500",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := st.Gateway
+	got := []any{g.RequestTimeout, g.MaxRequestTimeout, g.MaxInflightRequests, g.SessionTTL, g.SessionReplies, g.ServeInflight, g.RequestReclaimAfter, g.MaxQueuedRequests}
+	want := []any{2 * time.Second, 30 * time.Second, 10, 30 * time.Second, int64(50), 5, 15 * time.Second, 500}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("request settings %v, want %v", got, want)
+	}
+	if !slices.Equal(g.PublicAllow, []string{"subscribe", "request", "serve"}) {
+		t.Errorf("public allow = %q", g.PublicAllow)
+	}
+
+	_, err = Load(map[string]string{"TSLM_SESSION_TTL": "30s"})
+	if err == nil || !strings.Contains(err.Error(), "TSLM_SESSION_TTL") || !strings.Contains(err.Error(), "TSLM_MAX_REQUEST_TIMEOUT") {
+		t.Errorf("a session TTL under the maximum request timeout: %v, want an error naming both variables", err)
 	}
 }
 
