@@ -80,7 +80,9 @@ type Log interface {
 
 	// TrimExpired removes, from every channel with a Retention, the
 	// messages older than it, except the channel's newest message, which
-	// stays however old. Safe to call from several replicas at once.
+	// stays however old, and frees channels whose Expiry passed (which
+	// are gone for every other method already). Safe to call from several
+	// replicas at once.
 	TrimExpired(ctx context.Context) error
 
 	// Close releases the log's resources. Calls in flight may fail.

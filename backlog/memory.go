@@ -71,6 +71,22 @@ type memChannel struct {
 	idem    map[string]*idemEntry // live idempotency keys; nil until used
 	floor   ID                    // new IDs go after it; see Memory.floors
 	reqs    *memQueue             // the request queue; nil until used
+	// expires is when the channel goes, with cfg.Expiry; zero without.
+	// An expired channel stays in the map until TrimExpired, a Create of
+	// its name or a Delete drops it, but every lookup ignores it.
+	expires time.Time
+}
+
+// touch restarts the expiry countdown, if the channel has one.
+func (c *memChannel) touch(now time.Time) {
+	if c.cfg.Expiry > 0 {
+		c.expires = now.Add(c.cfg.Expiry)
+	}
+}
+
+// expiredAt reports whether the channel's expiry passed at now.
+func (c *memChannel) expiredAt(now time.Time) bool {
+	return !c.expires.IsZero() && !now.Before(c.expires)
 }
 
 var _ Log = (*Memory)(nil)
@@ -87,17 +103,27 @@ func (m *Memory) Create(_ context.Context, channel string, cfg ChannelConfig) (b
 	if m.closed {
 		return false, ErrClosed
 	}
-	if _, ok := m.channels[channel]; ok {
-		return false, nil
+	now := m.cfg.Now()
+	if c, ok := m.channels[channel]; ok {
+		if !c.expiredAt(now) {
+			c.touch(now)
+			return false, nil
+		}
+		m.removeLocked(channel, c, now)
 	}
 	if len(m.channels) >= m.cfg.MaxChannels {
-		return false, ErrLimit
+		// Expired channels linger until swept: they must not count.
+		m.dropExpiredLocked(now)
+		if len(m.channels) >= m.cfg.MaxChannels {
+			return false, ErrLimit
+		}
 	}
-	c := &memChannel{cfg: cfg, created: m.cfg.Now()}
+	c := &memChannel{cfg: cfg, created: now}
 	if f, ok := m.floors[channel]; ok {
 		c.floor = f
 		delete(m.floors, channel)
 	}
+	c.touch(now)
 	m.channels[channel] = c
 	return true, nil
 }
@@ -116,13 +142,14 @@ func (m *Memory) Info(_ context.Context, channel string) (Info, error) {
 	return info, nil
 }
 
-// lookup expects m.mu held.
+// lookup expects m.mu held. An expired channel is not found; as lookup
+// may run under the read lock, it is left for writers to drop.
 func (m *Memory) lookup(channel string) (*memChannel, error) {
 	if m.closed {
 		return nil, ErrClosed
 	}
 	c, ok := m.channels[channel]
-	if !ok {
+	if !ok || c.expiredAt(m.cfg.Now()) {
 		return nil, ErrNotFound
 	}
 	return c, nil
@@ -142,8 +169,10 @@ func (m *Memory) Append(_ context.Context, channel string, data []byte) (ID, err
 func (m *Memory) appendLocked(c *memChannel, data []byte) ID {
 	// The same rule as Redis: the millisecond clock, never going backwards,
 	// with a sequence number within one millisecond.
+	now := m.cfg.Now()
+	c.touch(now)
 	last := c.newest()
-	id := ID{Ms: uint64(m.cfg.Now().UnixMilli())}
+	id := ID{Ms: uint64(now.UnixMilli())}
 	if id.Ms <= last.Ms {
 		id = ID{Ms: last.Ms, Seq: last.Seq + 1}
 	}
@@ -220,8 +249,15 @@ func (m *Memory) Delete(_ context.Context, channel string) error {
 	if err != nil {
 		return err
 	}
+	m.removeLocked(channel, c, m.cfg.Now())
+	return nil
+}
+
+// removeLocked drops channel c, deleted or expired, keeping its floor,
+// and wakes blocked Reads and Claims; it expects m.mu held for writing.
+func (m *Memory) removeLocked(channel string, c *memChannel, at time.Time) {
 	delete(m.channels, channel)
-	now := uint64(m.cfg.Now().UnixMilli())
+	now := uint64(at.UnixMilli())
 	for name, f := range m.floors {
 		if f.Ms < now {
 			delete(m.floors, name)
@@ -235,7 +271,16 @@ func (m *Memory) Delete(_ context.Context, channel string) error {
 		m.floors[channel] = last
 	}
 	m.wakeLocked()
-	return nil
+}
+
+// dropExpiredLocked removes every expired channel; it expects m.mu held
+// for writing.
+func (m *Memory) dropExpiredLocked(now time.Time) {
+	for name, c := range m.channels {
+		if c.expiredAt(now) {
+			m.removeLocked(name, c, now)
+		}
+	}
 }
 
 // List walks the names in order; the cursor is the last name returned.
@@ -249,8 +294,9 @@ func (m *Memory) List(_ context.Context, prefix, cursor string, limit int) ([]st
 		return nil, "", ErrClosed
 	}
 	var names []string
-	for name := range m.channels {
-		if name > cursor && strings.HasPrefix(name, prefix) {
+	now := m.cfg.Now()
+	for name, c := range m.channels {
+		if name > cursor && strings.HasPrefix(name, prefix) && !c.expiredAt(now) {
 			names = append(names, name)
 		}
 	}
@@ -363,9 +409,10 @@ func (m *Memory) Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch
 // collect expects m.mu held.
 func (m *Memory) collect(cursors []Cursor, limit int) []Batch {
 	var batches []Batch
+	now := m.cfg.Now()
 	for _, cur := range cursors {
 		c, ok := m.channels[cur.Channel]
-		if !ok {
+		if !ok || c.expiredAt(now) {
 			batches = append(batches, Batch{Channel: cur.Channel, Deleted: true})
 			continue
 		}
@@ -392,6 +439,7 @@ func (m *Memory) TrimExpired(_ context.Context) error {
 		return ErrClosed
 	}
 	now := m.cfg.Now()
+	m.dropExpiredLocked(now)
 	for _, c := range m.channels {
 		if c.cfg.Retention <= 0 {
 			continue

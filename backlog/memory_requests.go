@@ -260,7 +260,36 @@ func (m *Memory) Reclaim(_ context.Context, channel, group, consumer string, min
 	return out, nil
 }
 
-// Release is TODO(h14) [backlog].
+// Release makes the requests idle for releasedIdle, as the Redis
+// backlog's XCLAIM ... IDLE does, leaving their Deliveries alone: the
+// next Reclaim counts the next delivery.
 func (m *Memory) Release(_ context.Context, channel, group string, ids ...ID) (int, error) {
-	return 0, ErrUnavailable // not implemented yet
+	if err := checkGroup(group); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q, err := m.queueLocked(channel)
+	if err != nil {
+		return 0, err
+	}
+	g := q.groups[group]
+	if g == nil {
+		return 0, nil
+	}
+	now := m.cfg.Now()
+	released := 0
+	for _, id := range uniqueIDs(ids) {
+		p, ok := g.pending[id]
+		if !ok {
+			continue
+		}
+		if i := q.index(id); i == len(q.reqs) || q.reqs[i].ID != id {
+			delete(g.pending, id) // deleted meanwhile, as XCLAIM drops it
+			continue
+		}
+		p.consumer, p.delivered = releasedConsumer, now.Add(-releasedIdle)
+		released++
+	}
+	return released, nil
 }

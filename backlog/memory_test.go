@@ -123,3 +123,97 @@ func TestMemoryReclaimIdleEdge(t *testing.T) {
 		t.Fatalf("second Reclaim = %+v, want one with Deliveries 3", reqs)
 	}
 }
+
+// TestMemoryExpiryEdge: on the injected clock, a channel goes exactly
+// Expiry after its last Create or Append; an expired channel does not
+// count towards MaxChannels, and TrimExpired frees it.
+func TestMemoryExpiryEdge(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := backlog.NewMemory(backlog.MemoryConfig{MaxChannels: 2, Now: func() time.Time { return now }})
+	defer m.Close()
+	ctx := t.Context()
+	cfg := backlog.ChannelConfig{Expiry: time.Second}
+	for _, ch := range []string{"a", "b"} {
+		if _, err := m.Create(ctx, ch, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(ch string) bool {
+		t.Helper()
+		_, err := m.Info(ctx, ch)
+		if err != nil && err != backlog.ErrNotFound {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	now = now.Add(600 * time.Millisecond)
+	if _, err := m.Append(ctx, "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(399 * time.Millisecond)
+	if created, err := m.Create(ctx, "b", backlog.ChannelConfig{}); err != nil || created {
+		t.Fatalf("Create of a live channel = %v, %v; want false, nil", created, err)
+	}
+	now = now.Add(time.Millisecond) // a: 400ms after its Append; b: 1ms after its Create
+	if !exists("a") || !exists("b") {
+		t.Fatal("a channel went before its expiry")
+	}
+	now = now.Add(599 * time.Millisecond)
+	if !exists("a") {
+		t.Fatal("a went 1ms before its expiry")
+	}
+	now = now.Add(time.Millisecond)
+	if exists("a") || !exists("b") {
+		t.Fatal("a did not go exactly 1s after its Append, or b went with it")
+	}
+	if _, err := m.Create(ctx, "c", cfg); err != nil {
+		t.Fatalf("Create with an expired channel at the limit: %v", err)
+	}
+	now = now.Add(time.Hour)
+	if names, _, err := m.List(ctx, "", "", 10); err != nil || len(names) != 0 {
+		t.Fatalf("List of expired channels = %v, %v; want nothing", names, err)
+	}
+	if n := backlog.MemoryHeld(m); n != 2 {
+		t.Fatalf("%d channels held before TrimExpired, want the 2 expired", n)
+	}
+	if err := m.TrimExpired(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := backlog.MemoryHeld(m); n != 0 {
+		t.Fatalf("%d channels held after TrimExpired, want 0", n)
+	}
+}
+
+// TestMemoryRelease: a released request is reclaimable at once by a
+// Reclaim with any minIdle up to 30 days (Redis's XCLAIM ... IDLE), keeps
+// its Deliveries until then, and a Reclaim restarts its idle time.
+func TestMemoryRelease(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := backlog.NewMemory(backlog.MemoryConfig{Now: func() time.Time { return now }})
+	defer m.Close()
+	ctx := t.Context()
+	if _, err := m.Create(ctx, "ch", backlog.ChannelConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := m.Enqueue(ctx, "ch", backlog.Request{ReplyTo: "inbox", Deadline: now.Add(time.Hour), Data: []byte("1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reqs, err := m.Claim(ctx, "ch", "g", "c1", 1, 0); err != nil || len(reqs) != 1 {
+		t.Fatalf("Claim = %v, %v", reqs, err)
+	}
+	if n, err := m.Release(ctx, "ch", "g", id, id); err != nil || n != 1 {
+		t.Fatalf("Release = %d, %v; want 1", n, err)
+	}
+	const month = 30 * 24 * time.Hour
+	reqs, err := m.Reclaim(ctx, "ch", "g", "c2", month, 1)
+	if err != nil || len(reqs) != 1 || reqs[0].Deliveries != 2 {
+		t.Fatalf("Reclaim with minIdle 30 days after Release = %+v, %v; want the request with Deliveries 2", reqs, err)
+	}
+	if reqs, err := m.Reclaim(ctx, "ch", "g", "c3", time.Millisecond, 1); err != nil || len(reqs) != 0 {
+		t.Fatalf("Reclaim right after a Reclaim = %+v, %v; want nothing", reqs, err)
+	}
+	if _, err := m.Release(ctx, "missing", "g", id); err != backlog.ErrNotFound {
+		t.Fatalf("Release on a missing channel: %v, want ErrNotFound", err)
+	}
+}

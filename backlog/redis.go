@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -229,8 +230,12 @@ func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (
 	if r.isClosed() {
 		return false, ErrClosed
 	}
-	vals, err := createScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel)},
-		cfg.MaxLen, cfg.Retention.Milliseconds()).Slice()
+	var expiry int64
+	if cfg.Expiry > 0 {
+		expiry = max(cfg.Expiry.Milliseconds(), 1)
+	}
+	vals, err := createScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel), r.reqKey(channel)},
+		cfg.MaxLen, cfg.Retention.Milliseconds(), expiry).Slice()
 	if err != nil {
 		return false, r.wrap(ctx, err)
 	}
@@ -257,12 +262,13 @@ func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
 	if r.isClosed() {
 		return Info{}, ErrClosed
 	}
-	// A channel's stream appears with its first message, and XINFO STREAM
-	// fails on a missing key; EXISTS in the same transaction tells that
-	// apart from any other failure without parsing error text.
+	// A channel's stream appears with its first message (with its Create
+	// when it has an Expiry), and XINFO STREAM fails on a missing key;
+	// EXISTS in the same transaction tells that apart from any other
+	// failure without parsing error text.
 	key := r.streamKey(channel)
 	pipe := r.client.TxPipeline()
-	meta := pipe.HMGet(ctx, r.metaKey(channel), "max_len", "retention_ms", "created_ms")
+	meta := pipe.HMGet(ctx, r.metaKey(channel), "max_len", "retention_ms", "created_ms", "expiry_ms")
 	held := pipe.Exists(ctx, key)
 	stream := pipe.XInfoStream(ctx, key)
 	pipe.Exec(ctx) // errors are read per command below
@@ -291,21 +297,22 @@ func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
 	return info, nil
 }
 
-// parseMeta reads HMGET max_len retention_ms created_ms; ok is false when
-// the meta does not exist (HMGET then answers three nils). A missing or
-// malformed field reads as 0.
+// parseMeta reads HMGET max_len retention_ms created_ms expiry_ms; ok is
+// false when the meta does not exist (HMGET then answers only nils). A
+// missing or malformed field reads as 0.
 func parseMeta(vals []any) (info Info, ok bool) {
 	num := func(v any) int64 {
 		s, _ := v.(string)
 		n, _ := strconv.ParseInt(s, 10, 64)
 		return n
 	}
-	if len(vals) != 3 || (vals[0] == nil && vals[1] == nil && vals[2] == nil) {
+	if len(vals) != 4 || !slices.ContainsFunc(vals, func(v any) bool { return v != nil }) {
 		return Info{}, false
 	}
 	info.Config.MaxLen = num(vals[0])
 	info.Config.Retention = time.Duration(num(vals[1])) * time.Millisecond
 	info.Created = time.UnixMilli(num(vals[2]))
+	info.Config.Expiry = time.Duration(max(num(vals[3]), 0)) * time.Millisecond
 	return info, true
 }
 
@@ -313,13 +320,14 @@ func (r *Redis) Append(ctx context.Context, channel string, data []byte) (ID, er
 	if r.isClosed() {
 		return ID{}, ErrClosed
 	}
-	return r.runForID(ctx, appendScript, r.writer, channel, data)
+	keys := []string{r.metaKey(channel), r.streamKey(channel), r.reqKey(channel)}
+	return r.runForID(ctx, appendScript, r.writer, keys, data)
 }
 
-// runForID runs a script over channel's two keys that answers an entry ID,
-// or nil when the channel does not exist.
-func (r *Redis) runForID(ctx context.Context, script *redis.Script, c redis.UniversalClient, channel string, args ...any) (ID, error) {
-	s, err := script.Run(ctx, c, []string{r.metaKey(channel), r.streamKey(channel)}, args...).Text()
+// runForID runs a script over channel's keys that answers an entry ID, or
+// nil when the channel does not exist.
+func (r *Redis) runForID(ctx context.Context, script *redis.Script, c redis.UniversalClient, keys []string, args ...any) (ID, error) {
+	s, err := script.Run(ctx, c, keys, args...).Text()
 	if errors.Is(err, redis.Nil) {
 		return ID{}, ErrNotFound
 	}
@@ -340,7 +348,7 @@ func (r *Redis) AppendIdempotent(ctx context.Context, channel string, data []byt
 	if r.isClosed() {
 		return ID{}, false, ErrClosed
 	}
-	keys := []string{r.metaKey(channel), r.streamKey(channel), r.idemKey(channel, idem.Key)}
+	keys := []string{r.metaKey(channel), r.streamKey(channel), r.idemKey(channel, idem.Key), r.reqKey(channel)}
 	window := max(idem.Window.Milliseconds(), 1)
 	vals, err := appendOnceScript.Run(ctx, r.writer, keys, data, window).Slice()
 	if errors.Is(err, redis.Nil) {
@@ -462,7 +470,7 @@ func (r *Redis) TailStart(ctx context.Context, channel string, n int) (ID, error
 	if r.isClosed() {
 		return ID{}, ErrClosed
 	}
-	return r.runForID(ctx, tailStartScript, r.client, channel, max(n, 0))
+	return r.runForID(ctx, tailStartScript, r.client, []string{r.metaKey(channel), r.streamKey(channel)}, max(n, 0))
 }
 
 // messagesOf converts stream entries. An entry without a data field (a

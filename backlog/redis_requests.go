@@ -57,6 +57,13 @@ local function dropexpired(key, now, all)
     start = '(' .. es[#es][1]
   end
 end
+local function expirewith(meta, key)
+  local ex = redis.call('HGET', meta, 'expiry_ms')
+  if ex and (tonumber(ex) or 0) > 0 then
+    local ttl = redis.call('PTTL', meta)
+    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+  end
+end
 local function idparts(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -89,9 +96,11 @@ end
 `
 
 // enqueueScript adds a request to KEYS[2] if the channel's meta KEYS[1]
-// exists. ARGV: now_ms, max_requests, reply_to, deadline_ms, data. Returns
-// the new ID, -1 when the queue is full, nil when the channel does not
-// exist.
+// exists. ARGV: now_ms, max_requests, reply_to, deadline_ms, data. The
+// queue of an expiring channel gets the meta's TTL (expirewith): an
+// enqueue does not restart the countdown, but a queue it made must go
+// with the channel. Returns the new ID, -1 when the queue is full, nil
+// when the channel does not exist.
 var enqueueScript = redis.NewScript(luaReqHelpers + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local now, max = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -101,19 +110,23 @@ if redis.call('XLEN', KEYS[2]) >= max then
   dropexpired(KEYS[2], now, true)
   if redis.call('XLEN', KEYS[2]) >= max then return -1 end
 end
-return redis.call('XADD', KEYS[2], '*', 'reply_to', ARGV[3], 'deadline_ms', ARGV[4], 'data', ARGV[5])
+local id = redis.call('XADD', KEYS[2], '*', 'reply_to', ARGV[3], 'deadline_ms', ARGV[4], 'data', ARGV[5])
+expirewith(KEYS[1], KEYS[2])
+return id
 `)
 
 // groupScript creates group ARGV[1] on KEYS[2] from its beginning, if the
 // channel's meta KEYS[1] exists: XGROUP CREATE MKSTREAM alone would make a
 // queue for a deleted channel. A group that exists already (a racing
-// Claim) is fine. Returns 1, or nil when the channel does not exist.
-var groupScript = redis.NewScript(`
+// Claim) is fine. A queue it makes has the channel's TTL, as in
+// enqueueScript. Returns 1, or nil when the channel does not exist.
+var groupScript = redis.NewScript(luaReqHelpers + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local r = redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[1], '0', 'MKSTREAM')
 if type(r) == 'table' and r['err'] and not string.find(r['err'], '^BUSYGROUP') then
   return r
 end
+expirewith(KEYS[1], KEYS[2])
 return 1
 `)
 
@@ -167,6 +180,33 @@ repeat
 until #out >= n or start == '0-0'
 if acked then trimacked(KEYS[2]) end
 return out
+`)
+
+// releaseScript makes the IDs ARGV[3...] pending for group ARGV[1] idle
+// for ARGV[2] ms, on consumer releasedConsumer, with XCLAIM ... JUSTID,
+// which leaves their delivery counts alone: the next XAUTOCLAIM with any
+// smaller min idle takes them and counts the delivery. IDs not pending are
+// ignored; pending ones whose entry was deleted XCLAIM drops from the
+// pending list. At most 100 IDs per XCLAIM, so that unpack stays far
+// within Lua's stack. Returns how many were pending (and are now
+// released), nil when the channel does not exist.
+var releaseScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local n = 0
+for i = 3, #ARGV, 100 do
+  local args = {'XCLAIM', KEYS[2], ARGV[1], '` + releasedConsumer + `', '0'}
+  for j = i, math.min(i + 99, #ARGV) do args[#args + 1] = ARGV[j] end
+  args[#args + 1] = 'IDLE'
+  args[#args + 1] = ARGV[2]
+  args[#args + 1] = 'JUSTID'
+  local res = redis.pcall(unpack(args))
+  if res['err'] then
+    if string.find(res['err'], '^NOGROUP') then return 0 end -- no queue or no group
+    return res
+  end
+  n = n + #res
+end
+return n
 `)
 
 // Enqueue runs on the writer: a re-sent enqueue would queue the request
@@ -394,7 +434,25 @@ func (r *Redis) Reclaim(ctx context.Context, channel, group, consumer string, mi
 	return out, nil
 }
 
-// Release is TODO(h14) [backlog].
-func (r *Redis) Release(_ context.Context, channel, group string, ids ...ID) (int, error) {
-	return 0, fmt.Errorf("%w: Release not implemented yet", ErrUnavailable)
+// Release runs releaseScript on the shared client: XCLAIM is safe to
+// repeat, so a retried Release at worst reports fewer released than it
+// released, as Ack does.
+func (r *Redis) Release(ctx context.Context, channel, group string, ids ...ID) (int, error) {
+	if err := checkGroup(group); err != nil {
+		return 0, err
+	}
+	if r.isClosed() {
+		return 0, ErrClosed
+	}
+	ids = uniqueIDs(ids)
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, group, releasedIdle.Milliseconds())
+	for _, id := range ids {
+		args = append(args, id.String())
+	}
+	n, err := releaseScript.Run(ctx, r.client, []string{r.metaKey(channel), r.reqKey(channel)}, args...).Int()
+	if errors.Is(err, redis.Nil) {
+		return 0, ErrNotFound
+	}
+	return n, r.wrap(ctx, err)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/backlog/backlogtest"
 	"github.com/tslm/tslm/internal/redistest"
@@ -118,5 +119,37 @@ func TestRedisRequestsTrimmedOnAck(t *testing.T) {
 	}
 	if n := length(); n != 0 {
 		t.Errorf("length after every group's ack = %d, want 0", n)
+	}
+}
+
+// TestRedisReleaseLayout: a released request is pending on the consumer
+// "released", idle for 30 days with its delivery count unchanged, so that
+// an app's own XAUTOCLAIM with any smaller min idle takes it.
+func TestRedisReleaseLayout(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	prefix := fmt.Sprintf("reqtest%d:", prefixSeq.Add(1))
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: prefix})
+	c := srv.Client()
+	create(t, ctx, r, "orders", backlog.ChannelConfig{})
+	key := prefix + "req:{orders}"
+	id, err := r.Enqueue(ctx, "orders", backlog.Request{ReplyTo: "inbox:1", Deadline: time.Now().Add(time.Minute), Data: []byte("1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reqs, err := r.Claim(ctx, "orders", "tslm", "replica.1", 1, 0); err != nil || len(reqs) != 1 {
+		t.Fatalf("Claim = %+v, %v", reqs, err)
+	}
+	if n, err := r.Release(ctx, "orders", "tslm", id); err != nil || n != 1 {
+		t.Fatalf("Release = %d, %v; want 1", n, err)
+	}
+	p, err := c.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: key, Group: "tslm", Start: "-", End: "+", Count: 10}).Result()
+	if err != nil || len(p) != 1 || p[0].ID != id.String() || p[0].Consumer != "released" ||
+		p[0].RetryCount != 1 || p[0].Idle < 30*24*time.Hour {
+		t.Fatalf("XPENDING after Release = %+v, %v; want %v on consumer released, idle 30 days, delivered once", p, err, id)
+	}
+	ids, _, err := c.XAutoClaimJustID(ctx, &redis.XAutoClaimArgs{Stream: key, Group: "tslm", Consumer: "app-1", MinIdle: 24 * time.Hour, Start: "0-0", Count: 10}).Result()
+	if err != nil || len(ids) != 1 || ids[0] != id.String() {
+		t.Fatalf("an app's XAUTOCLAIM with min idle 1 day = %v, %v; want %v", ids, err, id)
 	}
 }

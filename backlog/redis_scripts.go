@@ -10,10 +10,32 @@ import (
 // TrimExpired, and the proving read behind Read. Each touches only keys of
 // one channel, which share a Cluster hash tag, so every script is
 // Cluster-safe: KEYS[1] is the meta hash, KEYS[2] the stream (the read
-// takes them the other way round), KEYS[3] an idempotency key.
+// takes them the other way round), then the request queue and an
+// idempotency key where a script needs them.
+//
+// A channel with expiry_ms > 0 in its meta (ChannelConfig.Expiry) keeps
+// the same TTL on its meta, its stream and its request queue: every
+// script that sets it sets it on all three (PEXPIRE on a missing key does
+// nothing), so that they go together and a channel created again under
+// the name never finds a predecessor's queue. Channels without expiry pay
+// one more HMGET field per append for it.
 
-// createScript makes the meta hash unless it exists. ARGV: max_len,
-// retention_ms. created_ms is Redis's clock, the same clock as entry IDs.
+// luaRefresh restarts the countdown of an expiring channel: PEXPIRE of
+// meta, stream and request queue by ex (a string from the meta, or false
+// when absent), which is a no-op unless ex > 0.
+const luaRefresh = `
+local function refresh(ex, meta, stream, req)
+  if ex and (tonumber(ex) or 0) > 0 then
+    redis.call('PEXPIRE', meta, ex)
+    redis.call('PEXPIRE', stream, ex)
+    redis.call('PEXPIRE', req, ex)
+  end
+end
+`
+
+// createScript makes the meta hash unless it exists. KEYS[3] is the
+// request queue. ARGV: max_len, retention_ms, expiry_ms. created_ms is
+// Redis's clock, the same clock as entry IDs.
 // A stream without meta is no channel's (a deleted channel's tombstone, or
 // entries a publisher added after the delete): the new channel starts
 // empty, and it keeps the stream's last generated ID, so that its IDs go
@@ -21,12 +43,23 @@ import (
 // an old ID must never find it held again), with entries-added reset, so
 // that a resume from 0-0 is proved as on any new channel. Its created_ms
 // is after that last ID too: appendOnceScript tells the two channels'
-// idempotency keys apart by it. Returns {1, retention_ms} when created,
-// {0, the stored retention_ms} when the channel existed.
-var createScript = redis.NewScript(`
+// idempotency keys apart by it.
+//
+// An expiring channel (expiry_ms > 0) needs its stream from the start, to
+// carry the TTL, or a publisher's XADD would make one that outlives the
+// meta: made with an entry at once removed, then XSETID back to 0-0 with
+// entries-added 0, it is a stream that never held anything (Info's
+// LastID stays 0-0, a resume from 0-0 is proved). Create of an existing
+// expiring channel restarts its countdown, whatever ARGV says.
+// Returns {1, retention_ms} when created, {0, the stored retention_ms}
+// when the channel existed.
+var createScript = redis.NewScript(luaRefresh + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, redis.call('HGET', KEYS[1], 'retention_ms') or '0'}
+  local m = redis.call('HMGET', KEYS[1], 'retention_ms', 'expiry_ms')
+  refresh(m[2], KEYS[1], KEYS[2], KEYS[3])
+  return {0, m[1] or '0'}
 end
+local ex = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local info = redis.pcall('XINFO', 'STREAM', KEYS[2])
@@ -40,34 +73,52 @@ if not info['err'] then
   redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
   redis.call('XSETID', KEYS[2], last, 'ENTRIESADDED', 0)
   redis.call('PERSIST', KEYS[2])
+elseif ex > 0 then
+  redis.call('XADD', KEYS[2], '*', 'created', '1')
+  redis.call('XTRIM', KEYS[2], 'MAXLEN', 0)
+  redis.call('XSETID', KEYS[2], '0-0', 'ENTRIESADDED', 0, 'MAXDELETEDID', '0-0')
 end
-redis.call('HSET', KEYS[1], 'max_len', ARGV[1], 'retention_ms', ARGV[2],
-  'created_ms', string.format('%d', ms))
+if ex > 0 then
+  redis.call('HSET', KEYS[1], 'max_len', ARGV[1], 'retention_ms', ARGV[2],
+    'created_ms', string.format('%d', ms), 'expiry_ms', ARGV[3])
+  refresh(ARGV[3], KEYS[1], KEYS[2], KEYS[3])
+else
+  redis.call('HSET', KEYS[1], 'max_len', ARGV[1], 'retention_ms', ARGV[2],
+    'created_ms', string.format('%d', ms))
+end
 return {1, ARGV[2]}
 `)
 
-// appendScript adds ARGV[1] as field data and trims to max_len exactly.
+// appendScript adds ARGV[1] as field data, trims to max_len exactly and
+// restarts an expiring channel's countdown; KEYS[3] is the request queue.
 // Returns the new ID, or nil when the channel does not exist.
-var appendScript = redis.NewScript(`
-local ml = redis.call('HGET', KEYS[1], 'max_len')
+var appendScript = redis.NewScript(luaRefresh + `
+local m = redis.call('HMGET', KEYS[1], 'max_len', 'expiry_ms')
+local ml = m[1]
 if not ml then return false end
+local id
 if tonumber(ml) <= 0 then
-  return redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
+  id = redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
+else
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
 end
-return redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
+refresh(m[2], KEYS[1], KEYS[2], KEYS[3])
+return id
 `)
 
-// appendOnceScript is appendScript with the idempotency key KEYS[3]: when
-// it holds an ID appended to this channel (the created_ms recorded with it
-// is the meta's: a channel created again after a delete is another
-// channel), it returns that ID and appends nothing; otherwise it appends
+// appendOnceScript is appendScript with the idempotency key KEYS[3]
+// (and the request queue KEYS[4]): when it holds an ID appended to this
+// channel (the created_ms recorded with it is the meta's: a channel
+// created again after a delete is another channel), it returns that ID
+// and appends nothing, restarting no countdown; otherwise it appends
 // ARGV[1] and remembers the ID for ARGV[2] milliseconds. Returns {id, 1}
 // for a duplicate, {id, 0} for a new entry, nil when the channel does not
 // exist.
-var appendOnceScript = redis.NewScript(`
-local ml = redis.call('HGET', KEYS[1], 'max_len')
+var appendOnceScript = redis.NewScript(luaRefresh + `
+local m = redis.call('HMGET', KEYS[1], 'max_len', 'created_ms', 'expiry_ms')
+local ml = m[1]
 if not ml then return false end
-local epoch = redis.call('HGET', KEYS[1], 'created_ms') or ''
+local epoch = m[2] or ''
 local prev = redis.call('GET', KEYS[3])
 if prev then
   local sp = string.find(prev, ' ', 1, true)
@@ -82,6 +133,7 @@ else
   id = redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
 end
 redis.call('SET', KEYS[3], epoch .. ' ' .. id, 'PX', ARGV[2])
+refresh(m[3], KEYS[1], KEYS[2], KEYS[4])
 return {id, 0}
 `)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -81,6 +82,26 @@ type Request struct {
 	// Deliveries is how many times the request was handed out: 1 on
 	// Claim, one more on each Reclaim.
 	Deliveries int64
+}
+
+// A released request is pending for consumer releasedConsumer, idle for
+// releasedIdle: longer than any sensible Reclaim minIdle, so that the next
+// Reclaim takes it. Redis's XCLAIM ... IDLE sets the idle time, not a
+// flag, hence a duration rather than "at once".
+const (
+	releasedConsumer = "released"
+	releasedIdle     = 30 * 24 * time.Hour
+)
+
+// uniqueIDs returns ids sorted without repeats, so that an ID named twice
+// in one call counts once.
+func uniqueIDs(ids []ID) []ID {
+	if len(ids) < 2 {
+		return ids
+	}
+	ids = slices.Clone(ids)
+	slices.SortFunc(ids, ID.Compare)
+	return slices.Compact(ids)
 }
 
 // ErrInvalid reports a malformed argument to a Requests method; the

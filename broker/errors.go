@@ -77,6 +77,9 @@ var (
 	// ErrRequestGone answers a reply to a request the replying app does
 	// not hold.
 	ErrRequestGone = ErrNotFound.With("no such request awaiting a reply: unknown, answered, expired or handed to another server")
+	// ErrBadRefusal refuses a reply whose error does not follow the
+	// protocol (see CheckRefusal).
+	ErrBadRefusal = ErrBadRequest.With("a reply's error code must be 1-%d bytes of a-z 0-9 _ . - and its message at most %d bytes of UTF-8", MaxRefusalCode, MaxRefusalMessage)
 )
 
 // With returns a refinement of e with a message for the client.

@@ -14,3 +14,14 @@ func Overflowed(s *Subscription) bool {
 	defer s.mu.Unlock()
 	return s.buffer.overflowed
 }
+
+// EarlyReplies is how many replies s holds for requests not yet
+// registered.
+func EarlyReplies(s *Session) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.early)
+}
+
+// InboxOf is the inbox of a session token.
+func InboxOf(token string) string { return inboxName(token) }

@@ -19,15 +19,24 @@ import (
 // every other call's, feed the availability log.
 type guardedLog struct {
 	log     backlog.Log
+	reqs    backlog.Requests // nil when log has no request queues
 	timeout time.Duration
 	health  *availability
 }
 
-var _ backlog.Log = (*guardedLog)(nil)
+var (
+	_ backlog.Log      = (*guardedLog)(nil)
+	_ backlog.Requests = (*guardedLog)(nil)
+)
 
 // guard runs op under the operation timeout and converts its error.
 func guard[T any](g *guardedLog, ctx context.Context, channel string, op func(context.Context) (T, error)) (T, error) {
-	opCtx, cancel := context.WithTimeout(ctx, g.timeout)
+	return guardFor(g, ctx, g.timeout, channel, op)
+}
+
+// guardFor is guard with another bound, for calls that wait by design.
+func guardFor[T any](g *guardedLog, ctx context.Context, timeout time.Duration, channel string, op func(context.Context) (T, error)) (T, error) {
+	opCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	v, err := op(opCtx)
 	err = fromBacklog(ctx, channel, err)
@@ -99,6 +108,35 @@ func (g *guardedLog) TrimExpired(ctx context.Context) error {
 }
 
 func (g *guardedLog) Close() error { return g.log.Close() }
+
+// The request queue methods are only called once the Hub checked that
+// reqs is set (see Hub.requests).
+
+func (g *guardedLog) Enqueue(ctx context.Context, channel string, req backlog.Request) (backlog.ID, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (backlog.ID, error) { return g.reqs.Enqueue(ctx, channel, req) })
+}
+
+// Claim waits up to block by design: its bound is block plus the
+// operation timeout.
+func (g *guardedLog) Claim(ctx context.Context, channel, group, consumer string, n int, block time.Duration) ([]backlog.Request, error) {
+	return guardFor(g, ctx, block+g.timeout, channel, func(ctx context.Context) ([]backlog.Request, error) {
+		return g.reqs.Claim(ctx, channel, group, consumer, n, block)
+	})
+}
+
+func (g *guardedLog) Ack(ctx context.Context, channel, group string, ids ...backlog.ID) (int, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (int, error) { return g.reqs.Ack(ctx, channel, group, ids...) })
+}
+
+func (g *guardedLog) Reclaim(ctx context.Context, channel, group, consumer string, minIdle time.Duration, n int) ([]backlog.Request, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) ([]backlog.Request, error) {
+		return g.reqs.Reclaim(ctx, channel, group, consumer, minIdle, n)
+	})
+}
+
+func (g *guardedLog) Release(ctx context.Context, channel, group string, ids ...backlog.ID) (int, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (int, error) { return g.reqs.Release(ctx, channel, group, ids...) })
+}
 
 // Ping checks the backlog under the operation timeout, when it can tell.
 func (g *guardedLog) Ping(ctx context.Context) error {

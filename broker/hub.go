@@ -190,6 +190,12 @@ type Hub struct {
 
 	budget *replayBudget
 	stats  hubStats
+
+	// replica names this hub's consumers in request groups, and
+	// servingSeq tells its Servings apart.
+	replica    string
+	servingSeq atomic.Uint64
+	servings   map[string]map[*Serving]struct{} // open Servings per channel; guarded by mu
 }
 
 type hubStats struct {
@@ -199,6 +205,14 @@ type hubStats struct {
 	readErrors      atomic.Int64
 	replayOverflows atomic.Int64
 	replayRefused   atomic.Int64
+
+	sessions        atomic.Int64
+	requestsPending atomic.Int64
+	replies         atomic.Int64
+	refusals        atomic.Int64
+	timeouts        atomic.Int64
+	repliesDropped  atomic.Int64
+	servings        atomic.Int64
 }
 
 // Stats is a snapshot of the hub's counters, for metrics.
@@ -218,14 +232,16 @@ type Stats struct {
 	// replay budget had no room within ReplayWait.
 	ReplayRefused int64
 
-	// Requests (session.go, serve.go).
-	Sessions        int64 // sessions open on this replica
-	RequestsPending int64 // requests local sessions await
-	Replies         int64 // replies delivered to requesters
-	Refusals        int64 // refusals delivered to requesters
+	Sessions        int64 // open sessions
+	RequestsPending int64 // requests that open sessions await
+	Replies         int64 // replies with data handed to sessions' sinks
+	Refusals        int64 // refusals handed to sessions' sinks
 	Timeouts        int64 // requests answered with a timeout
-	RepliesDropped  int64 // inbox entries dropped: malformed, or for no awaited request
-	Servings        int64 // channels served by local connections
+	// RepliesDropped counts inbox entries that answered nothing: malformed,
+	// for a request not awaited (already answered, timed out, unknown),
+	// or held as an early reply that no request claimed.
+	RepliesDropped int64
+	Servings       int64 // open Servings
 }
 
 // New starts a hub over log. Close stops it; it does not close log.
@@ -233,9 +249,11 @@ func New(log backlog.Log, cfg Config) *Hub {
 	cfg.setDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	guarded := &guardedLog{log: log, timeout: cfg.OperationTimeout, health: &availability{logger: cfg.Logger, now: time.Now}}
+	guarded.reqs, _ = log.(backlog.Requests)
 	h := &Hub{
 		cfg: cfg, log: guarded, channels: make(map[string]*channelState), ctx: ctx, cancel: cancel,
-		budget: newReplayBudget(cfg.ReplayBytes),
+		budget: newReplayBudget(cfg.ReplayBytes), replica: newReplicaID(),
+		servings: make(map[string]map[*Serving]struct{}),
 	}
 	h.mu.Lock()
 	for range cfg.Readers {
@@ -247,13 +265,54 @@ func New(log backlog.Log, cfg Config) *Hub {
 }
 
 // Close stops the hub's goroutines and waits for them. Open subscriptions
-// receive nothing more.
+// and sessions receive nothing more. Open Servings are closed, so that the
+// requests they hold go to other replicas at once; the log must still be
+// open for that.
 func (h *Hub) Close() error {
 	h.mu.Lock()
 	h.closed = true
+	var open []*Serving
+	for _, set := range h.servings {
+		for s := range set {
+			open = append(open, s)
+		}
+	}
 	h.mu.Unlock()
 	h.cancel()
+	for _, s := range open {
+		s.Close()
+	}
 	h.wg.Wait()
+	return nil
+}
+
+// goLocked runs f on a goroutine the hub waits for on Close, with the
+// hub's context, unless the hub is closed. It expects h.mu held.
+func (h *Hub) goLocked(f func(ctx context.Context)) error {
+	if h.closed {
+		return ErrClosed
+	}
+	h.wg.Go(func() { f(h.ctx) })
+	return nil
+}
+
+// requests reports whether the backlog has request queues.
+func (h *Hub) requests() error {
+	if h.log.reqs == nil {
+		return ErrUnavailable.With("this backlog does not support requests")
+	}
+	return nil
+}
+
+// checkChannel validates a channel named by a client: a valid name, and
+// not a session inbox.
+func checkChannel(channel string) error {
+	switch {
+	case !backlog.ValidChannel(channel):
+		return ErrBadChannel
+	case IsReserved(channel):
+		return ErrReserved
+	}
 	return nil
 }
 
@@ -281,6 +340,14 @@ func (h *Hub) Stats() Stats {
 		ReplayBytes:     h.budget.used.Load(),
 		ReplayOverflows: h.stats.replayOverflows.Load(),
 		ReplayRefused:   h.stats.replayRefused.Load(),
+
+		Sessions:        h.stats.sessions.Load(),
+		RequestsPending: h.stats.requestsPending.Load(),
+		Replies:         h.stats.replies.Load(),
+		Refusals:        h.stats.refusals.Load(),
+		Timeouts:        h.stats.timeouts.Load(),
+		RepliesDropped:  h.stats.repliesDropped.Load(),
+		Servings:        h.stats.servings.Load(),
 	}
 }
 
@@ -294,8 +361,8 @@ type ChannelOptions struct {
 // case its configuration is left as it was; opts are still validated, so a
 // bad request fails the same way whether or not the channel exists.
 func (h *Hub) Create(ctx context.Context, channel string, opts ChannelOptions) (created bool, err error) {
-	if !backlog.ValidChannel(channel) {
-		return false, ErrBadChannel
+	if err := checkChannel(channel); err != nil {
+		return false, err
 	}
 	cfg := backlog.ChannelConfig{MaxLen: h.cfg.DefaultMaxLen, Retention: h.cfg.DefaultRetention}
 	if opts.MaxLen != nil {
@@ -327,8 +394,8 @@ func (h *Hub) Create(ctx context.Context, channel string, opts ChannelOptions) (
 // Subscribers receive it through the backlog, as they receive messages that
 // publishers appended directly.
 func (h *Hub) Publish(ctx context.Context, channel string, data []byte) (backlog.ID, error) {
-	if !backlog.ValidChannel(channel) {
-		return backlog.ID{}, ErrBadChannel
+	if err := checkChannel(channel); err != nil {
+		return backlog.ID{}, err
 	}
 	return h.log.Append(ctx, channel, data)
 }
@@ -339,8 +406,8 @@ func (h *Hub) Publish(ctx context.Context, channel string, data []byte) (backlog
 // appends nothing, whatever its data. key must pass
 // backlog.ValidIdempotencyKey, else ErrBadKey.
 func (h *Hub) PublishIdempotent(ctx context.Context, channel string, data []byte, key string) (id backlog.ID, duplicate bool, err error) {
-	if !backlog.ValidChannel(channel) {
-		return backlog.ID{}, false, ErrBadChannel
+	if err := checkChannel(channel); err != nil {
+		return backlog.ID{}, false, err
 	}
 	if !backlog.ValidIdempotencyKey(key) {
 		return backlog.ID{}, false, ErrBadKey
@@ -352,25 +419,36 @@ func (h *Hub) PublishIdempotent(ctx context.Context, channel string, data []byte
 // Publication with Deleted set and then nothing: their replicas learn of
 // it through the backlog, as they learn of messages.
 func (h *Hub) Delete(ctx context.Context, channel string) error {
-	if !backlog.ValidChannel(channel) {
-		return ErrBadChannel
+	if err := checkChannel(channel); err != nil {
+		return err
 	}
 	return h.log.Delete(ctx, channel)
 }
 
 // List returns a page of channel names starting with prefix; see
-// backlog.Log.List.
+// backlog.Log.List. Session inboxes are left out, so a page may hold fewer
+// names than the backlog's, as the List contract allows.
 func (h *Hub) List(ctx context.Context, prefix, cursor string, limit int) (names []string, next string, err error) {
 	if prefix != "" && !backlog.ValidChannel(prefix) {
 		return nil, "", ErrBadPrefix
 	}
-	return h.log.List(ctx, prefix, cursor, limit)
+	if IsReserved(prefix) {
+		return nil, "", nil // nothing but inboxes: the walk is done
+	}
+	names, next, err = h.log.List(ctx, prefix, cursor, limit)
+	kept := names[:0]
+	for _, n := range names {
+		if !IsReserved(n) {
+			kept = append(kept, n)
+		}
+	}
+	return kept, next, err
 }
 
 // Info describes channel.
 func (h *Hub) Info(ctx context.Context, channel string) (backlog.Info, error) {
-	if !backlog.ValidChannel(channel) {
-		return backlog.Info{}, ErrBadChannel
+	if err := checkChannel(channel); err != nil {
+		return backlog.Info{}, err
 	}
 	return h.log.Info(ctx, channel)
 }
@@ -378,8 +456,8 @@ func (h *Hub) Info(ctx context.Context, channel string) (backlog.Info, error) {
 // Messages reads up to limit messages after since, for the HTTP API, as a
 // subscribe with since would replay them (see readSince).
 func (h *Hub) Messages(ctx context.Context, channel string, since backlog.ID, limit int) ([]*Publication, bool, error) {
-	if !backlog.ValidChannel(channel) {
-		return nil, false, ErrBadChannel
+	if err := checkChannel(channel); err != nil {
+		return nil, false, err
 	}
 	page, err := h.readSince(ctx, channel, since, limit)
 	if err != nil {

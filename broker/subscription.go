@@ -89,12 +89,18 @@ const (
 // messages are buffered. The first page of a replay is read here, so that a
 // replay that cannot start fails the subscribe.
 func (h *Hub) Subscribe(ctx context.Context, channel string, from From, sink Sink) (*Subscription, SubscribeResult, error) {
-	if !backlog.ValidChannel(channel) {
-		return nil, SubscribeResult{}, ErrBadChannel
+	if err := checkChannel(channel); err != nil {
+		return nil, SubscribeResult{}, err
 	}
 	if from.Last > h.cfg.MaxLast {
 		return nil, SubscribeResult{}, ErrLimit.With("last may be at most %d", h.cfg.MaxLast)
 	}
+	return h.subscribe(ctx, channel, from, sink)
+}
+
+// subscribe is Subscribe without the checks on a client's wishes: sessions
+// follow their inboxes with it.
+func (h *Hub) subscribe(ctx context.Context, channel string, from From, sink Sink) (*Subscription, SubscribeResult, error) {
 	c, err := h.acquire(ctx, channel)
 	if err != nil {
 		return nil, SubscribeResult{}, err

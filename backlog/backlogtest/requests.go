@@ -61,6 +61,8 @@ func RunRequests(t *testing.T, newLog RequestsFactory) {
 		{"ClaimBlockEnds", 0, testReqBlockEnds},
 		{"ClaimCancels", 0, testReqCancels},
 		{"Reclaim", 0, testReqReclaim},
+		{"Release", 0, testReqRelease},
+		{"ReleaseExpired", 0, testReqReleaseExpired},
 		{"AckUnknownIsIgnored", 0, testReqAckUnknown},
 		{"ExpiredAreNotHandedOut", 0, testReqExpired},
 		{"Limit", 3, testReqLimit},
@@ -140,6 +142,12 @@ func testReqMissing(e *requestsEnv) {
 	}
 	if _, err := l.Reclaim(ctx, "no.such.channel", "g", "c", 0, 1); !errors.Is(err, backlog.ErrNotFound) {
 		t.Errorf("Reclaim: %v, want ErrNotFound", err)
+	}
+	if _, err := l.Release(ctx, "no.such.channel", "g", backlog.ID{Ms: 1}); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Release: %v, want ErrNotFound", err)
+	}
+	if _, err := l.Release(ctx, "no.such.channel", "g"); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Release of no IDs: %v, want ErrNotFound", err)
 	}
 }
 
@@ -308,6 +316,103 @@ func testReqReclaim(e *requestsEnv) {
 	}
 }
 
+func (e *requestsEnv) release(group string, ids ...backlog.ID) int {
+	e.t.Helper()
+	n, err := e.l.Release(e.ctx, e.ch, group, ids...)
+	if err != nil {
+		e.t.Fatalf("Release(%s, %v): %v", group, ids, err)
+	}
+	return n
+}
+
+// testReqRelease: a released request goes to the next Reclaim of any
+// consumer at once, however long its minIdle, with its Deliveries raised
+// by that Reclaim only; unknown, acked and other groups' IDs are ignored.
+func testReqRelease(e *requestsEnv) {
+	t := e.t
+	a := e.enqueue("a", time.Minute)
+	b := e.enqueue("b", time.Minute)
+	c := e.enqueue("c", time.Minute)
+	if got := reqData(e.claim("g", "gone", 10)); got != "a,b,c" {
+		t.Fatalf("Claim = %q, want a,b,c", got)
+	}
+	if got := reqData(e.claim("other", "x", 10)); got != "a,b,c" {
+		t.Fatalf("Claim in another group = %q, want a,b,c", got)
+	}
+	if n := e.release("g"); n != 0 {
+		t.Errorf("Release of no IDs = %d, want 0", n)
+	}
+	if n := e.release("nogroup", a); n != 0 {
+		t.Errorf("Release in an unknown group = %d, want 0", n)
+	}
+	// b is named twice: it counts once.
+	if n := e.release("g", a, b, b, backlog.ID{Ms: 1}, c.Next()); n != 2 {
+		t.Errorf("Release of a, b, b and two unknown IDs = %d, want 2", n)
+	}
+	got := e.reclaim("g", "c2", time.Hour, 10)
+	if reqData(got) != "a,b" || got[0].ID != a || got[1].ID != b {
+		t.Fatalf("Reclaim with minIdle 1h after Release = %+v, want a and b", got)
+	}
+	for _, r := range got {
+		if r.Deliveries != 2 {
+			t.Errorf("released then reclaimed %s has Deliveries %d, want 2", r.Data, r.Deliveries)
+		}
+	}
+	if got := e.reclaim("g", "c3", time.Hour, 10); len(got) != 0 {
+		t.Errorf("second Reclaim = %q, want nothing: the Reclaim took the released requests", reqData(got))
+	}
+	if got := e.reclaim("other", "y", time.Hour, 10); len(got) != 0 {
+		t.Errorf("Reclaim in the other group = %q, want nothing: Release is per group", reqData(got))
+	}
+	if n := e.ack("g", b); n != 1 {
+		t.Fatalf("Ack(b) = %d, want 1", n)
+	}
+	if n := e.release("g", b); n != 0 {
+		t.Errorf("Release of an acked request = %d, want 0", n)
+	}
+	// A request released twice, and once more after a Reclaim.
+	if n := e.release("g", a); n != 1 {
+		t.Errorf("Release of a reclaimed request = %d, want 1", n)
+	}
+	if n := e.release("g", a, c); n != 2 {
+		t.Errorf("Release of a released request and c = %d, want 2", n)
+	}
+	got = e.reclaim("g", "c3", time.Hour, 1)
+	if len(got) != 1 || got[0].ID != a || got[0].Deliveries != 3 {
+		t.Fatalf("Reclaim of one = %+v, want a with Deliveries 3", got)
+	}
+	got = e.reclaim("g", "c3", time.Hour, 10)
+	if len(got) != 1 || got[0].ID != c || got[0].Deliveries != 2 {
+		t.Fatalf("Reclaim = %+v, want c with Deliveries 2", got)
+	}
+	if n := e.ack("g", a, c); n != 2 {
+		t.Errorf("Ack of the reclaimed requests = %d, want 2", n)
+	}
+}
+
+// testReqReleaseExpired: a request released past its deadline is still
+// pending (counted), and the next Reclaim acks it instead of handing it
+// out.
+func testReqReleaseExpired(e *requestsEnv) {
+	e.enqueue("short", time.Minute)
+	long := e.enqueue("long", time.Hour)
+	reqs := e.claim("g", "gone", 10)
+	if len(reqs) != 2 {
+		e.t.Fatalf("Claim = %q, want short,long", reqData(reqs))
+	}
+	e.clk.advance(2 * time.Minute)
+	if n := e.release("g", reqs[0].ID, reqs[1].ID); n != 2 {
+		e.t.Errorf("Release = %d, want 2", n)
+	}
+	got := e.reclaim("g", "c2", time.Hour, 10)
+	if len(got) != 1 || got[0].ID != long {
+		e.t.Fatalf("Reclaim = %q, want long only", reqData(got))
+	}
+	if n := e.ack("g", reqs[0].ID); n != 0 {
+		e.t.Errorf("Ack of the expired request = %d, want 0: Reclaim acked it", n)
+	}
+}
+
 func testReqAckUnknown(e *requestsEnv) {
 	id := e.enqueue("x", time.Minute)
 	if n := e.ack("nogroup", id); n != 0 {
@@ -410,6 +515,8 @@ func testReqInvalid(e *requestsEnv) {
 		bad(fmt.Sprintf("Reclaim with consumer %q", name), err)
 		_, err = l.Ack(ctx, ch, name, backlog.ID{Ms: 1})
 		bad(fmt.Sprintf("Ack with group %q", name), err)
+		_, err = l.Release(ctx, ch, name, backlog.ID{Ms: 1})
+		bad(fmt.Sprintf("Release with group %q", name), err)
 	}
 	_, err := l.Claim(ctx, ch, "g", "c", 0, 0)
 	bad("Claim of 0", err)

@@ -58,6 +58,9 @@ func Run(t *testing.T, newLog Factory) {
 		{"List", testList},
 		{"ListPrefix", testListPrefix},
 		{"ListBadCursor", testListBadCursor},
+		{"ExpiryDeletes", testExpiryDeletes},
+		{"ExpiryRestarts", testExpiryRestarts},
+		{"ExpiryContinuous", testExpiryContinuous},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
