@@ -90,7 +90,7 @@ func FuzzParseCommand(f *testing.F) {
 		check(perr)
 		_, _, refusal, perr := cmd.reply(100)
 		check(perr)
-		if refusal != nil && (!validRefusalCode(refusal.Code) || len(refusal.Message) > MaxRefusalMessageBytes) {
+		if refusal != nil && broker.CheckRefusal(*refusal) != nil {
 			t.Fatalf("reply accepted with refusal %+v", refusal)
 		}
 	})

@@ -221,12 +221,6 @@ func (cmd *command) channelOptions() (broker.ChannelOptions, *broker.Error) {
 	return opts, nil
 }
 
-// Bounds of a reply's error, which reaches the requester as is.
-const (
-	MaxRefusalCodeBytes    = 64
-	MaxRefusalMessageBytes = 1024
-)
-
 // requestTimeout validates a request's timeout_ms; 0 means absent, for the
 // hub's default. The hub checks the upper bound, which it owns.
 func (cmd *command) requestTimeout() (time.Duration, *broker.Error) {
@@ -389,33 +383,17 @@ func parseRefusal(raw json.RawMessage) (*broker.Refusal, *broker.Error) {
 	if perr := decodeObject(raw, &e); perr != nil {
 		return nil, wrap(perr)
 	}
-	switch {
-	case e.Code == nil:
+	if e.Code == nil {
 		return nil, badRequest("error: missing field \"code\"")
-	case !validRefusalCode(*e.Code):
-		return nil, badRequest("error: code must be 1-%d bytes of a-z 0-9 _ . -", MaxRefusalCodeBytes)
-	case e.Message != nil && len(*e.Message) > MaxRefusalMessageBytes:
-		return nil, badRequest("error: message is longer than %d bytes", MaxRefusalMessageBytes)
 	}
 	r := &broker.Refusal{Code: *e.Code}
 	if e.Message != nil {
 		r.Message = *e.Message
 	}
+	if err := broker.CheckRefusal(*r); err != nil {
+		return nil, broker.ErrBadRefusal
+	}
 	return r, nil
-}
-
-func validRefusalCode(code string) bool {
-	if len(code) == 0 || len(code) > MaxRefusalCodeBytes {
-		return false
-	}
-	for i := range len(code) {
-		switch b := code[i]; {
-		case b >= 'a' && b <= 'z', b >= '0' && b <= '9', b == '_', b == '.', b == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // Server frames.

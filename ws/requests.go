@@ -3,7 +3,6 @@ package ws
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
@@ -52,14 +51,16 @@ func (c *conn) request(ref, channel string, cmd *command) {
 		return
 	}
 	// The hub calls acked before the request can be answered, so the ack
-	// is queued ahead of the answer. atomic: the hub may call it from
-	// another goroutine while Request waits.
-	var acked atomic.Bool
+	// is queued ahead of the answer. It does so under the session's lock,
+	// which the hub's reader takes to hand replies over: the ack must not
+	// wait for room, any more than an answer. A client too slow for it is
+	// closed as a slow consumer.
+	acked := false
 	err := c.session.Request(c.ctx, channel, cmd.Data, timeout, ref, func(id backlog.ID, token string) {
-		acked.Store(true)
-		c.reply(encodeAck(ackFrame{Ref: ref, Channel: channel, ID: id.String(), Session: token}))
+		acked = true
+		c.offer(encodeAck(ackFrame{Ref: ref, Channel: channel, ID: id.String(), Session: token}))
 	})
-	if err != nil && !acked.Load() {
+	if err != nil && !acked {
 		c.replyError(ref, err)
 	}
 }
