@@ -601,3 +601,31 @@ func TestRedisConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisAnswerDuringShutdown: a handler that still answers after its
+// worker's context ended has its reply written and its request acked.
+func TestRedisAnswerDuringShutdown(t *testing.T) {
+	f := newFixture(t, "orders")
+	started := make(chan struct{})
+	stop := f.serve(responder.RedisConfig{Block: 100 * time.Millisecond}, func(ctx context.Context, r responder.Request) (json.RawMessage, error) {
+		close(started)
+		<-ctx.Done()
+		return json.RawMessage(`"finished anyway"`), nil
+	}, "orders")
+	id := f.request("orders", `1`, time.Now().Add(time.Minute))
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler never started")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// ServeRedis has returned: the reply and the ack are done.
+	if got := f.waitReplies(1); string(got[id].Data) != `"finished anyway"` {
+		t.Errorf("replies %+v", got)
+	}
+	if n := f.pending("orders", "tslm"); n != 0 {
+		t.Errorf("%d requests pending after the answer, want 0", n)
+	}
+}

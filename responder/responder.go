@@ -10,11 +10,12 @@
 //
 // A request is answered at least once, not exactly once: a worker that
 // stops after it took a request but before its reply was written leaves the
-// request to another worker (after RedisConfig.ReclaimAfter on Redis, at once
-// when its WebSocket closes). The requester receives only the first answer,
-// so a handler whose effects must not repeat has to recognise a request it
-// already handled by its ID (Request.Deliveries > 1 says that it may have
-// been handed out before).
+// request to another worker (at once when it stops because its context
+// ended or its WebSocket closed; after RedisConfig.ReclaimAfter when it
+// crashed while serving from Redis). The requester receives only the first
+// answer, so a handler whose effects must not repeat has to recognise a
+// request it already handled by its ID (Request.Deliveries > 1 says that it
+// may have been handed out before).
 //
 //	err := responder.ServeRedis(ctx, responder.RedisConfig{Client: rdb},
 //		func(ctx context.Context, r responder.Request) (json.RawMessage, error) {
