@@ -304,7 +304,10 @@ func TestRequestTimeout(t *testing.T) {
 	// The expired request is never handed to an app that serves later.
 	app := dial(t, r.internalURL)
 	app.serve("orders")
-	app.quiet(1500 * time.Millisecond)
+	app.quiet(1500 * time.Millisecond) // a read timeout ends a gorilla connection
+	app.conn.Close()
+	app = dial(t, r.internalURL)
+	app.serve("orders")
 
 	// A reply an app sends after the deadline does not follow the timeout.
 	id2, _ := cl.requestAcked("r2", "orders", "slow", 400)
