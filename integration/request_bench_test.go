@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -39,7 +40,12 @@ func BenchmarkRequestReply(b *testing.B) {
 	for _, rate := range []string{"1000", "max"} {
 		for _, path := range []string{"publish", "request"} {
 			b.Run("path="+path+"/rate="+rate, func(b *testing.B) {
+				srv.Client().ConfigResetStat(b.Context())
 				benchmarkRoundTrips(b, r, clients, path, rate == "max")
+				if os.Getenv("TSLM_BENCH_COMMANDSTATS") != "" {
+					info, _ := srv.Client().Info(b.Context(), "commandstats").Result()
+					os.WriteFile(os.Getenv("TSLM_BENCH_COMMANDSTATS"), []byte(info), 0o644)
+				}
 			})
 		}
 	}
