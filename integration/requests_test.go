@@ -494,3 +494,41 @@ func TestEchoResponderExample(t *testing.T) {
 		jsonEqual(t, "echo", rep["data"], `[1,"two"]`)
 	})
 }
+
+// TestSessionTokenNeverLogged: a session's whole life, debug logs
+// included — requests, replies, a duplicate and a malformed reply dropped,
+// a resume on another replica, forged tokens — and no log line holds the
+// token or the part of it a careless truncation would keep.
+func TestSessionTokenNeverLogged(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	a, logsA := startLoggedReplica(t, srv, requestAllow)
+	b, logsB := startLoggedReplica(t, srv, requestAllow)
+	a.create(t, "orders", nil)
+	w := &redisWorker{t: t, c: srv.Client(), group: "tslm", consumer: "w1"}
+
+	cl := dial(t, a.publicURL)
+	id, token := cl.requestAcked("r1", "orders", "x", 10000)
+	req := w.claim("orders", 1)[0]
+	cl.conn.Close()
+	w.reply("orders", req, echoEnvelope("orders", req))
+	w.reply("orders", req, echoEnvelope("orders", req))
+	w.reply("orders", req, `{"not":"an envelope"}`)
+
+	clB := dial(t, b.publicURL)
+	clB.send(map[string]any{"type": "session", "ref": "s", "session": token, "pending": []any{map[string]any{"channel": "orders", "id": id, "ref": "r1"}}})
+	clB.expect(map[string]any{"type": "ack", "ref": "s"})
+	clB.expect(map[string]any{"type": "reply", "ref": "r1", "id": id})
+	forged := dial(t, b.publicURL)
+	forged.send(map[string]any{"type": "session", "ref": "f", "session": token[:20] + "!"})
+	forged.expect(map[string]any{"type": "error", "ref": "f", "code": "bad_request"})
+
+	for name, logs := range map[string]*logBuffer{"A": logsA, "B": logsB} {
+		text := logs.String()
+		if text == "" {
+			t.Fatalf("replica %s logged nothing at debug level: the check would prove nothing", name)
+		}
+		if strings.Contains(text, token[:16]) {
+			t.Fatalf("replica %s logged the session token:\n%s", name, text)
+		}
+	}
+}
