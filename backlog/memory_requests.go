@@ -187,19 +187,26 @@ func (q *memQueue) claim(group, consumer string, n int, now time.Time) []Request
 	return out
 }
 
+// groupLocked finds channel's queue and its group, expecting m.mu held:
+// a nil group with a nil error is a group never used, which has nothing
+// pending.
+func (m *Memory) groupLocked(channel, group string) (*memQueue, *memGroup, error) {
+	q, err := m.queueLocked(channel)
+	if err != nil {
+		return nil, nil, err
+	}
+	return q, q.groups[group], nil
+}
+
 func (m *Memory) Ack(_ context.Context, channel, group string, ids ...ID) (int, error) {
 	if err := checkGroup(group); err != nil {
 		return 0, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	q, err := m.queueLocked(channel)
-	if err != nil {
-		return 0, err
-	}
-	g := q.groups[group]
+	q, g, err := m.groupLocked(channel, group)
 	if g == nil {
-		return 0, nil
+		return 0, err
 	}
 	acked := 0
 	for _, id := range ids {
@@ -218,13 +225,9 @@ func (m *Memory) Reclaim(_ context.Context, channel, group, consumer string, min
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	q, err := m.queueLocked(channel)
-	if err != nil {
-		return nil, err
-	}
-	g := q.groups[group]
+	q, g, err := m.groupLocked(channel, group)
 	if g == nil {
-		return nil, nil
+		return nil, err
 	}
 	now := m.cfg.Now()
 	ids := make([]ID, 0, len(g.pending))
@@ -269,13 +272,9 @@ func (m *Memory) Release(_ context.Context, channel, group string, ids ...ID) (i
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	q, err := m.queueLocked(channel)
-	if err != nil {
-		return 0, err
-	}
-	g := q.groups[group]
+	q, g, err := m.groupLocked(channel, group)
 	if g == nil {
-		return 0, nil
+		return 0, err
 	}
 	now := m.cfg.Now()
 	released := 0
