@@ -112,14 +112,19 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 // itself, and whether it is a new one (to close) rather than c: clients of
 // other types keep their own retry policy.
 func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
+	// Options() holds the push notification processor c made for itself;
+	// a second client sharing it fails to register its handlers (and
+	// go-redis logs a warning at every start), so each makes its own.
 	switch c := c.(type) {
 	case *redis.Client:
 		opt := *c.Options()
 		opt.MaxRetries = -1
+		opt.PushNotificationProcessor = nil
 		return redis.NewClient(&opt), true
 	case *redis.ClusterClient:
 		opt := *c.Options()
 		opt.MaxRetries = -1
+		opt.PushNotificationProcessor = nil
 		return redis.NewClusterClient(&opt), true
 	}
 	return c, false
