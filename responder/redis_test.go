@@ -459,13 +459,15 @@ func TestRedisSlowHandlerKept(t *testing.T) {
 	slow := func(ctx context.Context, r responder.Request) (json.RawMessage, error) {
 		calls.Add(1)
 		select {
-		case <-time.After(3 * time.Second):
+		case <-time.After(4 * time.Second):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 		return r.Data, nil
 	}
-	cfg := responder.RedisConfig{ReclaimAfter: time.Second, Block: 100 * time.Millisecond}
+	// Twice ReclaimAfter, with a touch every ReclaimAfter/3: a worker
+	// stalled a whole second by a loaded machine still keeps it.
+	cfg := responder.RedisConfig{ReclaimAfter: 2 * time.Second, Block: 100 * time.Millisecond}
 	cfg.Consumer = "a"
 	f.serve(cfg, slow, "orders")
 	cfg.Consumer = "b"
