@@ -153,3 +153,74 @@ func TestRedisReleaseLayout(t *testing.T) {
 		t.Fatalf("an app's XAUTOCLAIM with min idle 1 day = %v, %v; want %v", ids, err, id)
 	}
 }
+
+// TestRedisDocumentedAppFlow runs the commands docs/redis.md gives apps
+// ("Requests and replies") against queues and inboxes the backlog made.
+func TestRedisDocumentedAppFlow(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	prefix := fmt.Sprintf("reqtest%d:", prefixSeq.Add(1))
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: prefix})
+	c := srv.Client()
+	const inbox = "_inbox.0123456789abcdef0123456789abcdef"
+	create(t, ctx, r, "orders", backlog.ChannelConfig{})
+	create(t, ctx, r, inbox, backlog.ChannelConfig{MaxLen: 1000, Expiry: time.Minute})
+	queue := prefix + "req:{orders}"
+	do := func(args ...any) any {
+		t.Helper()
+		v, err := c.Do(ctx, args...).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return v
+	}
+
+	// The gateway's group exists already: the app's create says BUSYGROUP.
+	if _, err := r.Claim(ctx, "orders", "tslm", "replica.1", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "XGROUP", "CREATE", queue, "tslm", "0", "MKSTREAM").Err(); !redis.HasErrorPrefix(err, "BUSYGROUP") {
+		t.Fatalf("XGROUP CREATE of the existing group: %v, want BUSYGROUP", err)
+	}
+	live, err := r.Enqueue(ctx, "orders", backlog.Request{ReplyTo: inbox, Deadline: time.Now().Add(time.Minute), Data: []byte(`{"sku":42}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "tslm", Consumer: "worker-1", Streams: []string{queue, ">"}, Count: 16, Block: time.Second}).Result()
+	if err != nil || len(res) != 1 || len(res[0].Messages) != 1 {
+		t.Fatalf("XREADGROUP = %+v, %v; want the request", res, err)
+	}
+	e := res[0].Messages[0]
+	if e.ID != live.String() || e.Values["reply_to"] != inbox || e.Values["data"] != `{"sku":42}` {
+		t.Fatalf("entry = %+v, want request %v to %s", e, live, inbox)
+	}
+	envelope := fmt.Sprintf(`{"channel":"orders","id":"%s","data":{"ok":true}}`, e.ID)
+	replyID := do("XADD", prefix+"ch:{"+inbox+"}", "NOMKSTREAM", "MAXLEN", "~", "1000", "*", "data", envelope)
+	if n := do("XACK", queue, "tslm", e.ID); n != int64(1) {
+		t.Errorf("XACK = %v, want 1", n)
+	}
+	page, err := r.Range(ctx, inbox, backlog.Zero, 10)
+	if err != nil || len(page.Messages) != 1 || page.Messages[0].ID.String() != replyID || string(page.Messages[0].Data) != envelope {
+		t.Fatalf("inbox = %+v, %v; want the reply %v", page, err, replyID)
+	}
+
+	// A worker that took a request and died: its request is released (as
+	// when a WebSocket app leaves) and the app's XAUTOCLAIM takes it.
+	id, err := r.Enqueue(ctx, "orders", backlog.Request{ReplyTo: inbox, Deadline: time.Now().Add(time.Minute), Data: []byte("2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reqs, err := r.Claim(ctx, "orders", "tslm", "replica.1", 1, 0); err != nil || len(reqs) != 1 {
+		t.Fatalf("Claim = %+v, %v", reqs, err)
+	}
+	if v := do("XAUTOCLAIM", queue, "tslm", "worker-1", "10000", "0-0", "COUNT", "16"); len(v.([]any)[1].([]any)) != 0 {
+		t.Fatalf("XAUTOCLAIM before the release = %v, want nothing", v)
+	}
+	if n, err := r.Release(ctx, "orders", "tslm", id); err != nil || n != 1 {
+		t.Fatalf("Release = %d, %v", n, err)
+	}
+	v := do("XAUTOCLAIM", queue, "tslm", "worker-1", "10000", "0-0", "COUNT", "16").([]any)
+	if got := v[1].([]any); len(got) != 1 || got[0].([]any)[0] != id.String() {
+		t.Fatalf("XAUTOCLAIM after the release = %v, want %v", v, id)
+	}
+}

@@ -1046,3 +1046,60 @@ func TestSessionInboxExpiry(t *testing.T) {
 		}
 	})
 }
+
+// TestReclaimFromDeadConsumer: a request claimed by a consumer that went
+// away without a word (a crashed replica or Redis app) is served again
+// once idle for ReclaimAfter.
+func TestReclaimFromDeadConsumer(t *testing.T) {
+	forBackends(t, func(t *testing.T, logs func() backlog.Log) {
+		log := logs()
+		h := hubOn(t, log, broker.Config{ReclaimAfter: 100 * time.Millisecond, ServeBlock: 20 * time.Millisecond})
+		create(t, h, "orders", 100)
+		a := newAnswers()
+		s := session(t, h, a)
+		id := request(t, s, a, "orders", `1`, 10*time.Second, "r1")
+		dead, err := log.(backlog.Requests).Claim(t.Context(), "orders", broker.ServeGroup, "dead.1", 10, 0)
+		if err != nil || len(dead) != 1 || dead[0].ID != id {
+			t.Fatalf("the dead consumer claimed %+v, %v", dead, err)
+		}
+		sv, sink := serve(t, h, "orders")
+		r := sink.next(t)
+		if r.ID != id || r.Deliveries != 2 {
+			t.Fatalf("served %+v, want %v a second time", r, id)
+		}
+		if err := sv.Reply(t.Context(), r.ID, []byte(`1`), nil); err != nil {
+			t.Fatal(err)
+		}
+		a.waitFor(t, 1)
+	})
+}
+
+// TestReplyToExpiredInbox: the requester's session is gone for good; the
+// reply is refused as gone and the request acked all the same.
+func TestReplyToExpiredInbox(t *testing.T) {
+	checkNoLeaks(t)
+	h, log := newHub(t, broker.Config{})
+	create(t, h, "orders", 100)
+	sv, sink := serve(t, h, "orders")
+	a := newAnswers()
+	s := session(t, h, a)
+	request(t, s, a, "orders", `1`, 10*time.Second, "r1")
+	inbox := broker.InboxOf(s.Token())
+	s.Close()
+	if err := log.Delete(t.Context(), inbox); err != nil {
+		t.Fatal(err)
+	}
+	r := sink.next(t)
+	if err := sv.Reply(t.Context(), r.ID, []byte(`1`), nil); !errors.Is(err, broker.ErrRequestGone) {
+		t.Fatalf("reply to an expired inbox: %v, want ErrRequestGone", err)
+	}
+	if _, err := log.Info(t.Context(), inbox); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("the reply made the inbox again: %v", err)
+	}
+	if n, err := log.Ack(t.Context(), "orders", broker.ServeGroup, r.ID); err != nil || n != 0 {
+		t.Errorf("the request was still pending (%d, %v): not acked", n, err)
+	}
+	if err := sv.Reply(t.Context(), r.ID, []byte(`1`), nil); !errors.Is(err, broker.ErrRequestGone) {
+		t.Errorf("second reply: %v, want ErrRequestGone", err)
+	}
+}
