@@ -292,3 +292,35 @@ func (m *Memory) Release(_ context.Context, channel, group string, ids ...ID) (i
 	}
 	return released, nil
 }
+
+// Touch marks the requests handed out now, as the Redis backlog's XCLAIM
+// with no IDLE does, for those still on consumer only.
+func (m *Memory) Touch(_ context.Context, channel, group, consumer string, ids ...ID) (int, error) {
+	if err := checkGroup(group); err != nil {
+		return 0, err
+	}
+	if err := checkConsumer(consumer); err != nil {
+		return 0, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	q, g, err := m.groupLocked(channel, group)
+	if g == nil {
+		return 0, err
+	}
+	now := m.cfg.Now()
+	touched := 0
+	for _, id := range uniqueIDs(ids) {
+		p, ok := g.pending[id]
+		if !ok || p.consumer != consumer {
+			continue
+		}
+		if i := q.index(id); i == len(q.reqs) || q.reqs[i].ID != id {
+			delete(g.pending, id) // deleted meanwhile, as XCLAIM drops it
+			continue
+		}
+		p.delivered = now
+		touched++
+	}
+	return touched, nil
+}

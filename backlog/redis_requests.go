@@ -460,3 +460,51 @@ func (r *Redis) Release(ctx context.Context, channel, group string, ids ...ID) (
 	}
 	return n, r.wrap(ctx, err)
 }
+
+// touchScript claims again, for consumer ARGV[2], the IDs ARGV[3...]
+// pending for group ARGV[1] on that very consumer: XCLAIM with min idle 0
+// takes an entry from whoever has it, hence the XPENDING check first, in
+// the same atomic step. XCLAIM resets the idle time, and with JUSTID it
+// leaves the delivery count alone; a pending entry deleted meanwhile it
+// drops from the pending list and does not return. Returns how many were
+// touched, nil when the channel does not exist.
+var touchScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local g, c, n = ARGV[1], ARGV[2], 0
+for i = 3, #ARGV do
+  local p = redis.pcall('XPENDING', KEYS[2], g, ARGV[i], ARGV[i], 1)
+  if p['err'] then
+    if string.find(p['err'], '^NOGROUP') then return 0 end -- no queue or no group
+    return p
+  end
+  if p[1] and p[1][2] == c then
+    n = n + #redis.call('XCLAIM', KEYS[2], g, c, 0, ARGV[i], 'JUSTID')
+  end
+end
+return n
+`)
+
+// Touch runs touchScript on the shared client: a retried Touch claims
+// again what it claimed, which is harmless.
+func (r *Redis) Touch(ctx context.Context, channel, group, consumer string, ids ...ID) (int, error) {
+	if err := checkGroup(group); err != nil {
+		return 0, err
+	}
+	if err := checkConsumer(consumer); err != nil {
+		return 0, err
+	}
+	if r.isClosed() {
+		return 0, ErrClosed
+	}
+	ids = uniqueIDs(ids)
+	args := make([]any, 0, len(ids)+2)
+	args = append(args, group, consumer)
+	for _, id := range ids {
+		args = append(args, id.String())
+	}
+	n, err := touchScript.Run(ctx, r.client, []string{r.metaKey(channel), r.reqKey(channel)}, args...).Int()
+	if errors.Is(err, redis.Nil) {
+		return 0, ErrNotFound
+	}
+	return n, r.wrap(ctx, err)
+}

@@ -64,6 +64,14 @@ type Requests interface {
 	// Unknown or acked IDs are ignored. It returns how many were
 	// pending. ErrNotFound when the channel does not exist.
 	Release(ctx context.Context, channel, group string, ids ...ID) (int, error)
+
+	// Touch restarts the idle time of the requests pending for group on
+	// consumer, so that a Reclaim elsewhere does not take them while
+	// their consumer works on them; their Deliveries stay as they are.
+	// Requests pending on another consumer, unknown or acked are left
+	// alone. It returns how many were touched. ErrNotFound when the
+	// channel does not exist.
+	Touch(ctx context.Context, channel, group, consumer string, ids ...ID) (int, error)
 }
 
 // Request is one entry of a channel's request queue.
@@ -143,14 +151,22 @@ func checkGroup(group string) error {
 	return nil
 }
 
+// checkConsumer validates a consumer name.
+func checkConsumer(consumer string) error {
+	if !validWorkerName(consumer) {
+		return fmt.Errorf("%w: consumer name %q must be 1-%d bytes of [A-Za-z0-9._:-]", ErrInvalid, consumer, MaxConsumerLen)
+	}
+	return nil
+}
+
 // checkWorker validates the group, consumer and count of a Claim or
 // Reclaim.
 func checkWorker(group, consumer string, n int) error {
 	if err := checkGroup(group); err != nil {
 		return err
 	}
-	if !validWorkerName(consumer) {
-		return fmt.Errorf("%w: consumer name %q must be 1-%d bytes of [A-Za-z0-9._:-]", ErrInvalid, consumer, MaxConsumerLen)
+	if err := checkConsumer(consumer); err != nil {
+		return err
 	}
 	if n < 1 {
 		return fmt.Errorf("%w: count %d must be at least 1", ErrInvalid, n)

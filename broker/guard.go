@@ -138,6 +138,12 @@ func (g *guardedLog) Release(ctx context.Context, channel, group string, ids ...
 	return guard(g, ctx, channel, func(ctx context.Context) (int, error) { return g.reqs.Release(ctx, channel, group, ids...) })
 }
 
+func (g *guardedLog) Touch(ctx context.Context, channel, group, consumer string, ids ...backlog.ID) (int, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (int, error) {
+		return g.reqs.Touch(ctx, channel, group, consumer, ids...)
+	})
+}
+
 // Ping checks the backlog under the operation timeout, when it can tell.
 func (g *guardedLog) Ping(ctx context.Context) error {
 	p, ok := g.log.(backlog.Pinger)

@@ -96,7 +96,9 @@ type Config struct {
 	// channel (handed to the app, not yet answered); 0 means 100.
 	ServeInflight int
 	// ReclaimAfter is how long a request claimed by a replica that went
-	// away waits before another serving app may take it; 0 means 10s.
+	// away waits before another serving app may take it; 0 means 10s. A
+	// live Serving touches what it holds every ReclaimAfter/3, so an app
+	// may take longer than this to answer.
 	ReclaimAfter time.Duration
 	// ServeBlock is how long a serving loop waits for requests at a time;
 	// it bounds how soon requests released on another replica are seen.

@@ -666,6 +666,47 @@ func TestServingCloseReleasesAcrossReplicas(t *testing.T) {
 	})
 }
 
+// TestSlowServerKeepsItsRequest: an app may take longer than ReclaimAfter
+// to answer: while its Serving lives, the request goes to no other
+// Serving, of another replica or its own, and is answered once.
+func TestSlowServerKeepsItsRequest(t *testing.T) {
+	forBackends(t, func(t *testing.T, logs func() backlog.Log) {
+		const reclaimAfter = 300 * time.Millisecond
+		// Both loops reclaim every 50ms.
+		cfg := broker.Config{ReclaimAfter: reclaimAfter, ServeBlock: 50 * time.Millisecond}
+		a, b := hubOn(t, logs(), cfg), hubOn(t, logs(), cfg)
+		create(t, a, "orders", 100)
+		slow, slowSink := serve(t, a, "orders")
+		ans := newAnswers()
+		s := session(t, a, ans)
+		id := request(t, s, ans, "orders", `1`, 10*time.Second, "r1")
+		if r := slowSink.next(t); r.ID != id || r.Deliveries != 1 {
+			t.Fatalf("served %+v, want %v", r, id)
+		}
+		other, otherSink := serve(t, b, "orders")
+		select {
+		case r := <-otherSink:
+			t.Fatalf("the other server got %+v while the slow one worked on it", r)
+		case r := <-slowSink:
+			t.Fatalf("the slow server got %+v again", r)
+		case <-time.After(4 * reclaimAfter):
+		}
+		if err := slow.Reply(t.Context(), id, []byte(`"slow"`), nil); err != nil {
+			t.Fatalf("reply after %v: %v", 4*reclaimAfter, err)
+		}
+		if got := ans.waitFor(t, 1); got[0].ID != id || string(got[0].Data) != `"slow"` {
+			t.Fatalf("answers %+v", got)
+		}
+		// No second answer is on its way: the other server held nothing
+		// to release, and a barrier through the slow one comes next.
+		other.Close()
+		if n := len(otherSink); n != 0 {
+			t.Fatalf("the other server got %d requests", n)
+		}
+		barrier(t, s, ans, slow, slowSink, "orders", 2)
+	})
+}
+
 // TestHubCloseReleases: a replica shutting down releases what its
 // Servings hold.
 func TestHubCloseReleases(t *testing.T) {

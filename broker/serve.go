@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,8 +37,11 @@ type ServedRequest struct {
 // channel's request queue in ServeGroup, named after the replica, that
 // holds at most Config.ServeInflight requests at a time, from Claim (new
 // requests) or Reclaim (requests whose consumer went away), until the app
-// replies. Its loop runs on a goroutine of its own; Reply and Close may be
-// called from any goroutine.
+// replies, however long the app takes: it touches what it holds every
+// Config.ReclaimAfter/3, so that only the requests of a Serving that
+// stopped (its replica died) become idle enough to be reclaimed. Its loop
+// runs on a goroutine of its own; Reply and Close may be called from any
+// goroutine.
 type Serving struct {
 	hub      *Hub
 	channel  string
@@ -105,8 +109,17 @@ func (h *Hub) Serve(ctx context.Context, channel string, sink RequestSink) (*Ser
 	return s, nil
 }
 
+// touchChunk bounds the IDs of one Touch, and so the work of one script
+// on Redis.
+const touchChunk = 100
+
 func (s *Serving) run() {
 	defer close(s.done)
+	// Apart from the loop, which may wait long in the sink's Serve (an
+	// app slow to read) while the app works on what it holds.
+	var touching sync.WaitGroup
+	defer touching.Wait()
+	touching.Go(s.keepHeld)
 	cfg := &s.hub.cfg
 	var backoff time.Duration
 	// A new Serving first takes what consumers that went away left.
@@ -150,6 +163,42 @@ func (s *Serving) run() {
 		}
 		backoff = 0
 		if !s.hand(reqs) {
+			return
+		}
+	}
+}
+
+// keepHeld touches the held requests every ReclaimAfter/3 until the
+// Serving stops: the Reclaims of every serving loop, and XAUTOCLAIMs of
+// Redis workers in ServeGroup, then leave them alone.
+func (s *Serving) keepHeld() {
+	t := time.NewTicker(max(s.hub.cfg.ReclaimAfter/3, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.touch()
+		}
+	}
+}
+
+// touch restarts the idle time of the requests held. A failure is
+// retried at the next tick, which still comes well within ReclaimAfter.
+func (s *Serving) touch() {
+	s.mu.Lock()
+	ids := make([]backlog.ID, 0, len(s.held))
+	for id := range s.held {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for chunk := range slices.Chunk(ids, touchChunk) {
+		if _, err := s.hub.log.Touch(s.ctx, s.channel, ServeGroup, s.consumer, chunk...); err != nil {
+			if s.ctx.Err() == nil {
+				s.hub.cfg.Logger.Debug("serving: touching held requests failed; retrying at the next tick",
+					"channel", s.channel, "requests", len(ids), "err", err)
+			}
 			return
 		}
 	}

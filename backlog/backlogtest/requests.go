@@ -63,6 +63,7 @@ func RunRequests(t *testing.T, newLog RequestsFactory) {
 		{"Reclaim", 0, testReqReclaim},
 		{"Release", 0, testReqRelease},
 		{"ReleaseExpired", 0, testReqReleaseExpired},
+		{"Touch", 0, testReqTouch},
 		{"AckUnknownIsIgnored", 0, testReqAckUnknown},
 		{"ExpiredAreNotHandedOut", 0, testReqExpired},
 		{"Limit", 3, testReqLimit},
@@ -148,6 +149,12 @@ func testReqMissing(e *requestsEnv) {
 	}
 	if _, err := l.Release(ctx, "no.such.channel", "g"); !errors.Is(err, backlog.ErrNotFound) {
 		t.Errorf("Release of no IDs: %v, want ErrNotFound", err)
+	}
+	if _, err := l.Touch(ctx, "no.such.channel", "g", "c", backlog.ID{Ms: 1}); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Touch: %v, want ErrNotFound", err)
+	}
+	if _, err := l.Touch(ctx, "no.such.channel", "g", "c"); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Touch of no IDs: %v, want ErrNotFound", err)
 	}
 }
 
@@ -413,6 +420,82 @@ func testReqReleaseExpired(e *requestsEnv) {
 	}
 }
 
+func (e *requestsEnv) touch(group, consumer string, ids ...backlog.ID) int {
+	e.t.Helper()
+	n, err := e.l.Touch(e.ctx, e.ch, group, consumer, ids...)
+	if err != nil {
+		e.t.Fatalf("Touch(%s, %s, %v): %v", group, consumer, ids, err)
+	}
+	return n
+}
+
+// testReqTouch: a request its consumer touches is not idle for a Reclaim
+// elsewhere, while one of another consumer, untouched, is; Touch counts
+// no delivery and leaves other consumers', unknown and acked IDs alone.
+// Idle times are on the backlog's real clock (Redis's), hence the sleep.
+func testReqTouch(e *requestsEnv) {
+	t := e.t
+	const minIdle = 500 * time.Millisecond
+	a := e.enqueue("a", time.Minute)
+	b := e.enqueue("b", time.Minute)
+	c := e.enqueue("c", time.Minute)
+	if got := reqData(e.claim("g", "A", 2)); got != "a,b" {
+		t.Fatalf("Claim by A = %q, want a,b", got)
+	}
+	if got := reqData(e.claim("g", "B", 10)); got != "c" {
+		t.Fatalf("Claim by B = %q, want c", got)
+	}
+	time.Sleep(minIdle + 50*time.Millisecond)
+	touched := time.Now()
+	// a is named twice: it counts once; c is B's.
+	if n := e.touch("g", "A", a, b, a, c, backlog.ID{Ms: 1}, c.Next()); n != 2 {
+		t.Errorf("Touch by A of a, b, a, c and two unknown IDs = %d, want 2", n)
+	}
+	got := e.reclaim("g", "X", minIdle, 10)
+	if time.Since(touched) >= minIdle {
+		// a and b may have become idle enough again: nothing to tell.
+		t.Skipf("Touch and Reclaim took %v, longer than minIdle %v: machine too slow for this test", time.Since(touched), minIdle)
+	}
+	if len(got) != 1 || got[0].ID != c || got[0].Deliveries != 2 {
+		t.Fatalf("Reclaim(minIdle %v) after A's Touch = %+v, want c only, with Deliveries 2", minIdle, got)
+	}
+	if n := e.ack("g", c); n != 1 {
+		t.Fatalf("Ack(c) = %d, want 1", n)
+	}
+	// Touched twice more: still one delivery each.
+	e.touch("g", "A", a, b)
+	if n := e.touch("g", "A", a, b); n != 2 {
+		t.Errorf("Touch by A again = %d, want 2", n)
+	}
+	got = e.reclaim("g", "X", 0, 10)
+	if len(got) != 2 || got[0].ID != a || got[1].ID != b {
+		t.Fatalf("Reclaim(minIdle 0) = %q, want a,b", reqData(got))
+	}
+	for _, r := range got {
+		if r.Deliveries != 2 {
+			t.Errorf("touched then reclaimed %s has Deliveries %d, want 2", r.Data, r.Deliveries)
+		}
+	}
+	if n := e.touch("g", "A", a, b); n != 0 {
+		t.Errorf("Touch by A of requests now X's = %d, want 0", n)
+	}
+	if n := e.touch("nogroup", "X", a); n != 0 {
+		t.Errorf("Touch in an unknown group = %d, want 0", n)
+	}
+	if n := e.touch("g", "X"); n != 0 {
+		t.Errorf("Touch of no IDs = %d, want 0", n)
+	}
+	if n := e.ack("g", a); n != 1 {
+		t.Fatalf("Ack(a) = %d, want 1", n)
+	}
+	if n := e.touch("g", "X", a, b, c); n != 1 {
+		t.Errorf("Touch by X of a, b and c, a and c acked = %d, want 1", n)
+	}
+	if n := e.ack("g", b); n != 1 {
+		t.Errorf("Ack of the touched request = %d, want 1", n)
+	}
+}
+
 func testReqAckUnknown(e *requestsEnv) {
 	id := e.enqueue("x", time.Minute)
 	if n := e.ack("nogroup", id); n != 0 {
@@ -517,6 +600,10 @@ func testReqInvalid(e *requestsEnv) {
 		bad(fmt.Sprintf("Ack with group %q", name), err)
 		_, err = l.Release(ctx, ch, name, backlog.ID{Ms: 1})
 		bad(fmt.Sprintf("Release with group %q", name), err)
+		_, err = l.Touch(ctx, ch, name, "c", backlog.ID{Ms: 1})
+		bad(fmt.Sprintf("Touch with group %q", name), err)
+		_, err = l.Touch(ctx, ch, "g", name, backlog.ID{Ms: 1})
+		bad(fmt.Sprintf("Touch with consumer %q", name), err)
 	}
 	_, err := l.Claim(ctx, ch, "g", "c", 0, 0)
 	bad("Claim of 0", err)
