@@ -324,3 +324,23 @@ func (m *Memory) Touch(_ context.Context, channel, group, consumer string, ids .
 	}
 	return touched, nil
 }
+
+// Leave has no consumer to forget: the in-memory queue knows consumers only
+// by the requests pending on them.
+func (m *Memory) Leave(_ context.Context, channel, group, consumer string) (bool, error) {
+	if err := checkWorker(group, consumer, 1); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, g, err := m.groupLocked(channel, group)
+	if g == nil {
+		return err == nil, err
+	}
+	for _, p := range g.pending {
+		if p.consumer == consumer {
+			return false, nil
+		}
+	}
+	return true, nil
+}

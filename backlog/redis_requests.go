@@ -213,6 +213,23 @@ end
 return n
 `)
 
+// leaveScript deletes consumer ARGV[2] of group ARGV[1] on KEYS[2] when it
+// has nothing pending, in one step, so that no request can become pending
+// on it in between and be lost with it. Returns 1 when the consumer is gone
+// (or the group never was), 0 when it stays, nil when the channel does not
+// exist.
+var leaveScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local p = redis.pcall('XPENDING', KEYS[2], ARGV[1], '-', '+', 1, ARGV[2])
+if p['err'] then
+  if string.find(p['err'], '^NOGROUP') then return 1 end
+  return p
+end
+if #p > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], ARGV[2])
+return 1
+`)
+
 // Enqueue runs on the writer: a re-sent enqueue would queue the request
 // twice.
 func (r *Redis) Enqueue(ctx context.Context, channel string, req Request) (ID, error) {
@@ -507,4 +524,19 @@ func (r *Redis) Touch(ctx context.Context, channel, group, consumer string, ids 
 		return 0, ErrNotFound
 	}
 	return n, r.wrap(ctx, err)
+}
+
+// Leave runs leaveScript; it is safe to repeat.
+func (r *Redis) Leave(ctx context.Context, channel, group, consumer string) (bool, error) {
+	if err := checkWorker(group, consumer, 1); err != nil {
+		return false, err
+	}
+	if r.isClosed() {
+		return false, ErrClosed
+	}
+	n, err := leaveScript.Run(ctx, r.client, []string{r.metaKey(channel), r.reqKey(channel)}, group, consumer).Int()
+	if errors.Is(err, redis.Nil) {
+		return false, ErrNotFound
+	}
+	return n == 1, r.wrap(ctx, err)
 }

@@ -224,3 +224,52 @@ func TestRedisDocumentedAppFlow(t *testing.T) {
 		t.Fatalf("XAUTOCLAIM after the release = %v, want %v", v, id)
 	}
 }
+
+// TestRedisLeaveDeletesConsumer: Redis keeps every consumer a group ever
+// saw, so consumers of apps that come and go would pile up; Leave takes
+// one out of XINFO CONSUMERS once it holds nothing.
+func TestRedisLeaveDeletesConsumer(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	prefix := fmt.Sprintf("reqtest%d:", prefixSeq.Add(1))
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: prefix})
+	create(t, ctx, r, "orders", backlog.ChannelConfig{})
+	consumers := func() []string {
+		t.Helper()
+		cs, err := srv.Client().XInfoConsumers(ctx, prefix+"req:{orders}", "g").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names := make([]string, len(cs))
+		for i, c := range cs {
+			names[i] = c.Name
+		}
+		return names
+	}
+	var held [2]backlog.ID
+	for i, consumer := range []string{"app.1", "app.2"} {
+		if _, err := r.Enqueue(ctx, "orders", backlog.Request{ReplyTo: "_inbox.x", Deadline: time.Now().Add(time.Minute), Data: []byte("1")}); err != nil {
+			t.Fatal(err)
+		}
+		reqs, err := r.Claim(ctx, "orders", "g", consumer, 1, 0)
+		if err != nil || len(reqs) != 1 {
+			t.Fatalf("Claim = %v, %v", reqs, err)
+		}
+		held[i] = reqs[0].ID
+	}
+	if n, err := r.Release(ctx, "orders", "g", held[1]); err != nil || n != 1 {
+		t.Fatalf("Release = %d, %v", n, err)
+	}
+	if got := strings.Join(consumers(), ","); got != "app.1,app.2,released" {
+		t.Fatalf("consumers %s, want app.1,app.2,released", got)
+	}
+	if gone, err := r.Leave(ctx, "orders", "g", "app.2"); err != nil || !gone {
+		t.Fatalf("Leave(app.2) = %v, %v", gone, err)
+	}
+	if gone, err := r.Leave(ctx, "orders", "g", "app.1"); err != nil || gone {
+		t.Fatalf("Leave(app.1 holding a request) = %v, %v; want it kept", gone, err)
+	}
+	if got := strings.Join(consumers(), ","); got != "app.1,released" {
+		t.Fatalf("consumers %s, want app.1 and released", got)
+	}
+}

@@ -65,6 +65,13 @@ type Requests interface {
 	// pending. ErrNotFound when the channel does not exist.
 	Release(ctx context.Context, channel, group string, ids ...ID) (int, error)
 
+	// Leave removes consumer from group when it holds no pending request,
+	// so that the consumers of apps that come and go do not pile up in
+	// the group (Redis keeps every consumer a group ever saw); it reports
+	// whether consumer is gone. A consumer still holding requests stays:
+	// Release them first. ErrNotFound when the channel does not exist.
+	Leave(ctx context.Context, channel, group, consumer string) (bool, error)
+
 	// Touch restarts the idle time of the requests pending for group on
 	// consumer, so that a Reclaim elsewhere does not take them while
 	// their consumer works on them; their Deliveries stay as they are.

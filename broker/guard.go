@@ -138,6 +138,10 @@ func (g *guardedLog) Release(ctx context.Context, channel, group string, ids ...
 	return guard(g, ctx, channel, func(ctx context.Context) (int, error) { return g.reqs.Release(ctx, channel, group, ids...) })
 }
 
+func (g *guardedLog) Leave(ctx context.Context, channel, group, consumer string) (bool, error) {
+	return guard(g, ctx, channel, func(ctx context.Context) (bool, error) { return g.reqs.Leave(ctx, channel, group, consumer) })
+}
+
 func (g *guardedLog) Touch(ctx context.Context, channel, group, consumer string, ids ...backlog.ID) (int, error) {
 	return guard(g, ctx, channel, func(ctx context.Context) (int, error) {
 		return g.reqs.Touch(ctx, channel, group, consumer, ids...)

@@ -406,6 +406,7 @@ func (s *Serving) Close() {
 		}
 	}
 	released := s.release(ids)
+	s.leave()
 
 	h.mu.Lock()
 	set := h.servings[s.channel]
@@ -423,6 +424,15 @@ func (s *Serving) Close() {
 		for _, o := range others {
 			o.poke()
 		}
+	}
+}
+
+// leave takes the Serving's consumer out of the group, where Redis would
+// otherwise keep it for good: every app connection that serves makes a
+// new one. One still holding requests (a reply in flight) stays.
+func (s *Serving) leave() {
+	if _, err := s.hub.log.Leave(context.Background(), s.channel, ServeGroup, s.consumer); err != nil && !errors.Is(err, ErrNotFound) {
+		s.hub.cfg.Logger.Debug("serving: leaving the consumer group failed", "channel", s.channel, "err", err)
 	}
 }
 

@@ -532,3 +532,48 @@ func TestSessionTokenNeverLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestServingAppsLeaveNoConsumers: every app connection that serves is a
+// consumer of the group in Redis, which keeps consumers for good unless
+// they are deleted; apps that come and go — one killed while it held a
+// request, others unserving it — must not pile them up.
+func TestServingAppsLeaveNoConsumers(t *testing.T) {
+	srv, rs := startRedis(t, redistest.Options{}, 1, requestAllow)
+	r := rs[0]
+	r.create(t, "orders", nil)
+	cl := dial(t, r.publicURL)
+	id, _ := cl.requestAcked("r1", "orders", "held", 20000)
+	for i := range 5 {
+		app := dial(t, r.internalURL)
+		app.serve("orders")
+		if i == 0 {
+			app.expect(map[string]any{"type": "request", "id": id})
+			app.conn.UnderlyingConn().Close() // killed while holding it
+			continue
+		}
+		// Each later app gets the request handed back by the one before.
+		req := app.expect(map[string]any{"type": "request", "id": id, "deliveries": i + 1})
+		if i == 4 {
+			app.send(map[string]any{"type": "reply", "ref": "a", "channel": "orders", "id": id, "data": req["data"]})
+			app.expect(map[string]any{"type": "ack", "ref": "a"})
+		}
+		app.send(map[string]any{"type": "unserve", "ref": "u", "channel": "orders"})
+		app.expect(map[string]any{"type": "ack", "ref": "u"})
+		app.conn.Close()
+	}
+	cl.expect(map[string]any{"type": "reply", "ref": "r1", "id": id})
+	var left []string
+	eventually(t, 5*time.Second, "consumers of apps gone to leave the group", func() bool {
+		cs, err := srv.Client().XInfoConsumers(t.Context(), "tslm:req:{orders}", "tslm").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		left = left[:0]
+		for _, c := range cs {
+			if c.Name != "released" {
+				left = append(left, c.Name)
+			}
+		}
+		return len(left) == 0
+	})
+}

@@ -166,14 +166,38 @@ func ServeRedis(ctx context.Context, cfg RedisConfig, h Handler, channels ...str
 		slots: newSlots(cfg.Concurrency),
 	}
 	var loops sync.WaitGroup
+	joined := make([]*redisChannel, 0, len(channels))
 	for _, ch := range channels {
 		c := &redisChannel{redisServer: s, channel: ch, key: cfg.Prefix + "req:{" + ch + "}",
 			log: s.log.With("channel", ch), held: make(map[string]time.Time)}
+		joined = append(joined, c)
 		loops.Go(func() { c.serve(ctx) })
 	}
 	loops.Wait()
 	s.handlers.Wait()
+	for _, c := range joined {
+		c.leave()
+	}
 	return nil
+}
+
+// leave deletes this worker's consumer from the group once it holds
+// nothing (every request answered or released): Redis keeps a consumer
+// for good otherwise, and a worker named after its host and pid is a new
+// consumer at every start. Only this worker claims for its name, so
+// nothing can become pending on it between the check and the delete.
+func (c *redisChannel) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	pending, err := c.cfg.Client.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: c.key, Group: c.cfg.Group, Start: "-", End: "+", Count: 1, Consumer: c.cfg.Consumer,
+	}).Result()
+	if err != nil || len(pending) > 0 {
+		return // no group (nothing to leave), or requests still held: keep it
+	}
+	if err := c.cfg.Client.XGroupDelConsumer(ctx, c.key, c.cfg.Group, c.cfg.Consumer).Err(); err != nil {
+		c.log.Debug("responder: leaving the consumer group failed", "err", err)
+	}
 }
 
 type redisServer struct {

@@ -260,6 +260,35 @@ func TestRedisRoundTrip(t *testing.T) {
 	}
 }
 
+// TestRedisLeavesGroupOnStop: a worker that stops with nothing held takes
+// its consumer out of the group, where Redis would keep it for good (a
+// worker named after its host and pid is a new consumer at every start).
+func TestRedisLeavesGroupOnStop(t *testing.T) {
+	f := newFixture(t, "orders")
+	stop := f.serve(responder.RedisConfig{Consumer: "short-lived"}, echo, "orders")
+	id := f.request("orders", `1`, time.Now().Add(30*time.Second))
+	if got := f.waitReplies(1); got[id].Data == nil {
+		t.Fatalf("replies %+v", got)
+	}
+	waitFor(t, "ack", func() bool { return f.pending("orders", "tslm") == 0 })
+	consumers := func() int {
+		cs, err := f.rdb.XInfoConsumers(f.ctx, f.reqKey("orders"), "tslm").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(cs)
+	}
+	if n := consumers(); n != 1 {
+		t.Fatalf("%d consumers while serving, want 1", n)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := consumers(); n != 0 {
+		t.Fatalf("%d consumers after the worker stopped, want 0", n)
+	}
+}
+
 // TestRedisWaitsForRequestStream: a channel that never had a request has
 // no request stream; the responder waits for it without creating it
 // (XGROUP CREATE without MKSTREAM), then serves the first request.

@@ -64,6 +64,7 @@ func RunRequests(t *testing.T, newLog RequestsFactory) {
 		{"Release", 0, testReqRelease},
 		{"ReleaseExpired", 0, testReqReleaseExpired},
 		{"Touch", 0, testReqTouch},
+		{"Leave", 0, testReqLeave},
 		{"AckUnknownIsIgnored", 0, testReqAckUnknown},
 		{"ExpiredAreNotHandedOut", 0, testReqExpired},
 		{"Limit", 3, testReqLimit},
@@ -330,6 +331,52 @@ func (e *requestsEnv) release(group string, ids ...backlog.ID) int {
 		e.t.Fatalf("Release(%s, %v): %v", group, ids, err)
 	}
 	return n
+}
+
+func (e *requestsEnv) leave(group, consumer string) bool {
+	e.t.Helper()
+	gone, err := e.l.Leave(e.ctx, e.ch, group, consumer)
+	if err != nil {
+		e.t.Fatalf("Leave(%s, %s): %v", group, consumer, err)
+	}
+	return gone
+}
+
+// testReqLeave: a consumer leaves its group only once it holds nothing, so
+// that no request pending on it is lost with it; a consumer that left may
+// come back.
+func testReqLeave(e *requestsEnv) {
+	t := e.t
+	a := e.enqueue("a", time.Minute)
+	if got := reqData(e.claim("g", "w1", 10)); got != "a" {
+		t.Fatalf("Claim = %q, want a", got)
+	}
+	if e.leave("g", "w1") {
+		t.Fatal("Leave of a consumer holding a request = true, want false")
+	}
+	if !e.leave("g", "w2") || !e.leave("nogroup", "w1") {
+		t.Error("Leave of a consumer holding nothing, or of an unknown group = false, want true")
+	}
+	if n := e.release("g", a); n != 1 {
+		t.Fatalf("Release = %d, want 1", n)
+	}
+	if !e.leave("g", "w1") {
+		t.Fatal("Leave after Release = false, want true")
+	}
+	got := e.reclaim("g", "w3", time.Hour, 10)
+	if len(got) != 1 || got[0].ID != a {
+		t.Fatalf("Reclaim after the consumer left = %+v, want a", got)
+	}
+	e.enqueue("b", time.Minute)
+	if got := reqData(e.claim("g", "w1", 10)); got != "b" {
+		t.Fatalf("Claim by a consumer that left = %q, want b", got)
+	}
+	if _, err := e.l.Leave(e.ctx, "no.such.channel", "g", "w1"); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Leave on a missing channel: %v, want ErrNotFound", err)
+	}
+	if _, err := e.l.Leave(e.ctx, e.ch, "g", "bad name"); !errors.Is(err, backlog.ErrInvalid) {
+		t.Errorf("Leave of a bad consumer name: %v, want ErrInvalid", err)
+	}
 }
 
 // testReqRelease: a released request goes to the next Reclaim of any
