@@ -276,21 +276,31 @@ func (m *Memory) Release(_ context.Context, channel, group string, ids ...ID) (i
 	if g == nil {
 		return 0, err
 	}
-	now := m.cfg.Now()
-	released := 0
+	idle := m.cfg.Now().Add(-releasedIdle)
+	return q.claimPending(g, ids, "", func(p *memPending) {
+		p.consumer, p.delivered = releasedConsumer, idle
+	}), nil
+}
+
+// claimPending applies claim to the requests of ids pending in g, on
+// consumer only unless it is "", as XCLAIM does: each ID counts once, and
+// a pending request whose entry was deleted meanwhile is dropped instead.
+// It returns how many it claimed.
+func (q *memQueue) claimPending(g *memGroup, ids []ID, consumer string, claim func(*memPending)) int {
+	n := 0
 	for _, id := range uniqueIDs(ids) {
 		p, ok := g.pending[id]
-		if !ok {
+		if !ok || consumer != "" && p.consumer != consumer {
 			continue
 		}
 		if i := q.index(id); i == len(q.reqs) || q.reqs[i].ID != id {
-			delete(g.pending, id) // deleted meanwhile, as XCLAIM drops it
+			delete(g.pending, id)
 			continue
 		}
-		p.consumer, p.delivered = releasedConsumer, now.Add(-releasedIdle)
-		released++
+		claim(p)
+		n++
 	}
-	return released, nil
+	return n
 }
 
 // Touch marks the requests handed out now, as the Redis backlog's XCLAIM
@@ -309,20 +319,7 @@ func (m *Memory) Touch(_ context.Context, channel, group, consumer string, ids .
 		return 0, err
 	}
 	now := m.cfg.Now()
-	touched := 0
-	for _, id := range uniqueIDs(ids) {
-		p, ok := g.pending[id]
-		if !ok || p.consumer != consumer {
-			continue
-		}
-		if i := q.index(id); i == len(q.reqs) || q.reqs[i].ID != id {
-			delete(g.pending, id) // deleted meanwhile, as XCLAIM drops it
-			continue
-		}
-		p.delivered = now
-		touched++
-	}
-	return touched, nil
+	return q.claimPending(g, ids, consumer, func(p *memPending) { p.delivered = now }), nil
 }
 
 // Leave has no consumer to forget: the in-memory queue knows consumers only
