@@ -577,3 +577,23 @@ func TestServingAppsLeaveNoConsumers(t *testing.T) {
 		return len(left) == 0
 	})
 }
+
+// TestOversizedReplyFromRedis: an app writing to Redis is not held to the
+// WebSocket's data limit; a reply over TSLM_MAX_DATA_BYTES reaches the
+// client as too_large for that request, once, and the connection stays —
+// it is not closed as a slow consumer at every resume.
+func TestOversizedReplyFromRedis(t *testing.T) {
+	srv, rs := startRedis(t, redistest.Options{}, 1, withEnv(requestAllow, map[string]string{"TSLM_MAX_DATA_BYTES": "1000"}))
+	r := rs[0]
+	r.create(t, "orders", nil)
+	w := &redisWorker{t: t, c: srv.Client(), group: "tslm", consumer: "w1"}
+	cl := dial(t, r.publicURL)
+	id, _ := cl.requestAcked("r1", "orders", "big please", 10000)
+	req := w.claim("orders", 1)[0]
+	w.reply("orders", req, fmt.Sprintf(`{"channel":"orders","id":%q,"data":%q}`, req.id, strings.Repeat("x", 1000)))
+	cl.expect(map[string]any{"type": "error", "ref": "r1", "code": "too_large", "channel": "orders", "id": id})
+	id2, _ := cl.requestAcked("r2", "orders", "small", 10000)
+	req = w.claim("orders", 1)[0]
+	w.reply("orders", req, echoEnvelope("orders", req))
+	cl.expect(map[string]any{"type": "reply", "ref": "r2", "id": id2})
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -444,11 +445,19 @@ type requestFrame struct {
 	Deliveries int64           `json:"deliveries"`
 }
 
-// encodeAnswer frames a session's answer: a reply, or the timeout error.
-func encodeAnswer(a broker.Answer) []byte {
+// encodeAnswer frames a session's answer: a reply, or the timeout error,
+// or too_large for a reply over maxData. An app writing to Redis is not
+// held to the limit its WebSocket peers are; passed on, such a reply could
+// outgrow the client's send queue and close its connection at every resume.
+func encodeAnswer(a broker.Answer, maxData int) []byte {
 	if a.Timeout {
 		b, _ := json.Marshal(errorFrame{Type: "error", Ref: a.Tag, Code: broker.CodeTimeout,
 			Message: broker.ErrRequestTimeout.Message, Channel: a.Channel, ID: a.ID.String()})
+		return b
+	}
+	if a.Refusal == nil && len(a.Data) > maxData {
+		b, _ := json.Marshal(errorFrame{Type: "error", Ref: a.Tag, Code: broker.CodeTooLarge,
+			Message: fmt.Sprintf("the reply is larger than %d bytes", maxData), Channel: a.Channel, ID: a.ID.String()})
 		return b
 	}
 	f := replyFrame{Type: "reply", Ref: a.Tag, Channel: a.Channel, ID: a.ID.String(), Error: a.Refusal}

@@ -116,9 +116,12 @@ func (c *conn) releaseAnswers(send bool) {
 // full queue closes the connection as a slow consumer, and the client
 // resumes its session, where the reply waits in the inbox.
 func (c *conn) Answer(a broker.Answer) bool {
-	frame := encodeAnswer(a)
-	if a.Timeout {
+	frame := encodeAnswer(a, c.srv.cfg.MaxDataBytes)
+	switch {
+	case a.Timeout:
 		c.srv.countError(broker.CodeTimeout)
+	case a.Refusal == nil && len(a.Data) > c.srv.cfg.MaxDataBytes:
+		c.srv.countError(broker.CodeTooLarge)
 	}
 	c.answers.mu.Lock()
 	if c.answers.holding {
