@@ -156,7 +156,7 @@ func NewPublisherVerifier(cfg PublisherConfig) (*PublisherVerifier, error) {
 			if len(k.Ed25519) != ed25519.PublicKeySize {
 				return nil, fmt.Errorf("auth: token key %q: an Ed25519 public key is %d bytes, not %d", k.ID, ed25519.PublicKeySize, len(k.Ed25519))
 			}
-			v.jwtKeys[k.ID] = jwtKey{alg: jwt.SigningMethodEdDSA.Alg(), key: bytes.Clone(k.Ed25519)}
+			v.jwtKeys[k.ID] = jwtKey{alg: jwt.SigningMethodEdDSA.Alg(), key: ed25519.PublicKey(bytes.Clone(k.Ed25519))}
 		default:
 			if len(k.HMAC) < minHMACLen {
 				return nil, fmt.Errorf("auth: token key %q: an HMAC secret needs at least %d bytes, not %d", k.ID, minHMACLen, len(k.HMAC))
