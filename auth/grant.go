@@ -2,6 +2,16 @@
 // (JSON Web Tokens signed by a configured key, or API keys listed by their
 // SHA-256 hash) and answers whether a principal may perform an operation on
 // a channel. It knows nothing of listeners or frames: the transports ask it.
+//
+// A publisher token is a JWT whose header names its key by kid, signed with
+// EdDSA by an Ed25519 key or with HS256 by an HMAC secret, carrying sub (the
+// principal's name in logs), exp (required), optionally nbf, iss and aud
+// (required when the verifier is configured with them), and the grants:
+//
+//	"tslm": {"create": ["orders.*"], "publish": ["orders.*", "audit"], "serve": ["billing.rpc"]}
+//
+// Each list holds channel patterns (see Pattern); an absent list grants
+// nothing, and any other key in tslm refuses the token.
 package auth
 
 import (

@@ -234,10 +234,16 @@ func (v *PublisherVerifier) verifyJWT(token string, now time.Time) (*Principal, 
 	var header struct {
 		Alg string `json:"alg"`
 		Kid string `json:"kid"`
+		// RFC 7515 says a token with extensions the recipient does not
+		// understand is refused; the library ignores crit, so check here.
+		Crit json.RawMessage `json:"crit"`
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(token[:strings.IndexByte(token, '.')])
 	if err != nil || json.Unmarshal(raw, &header) != nil {
 		return nil, errMalformed
+	}
+	if header.Crit != nil {
+		return nil, fmt.Errorf("%w: critical header extensions are not supported", errMalformed)
 	}
 	if header.Kid == "" {
 		return nil, errNoKID
@@ -278,6 +284,10 @@ func (v *PublisherVerifier) verifyJWT(token string, now time.Time) (*Principal, 
 // jwtReason maps the library's error to a category; the first that applies
 // wins, signature before claims since the library checks in that order.
 func jwtReason(err error) error {
+	var ours *reason
+	if errors.As(err, &ours) { // from the key function
+		return ours
+	}
 	for _, m := range []struct {
 		lib, ours error
 	}{

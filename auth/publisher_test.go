@@ -178,6 +178,8 @@ func TestVerifyJWTRefused(t *testing.T) {
 		{"wrong HMAC key", sign(t, jwt.SigningMethodHS256, "hs1", good, k.otherHMAC), t0, errSignature},
 		{"unknown kid", sign(t, jwt.SigningMethodEdDSA, "ed2", good, k.ed), t0, errUnknownKID},
 		{"missing kid", sign(t, jwt.SigningMethodEdDSA, "", good, k.ed), t0, errNoKID},
+		{"crit header", edSig(`{"alg":"EdDSA","kid":"ed1","crit":["exp"],"exp":1}`, claimsJSON), t0, errMalformed},
+		{"kid in capitals", edSig(`{"alg":"EdDSA","KID":"ed1"}`, claimsJSON), t0, errAlg},
 		{"kid not a string", edSig(`{"alg":"EdDSA","kid":1}`, claimsJSON), t0, errMalformed},
 		// The classic confusion: the Ed25519 public key, which is public,
 		// used as an HMAC secret under the Ed25519 key's id.
