@@ -390,3 +390,71 @@ func swapClaims(tok, claims string) string {
 	parts := strings.Split(tok, ".")
 	return parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(claims)) + "." + parts[2]
 }
+
+func TestVerifyPicksTheListedKey(t *testing.T) {
+	k := newKeys(t)
+	cfg := k.config()
+	creds := []string{rand.Text(), rand.Text(), k.apiKey, rand.Text()}
+	cfg.APIKeys = nil
+	for i, c := range creds {
+		cfg.APIKeys = append(cfg.APIKeys, APIKey{
+			SHA256:    sha256.Sum256([]byte(c)),
+			Principal: Principal{Subject: "key" + strconv.Itoa(i)},
+		})
+	}
+	v, err := NewPublisherVerifier(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range creds {
+		p, err := v.Verify(c, t0)
+		if err != nil || p.Subject != "key"+strconv.Itoa(i) {
+			t.Errorf("key %d: %+v, %v", i, p, err)
+		}
+		if p != nil && p.Allows(OpPublish, "anything", t0) {
+			t.Errorf("key %d: a principal without grants is allowed", i)
+		}
+	}
+}
+
+func TestVerifyJWTClaimVariants(t *testing.T) {
+	k := newKeys(t)
+	v := k.verifier(t)
+	for name, c := range map[string]jwt.MapClaims{
+		"one of several audiences": with(goodClaims(), "aud", []string{"other", "tslm"}),
+		"empty tslm":               with(goodClaims(), "tslm", map[string]any{}),
+		"no nbf":                   with(goodClaims(), "nbf", nil),
+	} {
+		if _, err := v.Verify(sign(t, jwt.SigningMethodEdDSA, "ed1", c, k.ed), t0); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	p, err := v.Verify(sign(t, jwt.SigningMethodEdDSA, "ed1", with(goodClaims(), "tslm", map[string]any{}), k.ed), t0)
+	if err != nil || len(p.Grants) != 0 || p.Allows(OpPublish, "orders.eu", t0) {
+		t.Errorf("empty tslm: %+v, %v", p, err)
+	}
+}
+
+// Verify is used by every connection at once.
+func TestVerifyConcurrently(t *testing.T) {
+	k := newKeys(t)
+	v := k.verifier(t)
+	tok := sign(t, jwt.SigningMethodEdDSA, "ed1", goodClaims(), k.ed)
+	errs := make(chan error, 8)
+	for i := 0; i < cap(errs); i++ {
+		go func() {
+			var err error
+			for j := 0; j < 50 && err == nil; j++ {
+				if _, err = v.Verify(tok, t0); err == nil {
+					_, err = v.Verify(k.apiKey, t0)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < cap(errs); i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
