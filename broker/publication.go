@@ -61,7 +61,7 @@ func (p *Publication) Frame(e *Encoder) []byte {
 }
 
 func newPublication(channel string, m backlog.Message) *Publication {
-	return &Publication{Channel: channel, ID: m.ID, Data: asJSON(m.Data)}
+	return &Publication{Channel: channel, ID: m.ID, Data: AsJSON(m.Data)}
 }
 
 func newDeleted(channel string) *Publication {
@@ -72,12 +72,13 @@ func newGap(channel string, after, resume backlog.ID) *Publication {
 	return &Publication{Channel: channel, ID: after, Gap: true, Resume: resume}
 }
 
-// asJSON passes JSON through and turns anything else into a JSON string, so
-// that a publisher's malformed payload reaches clients instead of breaking
-// every frame it is embedded in. json.Valid accepts invalid UTF-8 inside
+// AsJSON passes JSON through and turns anything else into a JSON string, so
+// that a publisher's malformed payload (or an app's request or reply, also
+// written to Redis by apps) reaches clients instead of breaking every frame
+// it is embedded in. json.Valid accepts invalid UTF-8 inside
 // strings, which would make WebSocket text frames invalid, so such payloads
 // become strings too, with the bad bytes replaced by U+FFFD.
-func asJSON(data []byte) []byte {
+func AsJSON(data []byte) []byte {
 	if json.Valid(data) && utf8.Valid(data) {
 		return data
 	}

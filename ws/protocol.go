@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
@@ -462,7 +461,7 @@ func encodeAnswer(a broker.Answer, maxData int) []byte {
 	}
 	f := replyFrame{Type: "reply", Ref: a.Tag, Channel: a.Channel, ID: a.ID.String(), Error: a.Refusal}
 	if a.Refusal == nil {
-		f.Data = asJSON(a.Data)
+		f.Data = broker.AsJSON(a.Data)
 	}
 	b, _ := json.Marshal(f) // the data is JSON; strings always marshal
 	return b
@@ -470,19 +469,8 @@ func encodeAnswer(a broker.Answer, maxData int) []byte {
 
 func encodeServedRequest(r broker.ServedRequest) []byte {
 	b, _ := json.Marshal(requestFrame{Type: "request", Channel: r.Channel, ID: r.ID.String(),
-		Data: asJSON(r.Data), DeadlineMs: r.Deadline.UnixMilli(), Deliveries: r.Deliveries})
+		Data: broker.AsJSON(r.Data), DeadlineMs: r.Deadline.UnixMilli(), Deliveries: r.Deliveries})
 	return b
-}
-
-// asJSON passes JSON through and makes anything else a JSON string, as the
-// hub does for messages: requests and replies may be written to Redis by
-// apps, and one malformed payload must not break the frame around it.
-func asJSON(data []byte) json.RawMessage {
-	if len(data) > 0 && json.Valid(data) && utf8.Valid(data) {
-		return data
-	}
-	quoted, _ := json.Marshal(string(data)) // a string always marshals
-	return quoted
 }
 
 func encodeAck(a ackFrame) []byte {
