@@ -64,8 +64,8 @@ end
 local function expirewith(meta, key)
   local ex = redis.call('HGET', meta, 'expiry_ms')
   if ex and (tonumber(ex) or 0) > 0 then
-    local ttl = redis.call('PTTL', meta)
-    if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+    local at = redis.call('PEXPIRETIME', meta)
+    if at > 0 then redis.call('PEXPIREAT', key, at) end
   end
 end
 local function idparts(id)

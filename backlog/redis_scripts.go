@@ -20,15 +20,21 @@ import (
 // the name never finds a predecessor's queue. Channels without expiry pay
 // one more HMGET field per append for it.
 
-// luaRefresh restarts the countdown of an expiring channel: PEXPIRE of
-// meta, stream and request queue by ex (a string from the meta, or false
-// when absent), which is a no-op unless ex > 0.
+// luaRefresh restarts the countdown of an expiring channel: meta, stream
+// and request queue expire ex milliseconds from now (ex is a string from
+// the meta, or false when absent; a no-op unless ex > 0). One absolute
+// instant for all three, from one TIME, not three PEXPIREs: Redis 7.0
+// reads the clock per PEXPIRE, so the stream could outlive its meta by a
+// millisecond, and a reply XADD ... NOMKSTREAM landing in it would
+// succeed into a channel that no longer exists.
 const luaRefresh = `
 local function refresh(ex, meta, stream, req)
   if ex and (tonumber(ex) or 0) > 0 then
-    redis.call('PEXPIRE', meta, ex)
-    redis.call('PEXPIRE', stream, ex)
-    redis.call('PEXPIRE', req, ex)
+    local t = redis.call('TIME')
+    local at = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ex)
+    redis.call('PEXPIREAT', meta, at)
+    redis.call('PEXPIREAT', stream, at)
+    redis.call('PEXPIREAT', req, at)
   end
 end
 `
