@@ -206,7 +206,11 @@ type Principal struct {
 	// Subject names the principal in logs: a token's sub, an API key's
 	// configured name.
 	Subject string
-	Grants  []Grant
+	// Issuer is who vouches for Subject: an OpenID provider's issuer URL,
+	// or one of IssuerAPIKey and IssuerPublisherToken. Subjects are unique
+	// per issuer only.
+	Issuer string
+	Grants []Grant
 	// Expires is when the principal's credential stops being valid; the
 	// zero time is never.
 	Expires time.Time
@@ -230,6 +234,22 @@ func (p *Principal) Allows(op Op, channel string, now time.Time) bool {
 		}
 	}
 	return false
+}
+
+// Issuers of the principals the gateway vouches for itself.
+const (
+	IssuerAPIKey         = "tslm:api-key"
+	IssuerPublisherToken = "tslm:publisher-token"
+)
+
+// Owner identifies the principal across connections and replicas, for
+// binding what it leaves behind (a request session) to it: "" for nil (no
+// credentials), else issuer and subject, which no other principal shares.
+func (p *Principal) Owner() string {
+	if p == nil {
+		return ""
+	}
+	return p.Issuer + "\x00" + p.Subject
 }
 
 // Expired reports whether p's credential has expired at now.

@@ -207,7 +207,9 @@ func (v *PublisherVerifier) verifyAPIKey(credential string, now time.Time) (*Pri
 	if p.Expired(now) {
 		return nil, errExpired
 	}
-	return p.clone(), nil
+	c := p.clone()
+	c.Issuer = IssuerAPIKey
+	return c, nil
 }
 
 // claims are a publisher token's claims. tslm stays raw until the signature
@@ -322,7 +324,7 @@ func principalFromClaims(c *claims, leeway time.Duration) (*Principal, error) {
 	if err := dec.Decode(&t); err != nil {
 		return nil, fmt.Errorf("%w: tslm must be an object of create, publish and serve lists of patterns", errClaims)
 	}
-	p := &Principal{Subject: c.Subject}
+	p := &Principal{Subject: c.Subject, Issuer: IssuerPublisherToken}
 	for _, g := range []struct {
 		name string
 		op   Op

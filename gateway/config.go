@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 	"github.com/tslm/tslm/httpapi"
@@ -108,6 +109,45 @@ type Config struct {
 	// backlog: see backlog.MemoryConfig and RedisConfig's MaxRequests.
 	MaxQueuedRequests int
 
+	// Security: see README.md "Security model" and docs/config.md.
+	//
+	// PublicAuth and InternalAuth are each listener's auth.Mode by name:
+	// "off", "optional" or "required"; "" means off. AuthTimeout is how
+	// long a connection to a listener that requires credentials has to
+	// present them: see ws.Config.
+	PublicAuth   string
+	InternalAuth string
+	AuthTimeout  time.Duration
+	// Publishers are the publisher credentials (API key hashes, token
+	// keys), from the TSLM_CONFIG file.
+	Publishers auth.PublisherConfig
+	// OIDCIssuer turns on subscriber SSO: access tokens from this OpenID
+	// provider are verified against its discovery document and JWKS. The
+	// other OIDC fields: see auth.OIDCConfig.
+	OIDCIssuer      string
+	OIDCAudience    string
+	OIDCGrantsClaim string
+	OIDCRefresh     time.Duration
+	// Channels are the channel rules, from the TSLM_CONFIG file: first
+	// match applies. See auth.ChannelRule.
+	Channels []auth.ChannelRule
+	// TLS certificate and key files of each listener; both or neither.
+	// They are read again when they change, without a restart.
+	PublicTLSCert, PublicTLSKey     string
+	InternalTLSCert, InternalTLSKey string
+	// TrustedProxies are the addresses (IPs or CIDR prefixes) whose
+	// X-Forwarded-For and Forwarded headers name the client's address.
+	TrustedProxies []string
+	// MaxConnectionsPerIP bounds the public listener's connections from
+	// one client address; 0 means 256. The internal listener has none.
+	MaxConnectionsPerIP int
+	// HandshakeTimeout bounds reading a request's headers and completing a
+	// WebSocket upgrade; 0 means 10s.
+	HandshakeTimeout time.Duration
+	// SendQueueBudget bounds the bytes queued for all clients of both
+	// listeners together; 0 means 1 GiB. See ws.SendBudget.
+	SendQueueBudget int64
+
 	// MaxChannels bounds the in-memory backlog: see backlog.MemoryConfig.
 	MaxChannels int
 	// BlockInterval is how long a backlog read waits for news before it
@@ -135,6 +175,11 @@ const (
 	defaultShutdownGrace = 10 * time.Second
 	defaultHTTPIdle      = 60 * time.Second
 	defaultHTTPRead      = 30 * time.Second
+	// A NAT or a corporate proxy puts many users behind one address; a
+	// single attacker's address rarely needs more than a handful.
+	defaultMaxConnectionsPerIP = 256
+	defaultHandshakeTimeout    = 10 * time.Second
+	defaultSendQueueBudget     = 1 << 30
 )
 
 // WithDefaults returns c with every zero field set to its effective
@@ -195,6 +240,22 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.ServeInflight, hubDef.ServeInflight)
 	orDefault(&c.RequestReclaimAfter, hubDef.ReclaimAfter)
 	orDefault(&c.MaxQueuedRequests, memDef.MaxRequests)
+
+	oidcDef := auth.OIDCConfig{}.WithDefaults()
+	orDefault(&c.AuthTimeout, wsDef.AuthTimeout)
+	if c.PublicAuth == "" {
+		c.PublicAuth = auth.ModeOff.String()
+	}
+	if c.InternalAuth == "" {
+		c.InternalAuth = auth.ModeOff.String()
+	}
+	if c.OIDCGrantsClaim == "" {
+		c.OIDCGrantsClaim = oidcDef.GrantsClaim
+	}
+	orDefault(&c.OIDCRefresh, oidcDef.Refresh)
+	orDefault(&c.MaxConnectionsPerIP, defaultMaxConnectionsPerIP)
+	orDefault(&c.HandshakeTimeout, defaultHandshakeTimeout)
+	orDefault(&c.SendQueueBudget, defaultSendQueueBudget)
 
 	orDefault(&c.MaxChannels, memDef.MaxChannels)
 	orDefault(&c.MaxIdempotencyKeys, memDef.MaxIdempotencyKeys)
@@ -289,6 +350,11 @@ func (c *Config) Validate() error {
 		{"ServeInflight", float64(c.ServeInflight)},
 		{"RequestReclaimAfter", float64(c.RequestReclaimAfter)},
 		{"MaxQueuedRequests", float64(c.MaxQueuedRequests)},
+		{"AuthTimeout", float64(c.AuthTimeout)},
+		{"OIDCRefresh", float64(c.OIDCRefresh)},
+		{"MaxConnectionsPerIP", float64(c.MaxConnectionsPerIP)},
+		{"HandshakeTimeout", float64(c.HandshakeTimeout)},
+		{"SendQueueBudget", float64(c.SendQueueBudget)},
 	}
 	for _, p := range nonNegative {
 		if p.v < 0 {
@@ -331,6 +397,27 @@ func (c *Config) Validate() error {
 	}
 	if err := ws.ParseOrigins(c.AllowedOrigins); err != nil {
 		return &ConfigError{Field: "AllowedOrigins", Err: err}
+	}
+	return c.validateSecurity()
+}
+
+// validateSecurity checks the security settings after WithDefaults.
+func (c *Config) validateSecurity() error {
+	for _, m := range []struct{ field, v string }{{"PublicAuth", c.PublicAuth}, {"InternalAuth", c.InternalAuth}} {
+		if _, err := auth.ParseMode(m.v); err != nil {
+			return &ConfigError{Field: m.field, Err: err}
+		}
+	}
+	for _, pair := range []struct{ cert, key, certV, keyV string }{
+		{"PublicTLSCert", "PublicTLSKey", c.PublicTLSCert, c.PublicTLSKey},
+		{"InternalTLSCert", "InternalTLSKey", c.InternalTLSCert, c.InternalTLSKey},
+	} {
+		if (pair.certV == "") != (pair.keyV == "") {
+			return conflict(pair.cert, pair.key, "a TLS certificate and its key go together: set both or neither")
+		}
+	}
+	if _, err := auth.NewPolicy(c.Channels); err != nil {
+		return &ConfigError{Field: "Channels", Err: err}
 	}
 	return nil
 }

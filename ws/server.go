@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/broker"
 )
 
@@ -111,6 +113,31 @@ type Config struct {
 	// logs and skips entries that are not origins, as they could match no
 	// browser.
 	AllowedOrigins []string
+	// AuthMode is how the listener treats credentials; Authenticator
+	// (required unless AuthMode is auth.ModeOff) checks them, and Policy
+	// (nil: no channel rules) decides each command. See docs/protocol.md
+	// "Authentication".
+	AuthMode      auth.Mode
+	Authenticator Authenticator
+	Policy        *auth.Policy
+	// AuthTimeout is how long a connection to a listener whose AuthMode is
+	// auth.ModeRequired has to authenticate before it is closed with 4500;
+	// 0 means 10s.
+	AuthTimeout time.Duration
+	// MaxConnectionsPerIP bounds connections from one client address
+	// (see ClientIP); one more is refused before the upgrade with HTTP 429.
+	// 0 means unlimited.
+	MaxConnectionsPerIP int
+	// ClientIP tells a request's client address, trusted proxies
+	// considered; nil means the request's RemoteAddr.
+	ClientIP func(*http.Request) netip.Addr
+	// HandshakeTimeout bounds writing the upgrade's answer; 0 means 10s.
+	// (The HTTP server bounds reading the request.)
+	HandshakeTimeout time.Duration
+	// SendBudget, shared by the servers of a process, bounds the bytes
+	// queued for all their clients together; nil means no bound beyond
+	// each connection's SendQueueBytes.
+	SendBudget *SendBudget
 	// Names are what operators call the settings a refusal points to, so
 	// that whoever reads one knows what to change.
 	Names SettingNames
@@ -158,6 +185,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -85,6 +85,22 @@ type Vars struct {
 	RequestReclaimAfter time.Duration `env:"REQUEST_RECLAIM_AFTER"`
 	MaxQueuedRequests   int           `env:"MAX_QUEUED_REQUESTS"`
 
+	PublicAuth          string        `env:"PUBLIC_AUTH"`
+	InternalAuth        string        `env:"INTERNAL_AUTH"`
+	AuthTimeout         time.Duration `env:"AUTH_TIMEOUT"`
+	OIDCIssuer          string        `env:"OIDC_ISSUER"`
+	OIDCAudience        string        `env:"OIDC_AUDIENCE"`
+	OIDCGrantsClaim     string        `env:"OIDC_GRANTS_CLAIM"`
+	OIDCRefresh         time.Duration `env:"OIDC_REFRESH"`
+	PublicTLSCert       string        `env:"PUBLIC_TLS_CERT"`
+	PublicTLSKey        string        `env:"PUBLIC_TLS_KEY"`
+	InternalTLSCert     string        `env:"INTERNAL_TLS_CERT"`
+	InternalTLSKey      string        `env:"INTERNAL_TLS_KEY"`
+	TrustedProxies      []string      `env:"TRUSTED_PROXIES"`
+	MaxConnectionsPerIP int           `env:"MAX_CONNECTIONS_PER_IP"`
+	HandshakeTimeout    time.Duration `env:"HANDSHAKE_TIMEOUT"`
+	SendQueueBudget     int64         `env:"SEND_QUEUE_BUDGET"`
+
 	LogLevel  string `env:"LOG_LEVEL"`
 	LogFormat string `env:"LOG_FORMAT"`
 }
@@ -94,7 +110,7 @@ var processOnly = []string{"LogLevel", "LogFormat"}
 
 // notVariables are the gateway.Config fields no variable sets: Load
 // fills them itself.
-var notVariables = []string{"Names"}
+var notVariables = []string{"Names", "Publishers", "Channels"}
 
 // emptyMeansNone are the variables for which an empty value is meaningful:
 // an empty list of extra origins allows the server's own origin only. Every
