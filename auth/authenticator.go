@@ -1,0 +1,106 @@
+package auth
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+)
+
+// TokenVerifier verifies tokens of one issuer, such as an OpenID provider.
+type TokenVerifier interface {
+	// Issuer is the iss its tokens carry.
+	Issuer() string
+	Verify(ctx context.Context, token string, now time.Time) (*Principal, error)
+}
+
+// Authenticator turns any credential the gateway accepts into a principal:
+// publisher API keys and tokens (PublisherVerifier) and access tokens of
+// an OpenID provider (a TokenVerifier). It is safe for concurrent use.
+type Authenticator struct {
+	publishers *PublisherVerifier // nil: none configured
+	oidc       TokenVerifier      // nil: none configured
+	now        func() time.Time
+}
+
+var errNoVerifier = &reason{"no credentials of this kind are configured"}
+
+// NewAuthenticator combines the verifiers; either may be nil.
+func NewAuthenticator(publishers *PublisherVerifier, oidc TokenVerifier) *Authenticator {
+	return &Authenticator{publishers: publishers, oidc: oidc, now: time.Now}
+}
+
+// Authenticate checks credential and returns the principal it stands for.
+// A token is routed by its header's kid (a publisher key) or, failing
+// that, its iss (the OpenID provider); the routing reads the token before
+// its signature is checked, so it only picks the verifier, which then
+// checks everything. Every refusal wraps ErrUnauthenticated.
+func (a *Authenticator) Authenticate(ctx context.Context, credential string) (*Principal, error) {
+	now := a.now()
+	switch {
+	case credential == "":
+		return nil, errNoCredential
+	case len(credential) > MaxCredentialLen:
+		return nil, errTooLong
+	case strings.Count(credential, ".") != 2:
+		if a.publishers == nil {
+			return nil, errNoVerifier
+		}
+		return a.publishers.Verify(credential, now)
+	}
+	if a.publishers != nil && a.publishers.knowsKID(peekKID(credential)) {
+		return a.publishers.Verify(credential, now)
+	}
+	if a.oidc != nil && peekIssuer(credential) == a.oidc.Issuer() {
+		p, err := a.oidc.Verify(ctx, credential, now)
+		if err != nil && !errors.Is(err, ErrUnauthenticated) {
+			// A failure to reach the provider is not the client's fault,
+			// but the client is refused all the same: say so plainly.
+			return nil, &reason{"the identity provider's keys are unavailable: " + err.Error()}
+		}
+		return p, err
+	}
+	if a.publishers != nil {
+		return a.publishers.Verify(credential, now) // says why: unknown kid
+	}
+	return nil, errUnknownKID
+}
+
+// knowsKID reports whether kid names a configured token key.
+func (v *PublisherVerifier) knowsKID(kid string) bool {
+	_, ok := v.jwtKeys[kid]
+	return kid != "" && ok
+}
+
+// peekKID returns the kid of a token's header without verifying anything.
+func peekKID(token string) string {
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	peekPart(token, 0, &h)
+	return h.Kid
+}
+
+// peekIssuer returns the iss of a token's payload without verifying
+// anything.
+func peekIssuer(token string) string {
+	var c struct {
+		Iss string `json:"iss"`
+	}
+	peekPart(token, 1, &c)
+	return c.Iss
+}
+
+func peekPart(token string, i int, v any) {
+	parts := strings.SplitN(token, ".", 3)
+	if len(parts) != 3 {
+		return
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(parts[i])
+	if err != nil {
+		return
+	}
+	_ = json.Unmarshal(raw, v) // a malformed part leaves v zero: no match
+}
