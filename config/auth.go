@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/netip"
 	"net/url"
 	"os"
@@ -217,8 +218,7 @@ func (l *loader) tokenKey(key string, k tokenKeyTable) {
 		}
 		jk.Ed25519 = pub
 	case l.ix.has(key + ".hmac_file"):
-		path := l.filePath(k.HMACFile)
-		secret, err := os.ReadFile(path)
+		secret, err := readSecret(l.filePath(k.HMACFile))
 		if err != nil {
 			l.fail(key+".hmac_file", "cannot read the secret: %v", err)
 			return
@@ -240,6 +240,26 @@ func (l *loader) tokenKey(key string, k tokenKeyTable) {
 	}
 	l.cfg.Publishers.JWTKeys = append(l.cfg.Publishers.JWTKeys, jk)
 	l.set("Publishers", key)
+}
+
+// maxSecretLen bounds a secret file: a secret is bytes, not a file, and
+// a path such as /dev/zero must not hang the start.
+const maxSecretLen = 64 << 10
+
+func readSecret(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSecretLen+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSecretLen {
+		return nil, fmt.Errorf("%s holds more than %d bytes: is it the secret?", path, maxSecretLen)
+	}
+	return b, nil
 }
 
 // minHMACLen is auth's floor for HS256 secrets (RFC 7518, section 3.2),

@@ -318,6 +318,7 @@ func TestErrorsNameTheLine(t *testing.T) {
 		{"bad ed25519", "[[auth.token_key]]\nkid = \"k\"\ned25519 = \"AAAA\"\n", 3, "auth.token_key[0].ed25519", "is 32 bytes, not 3"},
 		{"short hmac", "[[auth.token_key]]\nkid = \"k\"\nhmac = \"short\"\n", 3, "auth.token_key[0].hmac", "at least 32"},
 		{"missing hmac file", "[[auth.token_key]]\nkid = \"k\"\nhmac_file = \"nowhere.key\"\n", 3, "auth.token_key[0].hmac_file", "cannot read the secret"},
+		{"endless hmac file", "[[auth.token_key]]\nkid = \"k\"\nhmac_file = \"/dev/zero\"\n", 3, "auth.token_key[0].hmac_file", "is it the secret?"},
 		{"duplicate kid", "[[auth.token_key]]\nkid = \"k\"\nhmac = \"" + strings.Repeat("x", 32) + "\"\n[[auth.token_key]]\nkid = \"k\"\nhmac = \"" + strings.Repeat("y", 32) + "\"\n", 5, "auth.token_key[1].kid", "unique"},
 		{"long leeway", "[auth.publisher_tokens]\nleeway = \"1h\"\n", 2, "auth.publisher_tokens.leeway", "over 5m0s"},
 		{"bad channel pattern", "[[channel]]\npattern = \"a\"\n\n[[channel]]\npattern = \"b/c\"\n", 5, "channel[1].pattern", "pattern \"b/c\""},

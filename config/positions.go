@@ -1,6 +1,7 @@
 package config
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,12 +22,18 @@ type place struct {
 type index struct {
 	at    map[string]place
 	order []string // paths in document order, for prefix look-ups
+	lines []int    // offset of each line's first byte
 }
 
 // newIndex reads doc's structure. A document the parser refuses yields the
 // places found up to the error; the decoder reports the error itself.
 func newIndex(doc []byte) *index {
-	ix := &index{at: make(map[string]place)}
+	ix := &index{at: make(map[string]place), lines: []int{0}}
+	for i, c := range doc {
+		if c == '\n' {
+			ix.lines = append(ix.lines, i+1)
+		}
+	}
 	var p unstable.Parser
 	p.Reset(doc)
 	arrays := make(map[string]int) // array-of-tables path → elements seen
@@ -59,7 +66,7 @@ func (ix *index) keyPath(p *unstable.Parser, prefix string, it unstable.Iterator
 	for i := 0; it.Next(); i++ {
 		k := it.Node()
 		if i == 0 {
-			first = p.Shape(k.Raw).Start
+			first = ix.pos(k.Raw)
 		}
 		if path != "" {
 			path += "."
@@ -95,18 +102,26 @@ func (ix *index) value(p *unstable.Parser, path string, at unstable.Position, v 
 // they are placed at their first element, or at fallback when empty.
 func (ix *index) start(p *unstable.Parser, n *unstable.Node, fallback unstable.Position) unstable.Position {
 	if n.Raw.Length > 0 {
-		return p.Shape(n.Raw).Start
+		return ix.pos(n.Raw)
 	}
 	if c := n.Child(); c.Valid() {
 		if n.Kind == unstable.InlineTable {
 			it := c.Key()
 			if it.Next() {
-				return p.Shape(it.Node().Raw).Start
+				return ix.pos(it.Node().Raw)
 			}
 		}
 		return ix.start(p, c, fallback)
 	}
 	return fallback
+}
+
+// pos is where r starts. The parser's Shape counts lines from the start of
+// the document at each call, which is quadratic over a whole file.
+func (ix *index) pos(r unstable.Range) unstable.Position {
+	off := int(r.Offset)
+	line, _ := slices.BinarySearch(ix.lines, off+1)
+	return unstable.Position{Offset: off, Line: line, Column: off - ix.lines[line-1] + 1}
 }
 
 func (ix *index) add(path string, at unstable.Position, kind unstable.Kind) {
