@@ -1,5 +1,7 @@
-// Command tslm runs a TSLM gateway replica, configured by TSLM_*
-// environment variables (see README.md).
+// Command tslm runs a TSLM gateway replica, configured by the TOML file
+// TSLM_CONFIG names, if any, and then by TSLM_* environment variables, a
+// variable that is set winning over the file (see README.md and
+// docs/config.md).
 package main
 
 import (
@@ -8,10 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tslm/tslm/config"
 	"github.com/tslm/tslm/gateway"
 	"github.com/tslm/tslm/internal/envconfig"
 )
@@ -24,7 +28,7 @@ func main() {
 }
 
 func run() error {
-	st, err := envconfig.Load(nil)
+	st, fileWarnings, err := load()
 	if err != nil {
 		return err
 	}
@@ -35,7 +39,10 @@ func run() error {
 	}
 	logger := slog.New(handler)
 	slog.SetDefault(logger)
-	for _, w := range st.Warnings {
+	if st.ConfigFile != "" {
+		logger.Info("config file read", "file", st.ConfigFile)
+	}
+	for _, w := range append(fileWarnings, st.Warnings...) {
 		logger.Warn(w)
 	}
 	// go-redis logs connection trouble through its own global logger, in
@@ -59,6 +66,22 @@ func run() error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// load reads the config file TSLM_CONFIG names, if any, then the
+// variables over it.
+func load() (envconfig.Settings, []string, error) {
+	environ := envconfig.Environ()
+	var file config.File
+	// An empty TSLM_CONFIG is LoadOver's to refuse, with the others.
+	if path := environ[envconfig.ConfigVar]; strings.TrimSpace(path) != "" {
+		var err error
+		if file, err = config.Load(path); err != nil {
+			return envconfig.Settings{}, nil, err
+		}
+	}
+	st, err := envconfig.LoadOver(file.Config, environ)
+	return st, file.Warnings, err
 }
 
 // redisLogger adapts slog to go-redis's logging interface.

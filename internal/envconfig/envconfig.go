@@ -103,10 +103,16 @@ type Vars struct {
 
 	LogLevel  string `env:"LOG_LEVEL"`
 	LogFormat string `env:"LOG_FORMAT"`
+	// Config names the TOML config file (package config), which cmd/tslm
+	// reads before the variables.
+	Config string `env:"CONFIG"`
 }
 
 // processOnly are the Vars fields that are not gateway.Config's.
-var processOnly = []string{"LogLevel", "LogFormat"}
+var processOnly = []string{"LogLevel", "LogFormat", "Config"}
+
+// ConfigVar names the config file, which cmd/tslm reads before LoadOver.
+const ConfigVar = Prefix + "CONFIG"
 
 // notVariables are the gateway.Config fields no variable sets: Load
 // fills them itself.
@@ -128,6 +134,9 @@ type Settings struct {
 	Gateway   gateway.Config
 	LogLevel  slog.Level
 	LogFormat string // "text" or "json"
+	// ConfigFile is TSLM_CONFIG's value: the config file the settings
+	// were merged onto, or "".
+	ConfigFile string
 	// Warnings are worth logging at start but not worth refusing it:
 	// variables with the prefix that no setting has (misspellings).
 	Warnings []string
@@ -136,8 +145,17 @@ type Settings struct {
 // Load reads the variables from environ (nil: the process's environment)
 // and validates them. Every error names the variable at fault.
 func Load(environ map[string]string) (Settings, error) {
+	return LoadOver(gateway.Config{}, environ)
+}
+
+// LoadOver is Load on top of base, a config file's settings (see package
+// config): every variable that is set replaces base's value of its
+// setting, and the others leave it. The result is validated whole, so a
+// variable may fix or break what the file set; an error about a value that
+// came from the file says so.
+func LoadOver(base gateway.Config, environ map[string]string) (Settings, error) {
 	if environ == nil {
-		environ = processEnviron()
+		environ = Environ()
 	}
 	known := names()
 	var st Settings
@@ -160,6 +178,7 @@ func Load(environ map[string]string) (Settings, error) {
 	}
 	// An empty list that means none is no list at all: the parser would
 	// read it as one empty entry.
+	given := environ
 	environ = maps.Clone(environ)
 	for _, name := range emptyMeansNone {
 		if strings.TrimSpace(environ[Prefix+name]) == "" {
@@ -173,7 +192,8 @@ func Load(environ map[string]string) (Settings, error) {
 	if err := checkValues(&vars, environ); err != nil {
 		return st, err
 	}
-	st.Gateway = toGateway(vars)
+	st.Gateway = over(base, vars, given)
+	st.ConfigFile = vars.Config
 	// Refusals sent to clients and operators name the variable to set.
 	st.Gateway.Names = ws.SettingNames{
 		MaxConnections: Prefix + "MAX_CONNECTIONS",
@@ -184,9 +204,28 @@ func Load(environ map[string]string) (Settings, error) {
 	}
 	resolved := st.Gateway.WithDefaults()
 	if err := resolved.Validate(); err != nil {
-		return st, Explain(err)
+		return st, explainFrom(err, base, environ)
 	}
 	return st, nil
+}
+
+// explainFrom is Explain, saying when the value at fault is the config
+// file's rather than the variable's.
+func explainFrom(err error, base gateway.Config, environ map[string]string) error {
+	var ce *gateway.ConfigError
+	if !errors.As(err, &ce) {
+		return err
+	}
+	v, ok := variableOf(ce.Field)
+	if !ok {
+		return err
+	}
+	if _, set := environ[v]; !set {
+		if f := reflect.ValueOf(base).FieldByName(ce.Field); f.IsValid() && !f.IsZero() {
+			ce = &gateway.ConfigError{Field: ce.Field, Related: ce.Related, Err: fmt.Errorf("%w (the value is the %s file's; the variable overrides it)", ce.Err, ConfigVar)}
+		}
+	}
+	return Explain(ce)
 }
 
 // Explain rewrites a *gateway.ConfigError, which names a Config field, to
@@ -280,18 +319,23 @@ func checkValues(vars *Vars, environ map[string]string) error {
 	return nil
 }
 
-// toGateway copies every field of vars into the gateway.Config field of the
-// same name; TestEveryConfigFieldHasAVariable keeps the two in step.
-func toGateway(vars Vars) gateway.Config {
-	var cfg gateway.Config
+// over copies every variable set in environ (an empty list too: it says
+// none) into the gateway.Config field
+// of the same name, on top of base; TestEveryConfigFieldHasAVariable keeps
+// the two structs in step.
+func over(base gateway.Config, vars Vars, environ map[string]string) gateway.Config {
+	cfg := base
 	src := reflect.ValueOf(vars)
 	dst := reflect.ValueOf(&cfg).Elem()
 	for i := range src.NumField() {
-		name := src.Type().Field(i).Name
-		if slices.Contains(processOnly, name) {
+		f := src.Type().Field(i)
+		if slices.Contains(processOnly, f.Name) {
 			continue
 		}
-		dst.FieldByName(name).Set(src.Field(i))
+		if _, set := environ[Prefix+f.Tag.Get("env")]; !set {
+			continue
+		}
+		dst.FieldByName(f.Name).Set(src.Field(i))
 	}
 	return cfg
 }
@@ -373,7 +417,8 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-func processEnviron() map[string]string {
+// Environ returns the process's environment as LoadOver takes it.
+func Environ() map[string]string {
 	m := make(map[string]string)
 	for _, kv := range os.Environ() {
 		if k, v, ok := strings.Cut(kv, "="); ok {

@@ -1,0 +1,59 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/tslm/tslm/config"
+	"github.com/tslm/tslm/internal/envconfig"
+)
+
+// TestEnvironmentOverridesFile reads a file and the variables the way
+// cmd/tslm does: a variable that is set wins, the file's other values
+// stand, and settings in neither keep their defaults.
+func TestEnvironmentOverridesFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tslm.toml")
+	doc := `[listener.public]
+ip = "0.0.0.0"
+port = 8080
+max_connections = 1000
+rate_limit_per_second = 10
+auth = "optional"
+
+[auth]
+timeout = "3s"
+
+[[channel]]
+pattern = "prices.*"
+anonymous = ["subscribe"]
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	environ := map[string]string{
+		envconfig.ConfigVar:    path,
+		"TSLM_PUBLIC_ADDRS":    "127.0.0.1:9999",
+		"TSLM_MAX_CONNECTIONS": "5",
+		"TSLM_PUBLIC_AUTH":     "required",
+	}
+	f, err := config.Load(environ[envconfig.ConfigVar])
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := envconfig.LoadOver(f.Config, environ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := st.Gateway.WithDefaults()
+	got := []any{c.PublicAddrs, c.MaxConnections, c.PublicAuth, c.PublicRate, c.AuthTimeout, len(c.Channels), c.InternalAddrs, c.MaxFrameBytes}
+	want := []any{[]string{"127.0.0.1:9999"}, 5, "required", 10.0, 3 * time.Second, 1, []string{"127.0.0.1:8081"}, int64(131072)}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("merged %v, want %v", got, want)
+	}
+	if st.ConfigFile != path {
+		t.Errorf("ConfigFile %q, want %q", st.ConfigFile, path)
+	}
+}
