@@ -35,7 +35,7 @@ func (c *conn) request(ref, channel string, cmd *command) {
 	if c.session == nil {
 		// No I/O until the first Request; from here on the connection has
 		// a session, and a session command is too late.
-		c.session = c.srv.hub.NewSession(c)
+		c.session = c.srv.hub.NewSession("", c)
 	}
 	if len(cmd.Data) == 0 {
 		c.replyError(ref, badRequest("missing field \"data\""))
@@ -78,7 +78,7 @@ func (c *conn) resumeSession(ref string, cmd *command) {
 		return
 	}
 	c.holdAnswers()
-	s, err := c.srv.hub.ResumeSession(c.ctx, token, pending, c)
+	s, err := c.srv.hub.ResumeSession(c.ctx, "", token, pending, c)
 	if err != nil {
 		c.releaseAnswers(false)
 		c.replyError(ref, err)
