@@ -102,29 +102,28 @@ func (c *conn) who() *auth.Principal {
 	return c.principal
 }
 
-// startAuth arms the deadline of a listener that requires credentials
-// when the upgrade brought none; serve calls it first.
+// startAuth arms the connection's timer, first thing in serve: the
+// principal's expiry, or, on a listener that requires credentials when the
+// upgrade brought none, the deadline to present them.
 func (c *conn) startAuth() {
-	if c.srv.cfg.AuthMode != auth.ModeRequired {
-		return
-	}
 	c.authMu.Lock()
 	defer c.authMu.Unlock()
-	if c.principal != nil {
-		return
+	switch {
+	case c.principal != nil:
+		c.armExpiryLocked(c.principal)
+	case c.srv.cfg.AuthMode == auth.ModeRequired:
+		c.deadline = time.AfterFunc(c.srv.cfg.AuthTimeout, func() {
+			c.authMu.Lock()
+			defer c.authMu.Unlock()
+			if c.principal == nil {
+				c.close(CloseUnauthorized)
+			}
+		})
 	}
-	c.deadline = time.AfterFunc(c.srv.cfg.AuthTimeout, func() {
-		c.authMu.Lock()
-		defer c.authMu.Unlock()
-		if c.principal == nil {
-			c.close(CloseUnauthorized)
-		}
-	})
 }
 
 // setPrincipal makes p the connection's principal, ends the wait for
-// credentials, and closes the connection with CloseExpired when p expires,
-// unless another principal has replaced it by then.
+// credentials, and re-arms the expiry for p's.
 func (c *conn) setPrincipal(p *auth.Principal) {
 	c.authMu.Lock()
 	defer c.authMu.Unlock()
@@ -133,6 +132,13 @@ func (c *conn) setPrincipal(p *auth.Principal) {
 		c.deadline.Stop()
 		c.deadline = nil
 	}
+	c.armExpiryLocked(p)
+}
+
+// armExpiryLocked closes the connection with CloseExpired when p expires,
+// unless another principal has replaced it by then; it replaces the timer
+// of the previous principal. c.authMu is held.
+func (c *conn) armExpiryLocked(p *auth.Principal) {
 	if c.expiry != nil {
 		c.expiry.Stop()
 		c.expiry = nil

@@ -76,9 +76,7 @@ func newConn(s *Server, ws *websocket.Conn, who *auth.Principal) *conn {
 	if c.legacy {
 		c.enc = legacyEncoder
 	}
-	if who != nil {
-		c.setPrincipal(who)
-	}
+	c.principal = who // its timer is armed by serve (startAuth)
 	if s.cfg.CommandRate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
 		c.strikes = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
