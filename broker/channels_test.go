@@ -168,3 +168,47 @@ func TestListValidatesPrefix(t *testing.T) {
 		t.Errorf("bad cursor: %v, want bad_request", err)
 	}
 }
+
+// TestChannelDefaults: a channel created without options takes what
+// ChannelDefaults gives for its name, each zero result the hub's default;
+// options the creator names win.
+func TestChannelDefaults(t *testing.T) {
+	h, _ := newHub(t, broker.Config{DefaultMaxLen: 50, DefaultRetention: time.Hour,
+		ChannelDefaults: func(ch string) (int64, time.Duration) {
+			switch {
+			case strings.HasPrefix(ch, "prices."):
+				return 7, time.Minute
+			case strings.HasPrefix(ch, "len."):
+				return 9, 0
+			case strings.HasPrefix(ch, "ret."):
+				return 0, 2 * time.Minute
+			}
+			return 0, 0
+		}})
+	maxLen, retention := int64(3), 5*time.Second
+	cases := []struct {
+		channel   string
+		opts      broker.ChannelOptions
+		maxLen    int64
+		retention time.Duration
+	}{
+		{"prices.eur", broker.ChannelOptions{}, 7, time.Minute},
+		{"len.a", broker.ChannelOptions{}, 9, time.Hour},
+		{"ret.a", broker.ChannelOptions{}, 50, 2 * time.Minute},
+		{"other", broker.ChannelOptions{}, 50, time.Hour},
+		{"prices.usd", broker.ChannelOptions{MaxLen: &maxLen}, 3, time.Minute},
+		{"prices.gbp", broker.ChannelOptions{Retention: &retention}, 7, 5 * time.Second},
+	}
+	for _, c := range cases {
+		if _, err := h.Create(t.Context(), c.channel, c.opts); err != nil {
+			t.Fatalf("create %s: %v", c.channel, err)
+		}
+		info, err := h.Info(t.Context(), c.channel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.MaxLen != c.maxLen || info.Config.Retention != c.retention {
+			t.Errorf("%s: max_len %d retention %s, want %d and %s", c.channel, info.Config.MaxLen, info.Config.Retention, c.maxLen, c.retention)
+		}
+	}
+}

@@ -8,7 +8,8 @@ type Code string
 const (
 	CodeBadRequest    Code = "bad_request"    // malformed or invalid command
 	CodeUnknownType   Code = "unknown_type"   // a command type the server does not know
-	CodeForbidden     Code = "forbidden"      // not allowed on this listener
+	CodeUnauthorized  Code = "unauthorized"   // no valid credentials, and this needs them
+	CodeForbidden     Code = "forbidden"      // not allowed on this listener, or not granted to these credentials
 	CodeNotFound      Code = "not_found"      // no such channel
 	CodeTooLarge      Code = "too_large"      // payload over the size limit
 	CodeRateLimited   Code = "rate_limited"   // over the command rate; retry later

@@ -30,13 +30,16 @@ var (
 	ErrBadRequest  = &Error{Code: CodeBadRequest, Message: "bad request"}
 	ErrUnknownType = &Error{Code: CodeUnknownType, Message: "unknown command type"}
 	ErrForbidden   = &Error{Code: CodeForbidden, Message: "not allowed on this listener"}
-	ErrNotFound    = &Error{Code: CodeNotFound, Message: "channel not found"}
-	ErrTooLarge    = &Error{Code: CodeTooLarge, Message: "too large"}
-	ErrRateLimited = &Error{Code: CodeRateLimited, Message: "rate limited: slow down"}
-	ErrLimit       = &Error{Code: CodeLimitExceeded, Message: "limit exceeded"}
-	ErrUnavailable = &Error{Code: CodeUnavailable, Message: "the backlog is unavailable; retry later"}
-	ErrInternal    = &Error{Code: CodeInternal, Message: "internal error"}
-	ErrCanceled    = &Error{Code: CodeCanceled, Message: "canceled"}
+	// ErrUnauthorized answers a command that needs credentials from a
+	// client that presented none, and a credential the gateway refused.
+	ErrUnauthorized = &Error{Code: CodeUnauthorized, Message: "no valid credentials: this needs authentication; send an auth frame or connect with Authorization: Bearer"}
+	ErrNotFound     = &Error{Code: CodeNotFound, Message: "channel not found"}
+	ErrTooLarge     = &Error{Code: CodeTooLarge, Message: "too large"}
+	ErrRateLimited  = &Error{Code: CodeRateLimited, Message: "rate limited: slow down"}
+	ErrLimit        = &Error{Code: CodeLimitExceeded, Message: "limit exceeded"}
+	ErrUnavailable  = &Error{Code: CodeUnavailable, Message: "the backlog is unavailable; retry later"}
+	ErrInternal     = &Error{Code: CodeInternal, Message: "internal error"}
+	ErrCanceled     = &Error{Code: CodeCanceled, Message: "canceled"}
 	// ErrRequestTimeout is sent for a request whose deadline passed with
 	// no reply, and for nothing else.
 	ErrRequestTimeout = &Error{Code: CodeTimeout, Message: "no reply before the request's deadline"}

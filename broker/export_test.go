@@ -23,5 +23,8 @@ func EarlyReplies(s *Session) int {
 	return len(s.early)
 }
 
-// InboxOf is the inbox of a session token.
-func InboxOf(token string) string { return inboxName(token) }
+// InboxOf is the inbox of a session token without owner.
+func InboxOf(token string) string { return inboxName("", token) }
+
+// InboxOfOwner is the inbox of owner's session token.
+func InboxOfOwner(owner, token string) string { return inboxName(owner, token) }

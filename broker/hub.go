@@ -19,6 +19,12 @@ type Config struct {
 	// DefaultRetention is a new channel's Retention when its creator names
 	// none; 0 means 24h.
 	DefaultRetention time.Duration
+	// ChannelDefaults, when set, gives the MaxLen and Retention of a new
+	// channel whose creator names none, by the channel's name (such as
+	// from the first matching channel rule); a zero result means
+	// DefaultMaxLen or DefaultRetention. It is called on every Create and
+	// must be safe for concurrent use.
+	ChannelDefaults func(channel string) (maxLen int64, retention time.Duration)
 	// MaxMaxLen is the largest MaxLen a creator may ask for; 0 means 1 000 000.
 	MaxMaxLen int64
 	// MaxRetention is the longest Retention a creator may ask for; 0 means 30 days.
@@ -367,6 +373,15 @@ func (h *Hub) Create(ctx context.Context, channel string, opts ChannelOptions) (
 		return false, err
 	}
 	cfg := backlog.ChannelConfig{MaxLen: h.cfg.DefaultMaxLen, Retention: h.cfg.DefaultRetention}
+	if h.cfg.ChannelDefaults != nil {
+		maxLen, retention := h.cfg.ChannelDefaults(channel)
+		if maxLen > 0 {
+			cfg.MaxLen = maxLen
+		}
+		if retention > 0 {
+			cfg.Retention = retention
+		}
+	}
 	if opts.MaxLen != nil {
 		switch {
 		case *opts.MaxLen < 1:

@@ -2,6 +2,8 @@ package broker_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -206,7 +208,7 @@ func serve(t *testing.T, h *broker.Hub, ch string) (*broker.Serving, served) {
 }
 
 func session(t *testing.T, h *broker.Hub, a *answers) *broker.Session {
-	s := h.NewSession(a)
+	s := h.NewSession("", a)
 	t.Cleanup(s.Close)
 	return s
 }
@@ -460,7 +462,7 @@ func TestResumeOnAnotherReplica(t *testing.T) {
 		for _, replyFirst := range []bool{true, false} {
 			t.Run(fmt.Sprintf("reply first %v", replyFirst), func(t *testing.T) {
 				onA := newAnswers()
-				sa := a.NewSession(onA)
+				sa := a.NewSession("", onA)
 				id := request(t, sa, onA, "orders", `1`, 10*time.Second, "r1")
 				token := sa.Token()
 				sa.Close()
@@ -474,7 +476,7 @@ func TestResumeOnAnotherReplica(t *testing.T) {
 					reply()
 				}
 				onB := newAnswers()
-				sb, err := b.ResumeSession(t.Context(), token, []broker.Pending{{Channel: "orders", ID: id, Tag: "resumed-r1", Timeout: 5 * time.Second}}, onB)
+				sb, err := b.ResumeSession(t.Context(), "", token, []broker.Pending{{Channel: "orders", ID: id, Tag: "resumed-r1", Timeout: 5 * time.Second}}, onB)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -501,6 +503,66 @@ func TestResumeOnAnotherReplica(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestSessionOwner: a session belongs to the owner that started it. Its
+// token resolves to no session for another owner (or for nobody), and to
+// the same session for its owner on any replica, whose reply arrives.
+func TestSessionOwner(t *testing.T) {
+	forBackends(t, func(t *testing.T, logs func() backlog.Log) {
+		a, b := hubOn(t, logs(), broker.Config{}), hubOn(t, logs(), broker.Config{})
+		create(t, a, "orders", 100)
+		sv, sink := serve(t, a, "orders")
+		const alice, mallory = "https://sso.example\x00alice", "https://sso.example\x00mallory"
+		onA := newAnswers()
+		sa := a.NewSession(alice, onA)
+		id := request(t, sa, onA, "orders", `1`, 10*time.Second, "r1")
+		token := sa.Token()
+		sa.Close()
+		pending := []broker.Pending{{Channel: "orders", ID: id, Tag: "resumed-r1", Timeout: 5 * time.Second}}
+		for _, other := range []string{mallory, ""} {
+			for _, h := range []*broker.Hub{a, b} {
+				if _, err := h.ResumeSession(t.Context(), other, token, pending, newAnswers()); !errors.Is(err, broker.ErrSessionExpired) ||
+					broker.ErrorOf(err).Code != broker.CodeNotFound {
+					t.Errorf("resumed by owner %q: %v, want ErrSessionExpired (not_found)", other, err)
+				}
+			}
+		}
+		onB := newAnswers()
+		sb, err := b.ResumeSession(t.Context(), alice, token, pending, onB)
+		if err != nil {
+			t.Fatalf("resumed by its owner on another replica: %v", err)
+		}
+		defer sb.Close()
+		r := sink.next(t)
+		if err := sv.Reply(t.Context(), r.ID, []byte(`"done"`), nil); err != nil {
+			t.Fatal(err)
+		}
+		if x := onB.waitFor(t, 1)[0]; x.Tag != "resumed-r1" || x.ID != id || string(x.Data) != `"done"` {
+			t.Fatalf("answer %+v", x)
+		}
+	})
+}
+
+// TestInboxDerivation holds the inbox names to docs/redis.md: without an
+// owner, the first 128 bits of SHA-256(token) as before owners existed;
+// with one, of SHA-256(owner NUL token).
+func TestInboxDerivation(t *testing.T) {
+	token := strings.Repeat("A", 43)
+	hexOf := func(s string) string {
+		sum := sha256.Sum256([]byte(s))
+		return hex.EncodeToString(sum[:16])
+	}
+	if got, want := broker.InboxOf(token), "_inbox."+hexOf(token); got != want {
+		t.Errorf("inbox without owner %s, want %s", got, want)
+	}
+	owner := "tslm:api-key\x00billing"
+	if got, want := broker.InboxOfOwner(owner, token), "_inbox."+hexOf(owner+"\x00"+token); got != want {
+		t.Errorf("inbox of %q %s, want %s", owner, got, want)
+	}
+	if broker.InboxOfOwner("", token) != broker.InboxOf(token) {
+		t.Error("the empty owner changes the derivation")
+	}
 }
 
 // TestDuplicateReplies: whatever the inbox holds twice, or holds that is
@@ -767,7 +829,7 @@ func TestReservedNames(t *testing.T) {
 			return err
 		},
 		"resume pending": func(ch string) error {
-			rs, err := h.ResumeSession(ctx, s.Token(), []broker.Pending{{Channel: ch, ID: backlog.ID{Ms: 1}}}, newAnswers())
+			rs, err := h.ResumeSession(ctx, "", s.Token(), []broker.Pending{{Channel: ch, ID: backlog.ID{Ms: 1}}}, newAnswers())
 			if rs != nil {
 				rs.Close()
 			}
@@ -865,12 +927,12 @@ func TestResumeErrors(t *testing.T) {
 	token := s.Token()
 	ctx := t.Context()
 	for _, bad := range []string{"", "short", token + "A", token[:42] + "=", token[:42] + "+", strings.Repeat("A", 42) + "B", " " + token[1:]} {
-		if _, err := h.ResumeSession(ctx, bad, nil, newAnswers()); !errors.Is(err, broker.ErrBadSession) || broker.ErrorOf(err).Code != broker.CodeBadRequest {
+		if _, err := h.ResumeSession(ctx, "", bad, nil, newAnswers()); !errors.Is(err, broker.ErrBadSession) || broker.ErrorOf(err).Code != broker.CodeBadRequest {
 			t.Errorf("token %q: %v, want ErrBadSession", bad, err)
 		}
 	}
 	unknown := strings.Repeat("A", 43)
-	if _, err := h.ResumeSession(ctx, unknown, nil, newAnswers()); !errors.Is(err, broker.ErrSessionExpired) || broker.ErrorOf(err).Code != broker.CodeNotFound {
+	if _, err := h.ResumeSession(ctx, "", unknown, nil, newAnswers()); !errors.Is(err, broker.ErrSessionExpired) || broker.ErrorOf(err).Code != broker.CodeNotFound {
 		t.Errorf("unknown token: %v, want ErrSessionExpired", err)
 	}
 	id := backlog.ID{Ms: 1}
@@ -886,7 +948,7 @@ func TestResumeErrors(t *testing.T) {
 		{"timeout over the maximum", []broker.Pending{{Channel: "orders", ID: id, Timeout: 2 * time.Second}}, broker.ErrBadRequest},
 	}
 	for _, c := range cases {
-		if _, err := h.ResumeSession(ctx, token, c.pending, newAnswers()); !errors.Is(err, c.want) {
+		if _, err := h.ResumeSession(ctx, "", token, c.pending, newAnswers()); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", c.name, err, c.want)
 		}
 	}
@@ -898,7 +960,7 @@ func TestResumeErrors(t *testing.T) {
 	if err := log.Delete(ctx, broker.InboxOf(token)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.ResumeSession(ctx, token, nil, newAnswers()); !errors.Is(err, broker.ErrSessionExpired) {
+	if _, err := h.ResumeSession(ctx, "", token, nil, newAnswers()); !errors.Is(err, broker.ErrSessionExpired) {
 		t.Errorf("expired inbox: %v, want ErrSessionExpired", err)
 	}
 }
@@ -915,7 +977,7 @@ func TestResumedRequestTimesOut(t *testing.T) {
 	token := s.Token()
 	s.Close()
 	b := newAnswers()
-	rs, err := h.ResumeSession(t.Context(), token, []broker.Pending{{Channel: "orders", ID: id, Tag: "resumed-1", Timeout: 20 * time.Millisecond}}, b)
+	rs, err := h.ResumeSession(t.Context(), "", token, []broker.Pending{{Channel: "orders", ID: id, Tag: "resumed-1", Timeout: 20 * time.Millisecond}}, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -962,7 +1024,7 @@ func TestCloseIsFinal(t *testing.T) {
 	create(t, h, "orders", 100)
 	sv, sink := serve(t, h, "orders")
 	a := newAnswers()
-	s := h.NewSession(a)
+	s := h.NewSession("", a)
 	request(t, s, a, "orders", `1`, 30*time.Millisecond, "r1")
 	request(t, s, a, "orders", `2`, 0, "r2")
 	deadline := time.Now().Add(30 * time.Millisecond)
@@ -1003,7 +1065,7 @@ func TestRequestsUnsupported(t *testing.T) {
 	if _, err := h.Serve(t.Context(), "orders", make(served, 1)); !errors.Is(err, broker.ErrUnavailable) {
 		t.Errorf("Serve: %v, want ErrUnavailable", err)
 	}
-	if _, err := h.ResumeSession(t.Context(), strings.Repeat("A", 43), nil, newAnswers()); !errors.Is(err, broker.ErrUnavailable) {
+	if _, err := h.ResumeSession(t.Context(), "", strings.Repeat("A", 43), nil, newAnswers()); !errors.Is(err, broker.ErrUnavailable) {
 		t.Errorf("ResumeSession: %v, want ErrUnavailable", err)
 	}
 }
@@ -1082,7 +1144,7 @@ func TestSessionInboxExpiry(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if _, err := h.ResumeSession(t.Context(), token, nil, newAnswers()); !errors.Is(err, broker.ErrSessionExpired) {
+		if _, err := h.ResumeSession(t.Context(), "", token, nil, newAnswers()); !errors.Is(err, broker.ErrSessionExpired) {
 			t.Errorf("resume after expiry: %v, want ErrSessionExpired", err)
 		}
 	})

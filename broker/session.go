@@ -86,8 +86,9 @@ var errSessionClosed = ErrCanceled.With("session closed")
 // deadline timers, and from Request, always under mu: one lock decides
 // which of a reply and a deadline comes first, and Close stops them all.
 type Session struct {
-	hub  *Hub
-	sink ReplySink
+	hub   *Hub
+	sink  ReplySink
+	owner string // who the session belongs to: part of its inbox's name
 
 	// opening serializes making the inbox: a one-slot semaphore rather
 	// than a mutex, so that a Request waiting for another's backlog calls
@@ -126,18 +127,25 @@ type earlyReply struct {
 	at time.Time
 }
 
-// NewSession starts a session for sink. It does no I/O: the inbox is made
-// by the first Request.
-func (h *Hub) NewSession(sink ReplySink) *Session {
+// NewSession starts a session of owner for sink. It does no I/O: the inbox
+// is made by the first Request.
+//
+// owner names whoever the transport authenticated (auth.Principal.Owner),
+// "" when nobody: the inbox is derived from owner and token together, so
+// that a token presented by anyone else leads to another inbox, which does
+// not exist. A token that leaks is then no use without its owner's
+// credentials.
+func (h *Hub) NewSession(owner string, sink ReplySink) *Session {
 	h.stats.sessions.Add(1)
 	return &Session{
-		hub: h, sink: sink, opening: make(chan struct{}, 1),
+		hub: h, sink: sink, owner: owner, opening: make(chan struct{}, 1),
 		pending: make(map[requestKey]*awaited), ended: make(chan struct{}, 1),
 	}
 }
 
 // ResumeSession reopens the session of token on this replica, awaiting
-// pending: the first reply its inbox holds or receives for each is
+// pending, for owner (see NewSession): a session is found only by the
+// owner that started it. the first reply its inbox holds or receives for each is
 // answered, and the others time out after their Timeout.
 //
 // Answers may reach the sink before ResumeSession returns, from other
@@ -147,9 +155,9 @@ func (h *Hub) NewSession(sink ReplySink) *Session {
 //
 // Errors: ErrBadSession for a token the gateway could not have issued,
 // ErrSessionExpired when its inbox does not exist (expired, or never
-// made), ErrLimit for more than Config.MaxInflight pending, ErrBadChannel,
+// made, or started by another owner), ErrLimit for more than Config.MaxInflight pending, ErrBadChannel,
 // ErrReserved or ErrBadRequest for a bad pending entry, ErrUnavailable.
-func (h *Hub) ResumeSession(ctx context.Context, token string, pending []Pending, sink ReplySink) (*Session, error) {
+func (h *Hub) ResumeSession(ctx context.Context, owner, token string, pending []Pending, sink ReplySink) (*Session, error) {
 	if !validToken(token) {
 		return nil, ErrBadSession
 	}
@@ -175,7 +183,7 @@ func (h *Hub) ResumeSession(ctx context.Context, token string, pending []Pending
 		}
 		seen[key], timeouts[i] = true, t
 	}
-	inbox := inboxName(token)
+	inbox := inboxName(owner, token)
 	if _, err := h.log.Info(ctx, inbox); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, ErrSessionExpired
@@ -183,7 +191,7 @@ func (h *Hub) ResumeSession(ctx context.Context, token string, pending []Pending
 		return nil, err
 	}
 
-	s := h.NewSession(sink)
+	s := h.NewSession(owner, sink)
 	s.mu.Lock()
 	s.token, s.inbox, s.issued = token, inbox, true
 	// Awaited before the inbox is read, so that every reply it holds
@@ -292,7 +300,7 @@ func (s *Session) openInbox(ctx context.Context) (string, error) {
 	s.mu.Lock()
 	if s.token == "" {
 		s.token = newToken()
-		s.inbox = inboxName(s.token)
+		s.inbox = inboxName(s.owner, s.token)
 	}
 	inbox, following := s.inbox, s.following
 	s.mu.Unlock()
@@ -673,10 +681,17 @@ func validToken(token string) bool {
 	return err == nil && len(b) == tokenBytes
 }
 
-// inboxName is the inbox of token: 128 bits of its hash, so that the name
-// (in Redis keys, in request entries, in logs) does not give the token
-// away.
-func inboxName(token string) string {
-	sum := sha256.Sum256([]byte(token))
+// inboxName is the inbox of owner's token: 128 bits of a hash, so that the
+// name (in Redis keys, in request entries, in logs) gives away neither. A
+// session without owner hashes the token alone, as before owners existed,
+// so that the inboxes of sessions started then are found again. The NUL
+// cannot occur in a token, so no owner and token hash like another pair.
+func inboxName(owner, token string) string {
+	var sum [sha256.Size]byte
+	if owner == "" {
+		sum = sha256.Sum256([]byte(token))
+	} else {
+		sum = sha256.Sum256([]byte(owner + "\x00" + token))
+	}
 	return InboxPrefix + hex.EncodeToString(sum[:16])
 }

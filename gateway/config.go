@@ -419,5 +419,8 @@ func (c *Config) validateSecurity() error {
 	if _, err := auth.NewPolicy(c.Channels); err != nil {
 		return &ConfigError{Field: "Channels", Err: err}
 	}
-	return nil
+	if err := c.validateRules(); err != nil {
+		return err
+	}
+	return c.validateCredentials()
 }

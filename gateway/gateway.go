@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 	"github.com/tslm/tslm/httpapi"
@@ -26,7 +27,13 @@ type Gateway struct {
 	log    backlog.Log
 	hub    *broker.Hub
 
+	// Security (security.go): who may do what, decided on every path.
+	authn     *auth.Authenticator // nil when no credentials are configured
+	closeOIDC func()
+	policy    *auth.Policy
+
 	public, internal         *ws.Server
+	api                      *httpapi.API
 	publicHTTP, internalHTTP *http.Server
 	publicLn, internalLn     []net.Listener
 	serveWG                  sync.WaitGroup
@@ -42,14 +49,19 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, logger: logger}
+	g := &Gateway{cfg: cfg, logger: logger, closeOIDC: func() {}}
+	if err := g.openSecurity(ctx); err != nil {
+		return nil, err
+	}
 	if err := g.openBacklog(ctx); err != nil {
+		g.closeOIDC()
 		return nil, err
 	}
 	g.hub = broker.New(g.log, g.hubConfig())
 	publicOps, _ := ws.ParseOps(cfg.PublicAllow) // checked by Validate
 	g.public = ws.New(g.hub, g.wsConfig("public", publicOps, cfg.PublicRate, cfg.PublicBurst))
 	g.internal = ws.New(g.hub, g.wsConfig("internal", ws.OpAll, cfg.InternalRate, cfg.InternalBurst))
+	g.api = httpapi.New(g.hub, g.apiConfig())
 
 	publicMux := http.NewServeMux()
 	publicMux.Handle("GET /v1/ws", g.public)
@@ -60,7 +72,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	internalMux.HandleFunc("GET /healthz", healthz)
 	internalMux.HandleFunc("GET /readyz", g.readyz)
 	internalMux.Handle("GET /metrics", promhttp.HandlerFor(g.metricsRegistry(), promhttp.HandlerOpts{}))
-	httpapi.New(g.hub, httpapi.Config{MaxDataBytes: int64(cfg.MaxDataBytes), MaxReadLimit: cfg.MaxReadLimit, MaxListLimit: cfg.MaxListLimit, Logger: logger}).Register(internalMux)
+	g.api.Register(internalMux)
 
 	var err error
 	if g.publicLn, err = listen(cfg.PublicAddrs); err != nil {
@@ -104,8 +116,19 @@ func (g *Gateway) hubConfig() broker.Config {
 		SessionReplies:    g.cfg.SessionReplies,
 		ServeInflight:     g.cfg.ServeInflight,
 		ReclaimAfter:      g.cfg.RequestReclaimAfter,
+		ChannelDefaults:   g.channelDefaults,
 		Logger:            g.logger,
 	}
+}
+
+// apiConfig is the HTTP API's share, on the internal listener.
+func (g *Gateway) apiConfig() httpapi.Config {
+	c := httpapi.Config{MaxDataBytes: int64(g.cfg.MaxDataBytes), MaxReadLimit: g.cfg.MaxReadLimit, MaxListLimit: g.cfg.MaxListLimit, Logger: g.logger,
+		AuthMode: g.mode("internal"), Policy: g.policy}
+	if g.authn != nil {
+		c.Authenticator = g.authn
+	}
+	return c
 }
 
 func (g *Gateway) openBacklog(ctx context.Context) error {
@@ -131,9 +154,13 @@ func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) w
 	if rate < 0 {
 		rate = 0 // ws's unlimited
 	}
-	return ws.Config{
+	c := ws.Config{
 		Name:             name,
 		Allow:            allow,
+		Public:           name == "public",
+		AuthMode:         g.mode(name),
+		AuthTimeout:      g.cfg.AuthTimeout,
+		Policy:           g.policy,
 		MaxFrameBytes:    g.cfg.MaxFrameBytes,
 		MaxDataBytes:     g.cfg.MaxDataBytes,
 		SendQueueFrames:  g.cfg.SendQueue,
@@ -149,6 +176,12 @@ func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) w
 		Names:            g.cfg.Names,
 		Logger:           g.logger,
 	}
+	if g.authn != nil {
+		// Not a nil *auth.Authenticator in the interface, which would
+		// look set.
+		c.Authenticator = g.authn
+	}
+	return c
 }
 
 func listen(addrs []string) ([]net.Listener, error) {
@@ -245,6 +278,7 @@ func (g *Gateway) closeCore() {
 		g.hub.Close()
 	}
 	g.log.Close()
+	g.closeOIDC()
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -268,6 +302,6 @@ func (g *Gateway) Hub() *broker.Hub { return g.hub }
 func (g *Gateway) metricsRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	reg.MustRegister(&collector{hub: g.hub, servers: map[string]*ws.Server{"public": g.public, "internal": g.internal}})
+	reg.MustRegister(&collector{hub: g.hub, servers: map[string]*ws.Server{"public": g.public, "internal": g.internal}, api: g.api})
 	return reg
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/httpapi"
 	"github.com/tslm/tslm/ws"
 )
 
@@ -14,6 +15,7 @@ import (
 type collector struct {
 	hub     *broker.Hub
 	servers map[string]*ws.Server
+	api     *httpapi.API // on the internal listener
 }
 
 var (
@@ -36,13 +38,14 @@ var (
 	descAccepted      = prometheus.NewDesc("tslm_connections_accepted_total", "WebSocket connections accepted.", []string{"listener"}, nil)
 	descCommands      = prometheus.NewDesc("tslm_commands_total", "Client commands received.", []string{"listener"}, nil)
 	descCloses        = prometheus.NewDesc("tslm_server_closes_total", "Connections closed by the server, by close code.", []string{"listener", "code"}, nil)
-	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades refused with an HTTP status, by reason: subprotocol, origin, max_connections, shutdown.", []string{"listener", "reason"}, nil)
+	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades refused with an HTTP status, by reason: subprotocol, origin, max_connections, shutdown, unauthorized.", []string{"listener", "reason"}, nil)
 	descErrors        = prometheus.NewDesc("tslm_errors_total", "Error frames sent, by error code.", []string{"listener", "code"}, nil)
+	descAuth          = prometheus.NewDesc("tslm_auth_total", "Credentials checked (upgrade headers, auth frames, HTTP API requests), by result: ok or refused.", []string{"listener", "result"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descReplayRefused, descGaps, descReadErrors,
-		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors} {
+		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors, descAuth} {
 		ch <- d
 	}
 }
@@ -78,5 +81,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for code, n := range st.Errors {
 			ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(n), name, string(code))
 		}
+		ok, refused := st.AuthOK, st.AuthRefused
+		if name == "internal" && c.api != nil {
+			as := c.api.Stats()
+			ok, refused = ok+as.AuthOK, refused+as.AuthRefused
+		}
+		ch <- prometheus.MustNewConstMetric(descAuth, prometheus.CounterValue, float64(ok), name, "ok")
+		ch <- prometheus.MustNewConstMetric(descAuth, prometheus.CounterValue, float64(refused), name, "refused")
 	}
 }

@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 )
@@ -29,6 +31,13 @@ type Config struct {
 	// MaxListLimit is the largest limit a channel listing may ask for;
 	// 0 means 1000. Larger limits are refused with bad_request.
 	MaxListLimit int
+	// AuthMode is how the API treats credentials (Authorization: Bearer):
+	// off, it checks none; otherwise Authenticator checks them and Policy
+	// (nil: no channel rules) decides each request, as on the WebSocket
+	// of the same listener. See docs/http-api.md "Authentication".
+	AuthMode      auth.Mode
+	Authenticator Authenticator
+	Policy        *auth.Policy
 	// Logger receives the failures a client is not told about: internal
 	// errors and an unreachable backlog. nil means slog.Default().
 	Logger *slog.Logger
@@ -65,6 +74,8 @@ func (c *Config) setDefaults() {
 type API struct {
 	hub *broker.Hub
 	cfg Config
+
+	authOK, authRefused atomic.Int64
 }
 
 // New returns the API over hub.
@@ -114,6 +125,9 @@ type createResponse struct {
 
 func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	channel := r.PathValue("channel")
+	if !a.allowed(w, r, auth.OpCreate, channel) {
+		return
+	}
 	opts, err := decodeCreate(http.MaxBytesReader(w, r.Body, maxCreateBytes))
 	if err != nil {
 		a.fail(w, r, err)
@@ -223,6 +237,9 @@ type infoResponse struct {
 
 func (a *API) info(w http.ResponseWriter, r *http.Request) {
 	channel := r.PathValue("channel")
+	if !a.allowed(w, r, auth.OpSubscribe, channel) {
+		return
+	}
 	info, err := a.hub.Info(r.Context(), channel)
 	if err != nil {
 		a.fail(w, r, err)
@@ -250,6 +267,9 @@ const idempotencyHeader = "Idempotency-Key"
 
 func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	channel := r.PathValue("channel")
+	if !a.allowed(w, r, auth.OpPublish, channel) {
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxDataBytes))
 	if err != nil {
 		a.fail(w, r, readError(err))
@@ -297,8 +317,12 @@ type deleteResponse struct {
 	Deleted bool   `json:"deleted"`
 }
 
+// delete needs create: whoever may make a channel may unmake it.
 func (a *API) delete(w http.ResponseWriter, r *http.Request) {
 	channel := r.PathValue("channel")
+	if !a.allowed(w, r, auth.OpCreate, channel) {
+		return
+	}
 	if err := a.hub.Delete(r.Context(), channel); err != nil {
 		a.fail(w, r, err)
 		return
@@ -325,7 +349,13 @@ func limitOf(query url.Values, most int) (int, error) {
 	return n, nil
 }
 
+// list shows only the channels the client may subscribe to, so a page
+// may hold fewer than limit names, or none, before the walk is done.
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	who, ok := a.principal(w, r)
+	if !ok {
+		return
+	}
 	query := r.URL.Query()
 	limit, err := limitOf(query, a.cfg.MaxListLimit)
 	if err != nil {
@@ -337,6 +367,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	names = a.mayList(who, names)
 	if names == nil {
 		names = []string{}
 	}
@@ -345,6 +376,9 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) messages(w http.ResponseWriter, r *http.Request) {
 	channel := r.PathValue("channel")
+	if !a.allowed(w, r, auth.OpSubscribe, channel) {
+		return
+	}
 	query := r.URL.Query()
 	after := backlog.Zero
 	if s := query.Get("since"); s != "" {
@@ -433,6 +467,8 @@ func statusOf(code broker.Code) int {
 	switch code {
 	case broker.CodeBadRequest, broker.CodeUnknownType:
 		return http.StatusBadRequest
+	case broker.CodeUnauthorized:
+		return http.StatusUnauthorized
 	case broker.CodeForbidden:
 		return http.StatusForbidden
 	case broker.CodeNotFound:

@@ -89,6 +89,7 @@ func (b *lockedBuffer) String() string {
 var epoch = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 type fixture struct {
+	api  *API
 	url  string
 	log  *flakyLog
 	now  atomic.Int64 // unix ms of the backlog's clock
@@ -106,6 +107,12 @@ const (
 // limits, so that every edge is cheap to reach.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, Config{})
+}
+
+// newFixtureWith is newFixture with cfg's security settings.
+func newFixtureWith(t *testing.T, cfg Config) *fixture {
+	t.Helper()
 	f := &fixture{logs: &lockedBuffer{}}
 	f.now.Store(epoch.UnixMilli())
 	f.log = &flakyLog{Memory: backlog.NewMemory(backlog.MemoryConfig{
@@ -113,7 +120,9 @@ func newFixture(t *testing.T) *fixture {
 	})}
 	logger := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	hub := broker.New(f.log, broker.Config{MaxMaxLen: testMaxMaxLen, MaxRetention: 48 * time.Hour, Logger: logger})
-	api := New(hub, Config{MaxDataBytes: testMaxDataBytes, MaxReadLimit: testMaxReadLimit, MaxListLimit: testMaxListLimit, Logger: logger})
+	api := New(hub, Config{MaxDataBytes: testMaxDataBytes, MaxReadLimit: testMaxReadLimit, MaxListLimit: testMaxListLimit, Logger: logger,
+		AuthMode: cfg.AuthMode, Authenticator: cfg.Authenticator, Policy: cfg.Policy})
+	f.api = api
 	mux := http.NewServeMux()
 	api.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -599,6 +608,7 @@ func TestStatusOf(t *testing.T) {
 	}{
 		{broker.CodeBadRequest, 400},
 		{broker.CodeUnknownType, 400},
+		{broker.CodeUnauthorized, 401},
 		{broker.CodeForbidden, 403},
 		{broker.CodeNotFound, 404},
 		{broker.CodeTooLarge, 413},

@@ -6,7 +6,11 @@
 // the code so that one failure reads the same over HTTP and WebSocket;
 // docs/http-api.md is the reference for routes, bodies and statuses.
 //
-// An API holds no mutable state after New: its handlers are safe for
-// concurrent use, and Register may be called on several muxes. It does not
+// On a listener that checks credentials, each request's Authorization:
+// Bearer is authenticated and the request decided by the listener's
+// auth.Policy, as WebSocket commands are (auth.go).
+//
+// An API holds no mutable state after New but its atomic counters: its
+// handlers are safe for concurrent use, and Register may be called on several muxes. It does not
 // own the Hub, so it has nothing to close.
 package httpapi

@@ -15,7 +15,9 @@ const (
 	CloseTryLater                        // reserved: a full listener now refuses before the upgrade, with HTTP 503
 	CloseInternal                        // unexpected server failure
 	CloseSlowConsumer                    // the client did not read fast enough
-	CloseUnauthorized                    // authentication failed (reserved for auth)
+	CloseUnauthorized                    // no credentials within the listener's AuthTimeout
+	CloseExpired                         // the connection's credentials expired without a re-auth
+	CloseBudget                          // the process-wide send budget had no room for a live frame
 )
 
 // Close codes, as sent on the wire.
@@ -26,7 +28,9 @@ const (
 	CodeInternal     = websocket.CloseInternalServerErr // 1011
 	CodeTryLater     = websocket.CloseTryAgainLater     // 1013
 	CodeSlowConsumer = 4000
+	CodeBudget       = 4001
 	CodeUnauthorized = 4500
+	CodeExpired      = 4501
 )
 
 var closeTable = [...]struct {
@@ -39,7 +43,9 @@ var closeTable = [...]struct {
 	CloseTryLater:     {CodeTryLater, "too many connections: try again later"},
 	CloseInternal:     {CodeInternal, "internal error"},
 	CloseSlowConsumer: {CodeSlowConsumer, "slow consumer: reconnect and resume"},
-	CloseUnauthorized: {CodeUnauthorized, "unauthorized"},
+	CloseUnauthorized: {CodeUnauthorized, "authentication required"},
+	CloseExpired:      {CodeExpired, "credentials expired: authenticate again"},
+	CloseBudget:       {CodeBudget, "server send budget exhausted: reconnect and resume"},
 }
 
 // Code returns the WebSocket close code for r.

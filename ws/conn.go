@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/broker"
 )
 
@@ -42,6 +43,14 @@ type conn struct {
 	servings map[string]*broker.Serving
 	answers  answerGate
 
+	// Credentials (auth.go), guarded by authMu: the principal, nil for
+	// none; the timer closing a connection that does not authenticate in
+	// time; the timer closing it when the principal expires.
+	authMu    sync.Mutex
+	principal *auth.Principal
+	deadline  *time.Timer
+	expiry    *time.Timer
+
 	closeOnce sync.Once
 	closing   chan struct{} // closed by close
 	reason    CloseReason   // set before closing is closed
@@ -49,7 +58,8 @@ type conn struct {
 
 var _ broker.Sink = (*conn)(nil)
 
-func newConn(s *Server, ws *websocket.Conn) *conn {
+// newConn makes the connection of ws, speaking for who (nil: nobody yet).
+func newConn(s *Server, ws *websocket.Conn, who *auth.Principal) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		srv:      s,
@@ -66,6 +76,7 @@ func newConn(s *Server, ws *websocket.Conn) *conn {
 	if c.legacy {
 		c.enc = legacyEncoder
 	}
+	c.principal = who // its timer is armed by serve (startAuth)
 	if s.cfg.CommandRate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
 		c.strikes = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
@@ -75,6 +86,8 @@ func newConn(s *Server, ws *websocket.Conn) *conn {
 
 // serve runs the connection: the writer in a goroutine, the reader here.
 func (c *conn) serve() {
+	c.startAuth()
+	defer c.stopAuth()
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)

@@ -15,4 +15,11 @@
 // (the client resumes its session after a 4000); requests handed to a
 // serving app wait for room, like a replay. The session and the servings
 // belong to the reader goroutine, as subscriptions do.
+//
+// Credentials (auth.go): a connection speaks for at most one principal, set
+// before the reader starts (the upgrade's Authorization header) or by the
+// reader (an auth frame), and read by the reader's decisions and by two
+// timers (the deadline to authenticate, the principal's expiry), which
+// only close the connection; conn.authMu guards the three. Every command
+// naming a channel is decided by the listener's auth.Policy.
 package ws

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -34,6 +35,11 @@ func FuzzParseCommand(f *testing.F) {
 		`{"type":"reply","ref":"x","channel":"orders","id":"1-0","data":{"ok":true}}`,
 		`{"type":"reply","ref":"x","channel":"orders","id":"1-0","error":{"code":"busy","message":"later"}}`,
 		`{"type":"reply","channel":"orders","id":"1-0","error":{"Code":"busy","code":"x"}}`,
+		`{"type":"auth","ref":"a1","token":"eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.eyJzdWIiOiJhIn0.c2ln"}`,
+		`{"type":"auth","ref":"a2","token":"an-api-key","channel":"ignored"}`,
+		`{"type":"auth","token":1}`,
+		`{"type":"auth","token":"a","Token":"b"}`,
+		`{"type":"auth"}`,
 		`[]`, `null`, `"x"`, ``, `{}`, ` {"type":"subscribe","channel":"c"} `,
 	} {
 		f.Add([]byte(seed))
@@ -73,6 +79,8 @@ func FuzzParseCommand(f *testing.F) {
 			_, _, perr := cmd.resume()
 			check(perr)
 			return // its channels are in pending
+		case typeAuth:
+			return // the authenticator reads the token; auth fuzzes it
 		default:
 			t.Fatalf("no error for type %q", *cmd.Type)
 		}
@@ -92,6 +100,47 @@ func FuzzParseCommand(f *testing.F) {
 		check(perr)
 		if refusal != nil && broker.CheckRefusal(*refusal) != nil {
 			t.Fatalf("reply accepted with refusal %+v", refusal)
+		}
+	})
+}
+
+// FuzzLegacyCommand holds parseLegacy to its contract: it never panics,
+// and returns either one of the three legacy commands on a valid channel
+// (NotifyChannel with JSON data, a string for a Text payload), or an
+// error with a documented code. The seed corpus, beside the seeds here, is
+// in testdata/fuzz/FuzzLegacyCommand.
+func FuzzLegacyCommand(f *testing.F) {
+	for _, seed := range []string{
+		`{"CreateChannel":"c"}`,
+		`{"Subscribe":"prices.eur"}`,
+		`{"NotifyChannel":["c",{"Text":"hi"}]}`,
+		`{"NotifyChannel":["c",{"Json":{"a":[1,2,null]}}]}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	documented := map[broker.Code]bool{broker.CodeBadRequest: true, broker.CodeUnknownType: true}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		cmd, perr := parseLegacy(frame)
+		if perr != nil {
+			if !documented[perr.Code] || perr.Message == "" || !utf8.ValidString(perr.Message) {
+				t.Fatalf("error %q %q", perr.Code, perr.Message)
+			}
+			return
+		}
+		if !backlog.ValidChannel(cmd.channel) {
+			t.Fatalf("no error for channel %q", cmd.channel)
+		}
+		switch cmd.kind {
+		case "CreateChannel", "Subscribe":
+			if cmd.data != nil {
+				t.Fatalf("%s with data %q", cmd.kind, cmd.data)
+			}
+		case "NotifyChannel":
+			if !json.Valid(cmd.data) {
+				t.Fatalf("NotifyChannel with data %q, not JSON", cmd.data)
+			}
+		default:
+			t.Fatalf("no error for command %q", cmd.kind)
 		}
 	})
 }

@@ -1,20 +1,26 @@
 package ws
 
-import "github.com/tslm/tslm/broker"
+import (
+	"github.com/tslm/tslm/auth"
+	"github.com/tslm/tslm/broker"
+)
 
-// opOf is the permission a command type needs.
-func opOf(commandType string) Ops {
+// opOf is the operation a command needs on its channel; 0 for those that
+// need nothing beyond what they undo (unsubscribe, unserve).
+func opOf(commandType string) auth.Op {
 	switch commandType {
 	case typeCreate:
-		return OpCreate
+		return auth.OpCreate
+	case typeSubscribe:
+		return auth.OpSubscribe
 	case typePublish:
-		return OpPublish
-	case typeRequest, typeSession:
-		return OpRequest
-	case typeServe, typeUnserve, typeReply:
-		return OpServe
+		return auth.OpPublish
+	case typeRequest:
+		return auth.OpRequest
+	case typeServe, typeReply:
+		return auth.OpServe
 	}
-	return OpSubscribe
+	return 0
 }
 
 // handle runs one protocol v1 command.
@@ -25,8 +31,11 @@ func (c *conn) handle(frame []byte) {
 		return
 	}
 	typ := *cmd.Type
-	if c.srv.cfg.Allow&opOf(typ) == 0 {
-		c.replyError(ref, broker.ErrForbidden.With("%s is not allowed on this listener", typ))
+	if typ == typeAuth {
+		c.authenticate(ref, &cmd)
+		return
+	}
+	if c.awaitingAuth(ref) {
 		return
 	}
 	if typ == typeSession {
@@ -37,7 +46,11 @@ func (c *conn) handle(frame []byte) {
 	if broker.IsReserved(channel) {
 		// The hub refuses them too; refusing here keeps local commands
 		// (unsubscribe, unserve) in line and spares the backlog a trip.
+		// No credentials would change it.
 		c.replyError(ref, broker.ErrReserved)
+		return
+	}
+	if op := opOf(typ); op != 0 && !c.permit(ref, op, channel) {
 		return
 	}
 	switch typ {

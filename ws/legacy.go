@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 )
@@ -19,45 +20,65 @@ type legacyPayload struct {
 	Json json.RawMessage `json:"Json,omitempty"`
 }
 
-func (c *conn) handleLegacy(frame []byte) {
-	var msg map[string]json.RawMessage
-	if err := json.Unmarshal(frame, &msg); err != nil || len(msg) != 1 {
-		c.replyError("", badRequest("expected an object with one of CreateChannel, Subscribe, NotifyChannel"))
-		return
-	}
-	for kind, body := range msg {
-		c.handleLegacyCommand(kind, body)
-	}
+// legacyCommand is a decoded legacy frame.
+type legacyCommand struct {
+	kind    string // CreateChannel, Subscribe or NotifyChannel
+	channel string // a valid channel name
+	data    []byte // NotifyChannel's JSON
 }
 
-func (c *conn) handleLegacyCommand(kind string, body json.RawMessage) {
-	var channel string
+// parseLegacy decodes a legacy frame: one command with a valid channel, or
+// a bad_request or unknown_type error.
+func parseLegacy(frame []byte) (legacyCommand, *broker.Error) {
+	var msg map[string]json.RawMessage
+	if err := json.Unmarshal(frame, &msg); err != nil || len(msg) != 1 {
+		return legacyCommand{}, badRequest("expected an object with one of CreateChannel, Subscribe, NotifyChannel")
+	}
+	var cmd legacyCommand
+	var body json.RawMessage
+	for k, b := range msg { // the one entry
+		cmd.kind, body = k, b
+	}
 	var payload legacyPayload
-	switch kind {
+	switch cmd.kind {
 	case "CreateChannel", "Subscribe":
-		if json.Unmarshal(body, &channel) != nil {
-			c.replyError("", badRequest("%s takes a channel name", kind))
-			return
+		if json.Unmarshal(body, &cmd.channel) != nil {
+			return legacyCommand{}, badRequest("%s takes a channel name", cmd.kind)
 		}
 	case "NotifyChannel":
 		var args []json.RawMessage
 		if json.Unmarshal(body, &args) != nil || len(args) != 2 ||
-			json.Unmarshal(args[0], &channel) != nil || json.Unmarshal(args[1], &payload) != nil ||
+			json.Unmarshal(args[0], &cmd.channel) != nil || json.Unmarshal(args[1], &payload) != nil ||
 			(payload.Text == nil) == (payload.Json == nil) {
-			c.replyError("", badRequest("NotifyChannel takes [channel, {\"Text\": string} or {\"Json\": value}]"))
-			return
+			return legacyCommand{}, badRequest("NotifyChannel takes [channel, {\"Text\": string} or {\"Json\": value}]")
+		}
+		cmd.data = []byte(payload.Json)
+		if payload.Text != nil {
+			cmd.data, _ = json.Marshal(*payload.Text) // a string always marshals
 		}
 	default:
-		c.replyError("", broker.ErrUnknownType.With("unknown command %q", truncate(kind, 64)))
+		return legacyCommand{}, broker.ErrUnknownType.With("unknown command %q", truncate(cmd.kind, 64))
+	}
+	if !backlog.ValidChannel(cmd.channel) {
+		return legacyCommand{}, broker.ErrBadChannel
+	}
+	return cmd, nil
+}
+
+func (c *conn) handleLegacy(frame []byte) {
+	cmd, perr := parseLegacy(frame)
+	if perr != nil {
+		c.replyError("", perr)
 		return
 	}
-	if !backlog.ValidChannel(channel) {
-		c.replyError("", broker.ErrBadChannel)
+	kind, channel := cmd.kind, cmd.channel
+	// Legacy clients authenticate by the upgrade's header only: the
+	// protocol has no auth frame.
+	if c.awaitingAuth("") {
 		return
 	}
-	op := map[string]Ops{"CreateChannel": OpCreate, "Subscribe": OpSubscribe, "NotifyChannel": OpPublish}[kind]
-	if c.srv.cfg.Allow&op == 0 {
-		c.replyError("", broker.ErrForbidden.With("%s is not allowed on this listener", kind))
+	op := map[string]auth.Op{"CreateChannel": auth.OpCreate, "Subscribe": auth.OpSubscribe, "NotifyChannel": auth.OpPublish}[kind]
+	if !c.permit("", op, channel) {
 		return
 	}
 	switch kind {
@@ -77,11 +98,7 @@ func (c *conn) handleLegacyCommand(kind string, body json.RawMessage) {
 			return legacySuccess("Subscribed to " + channel)
 		})
 	case "NotifyChannel":
-		data := []byte(payload.Json)
-		if payload.Text != nil {
-			data, _ = json.Marshal(*payload.Text) // a string always marshals
-		}
-		c.publish("", channel, data, func(string) []byte {
+		c.publish("", channel, cmd.data, func(string) []byte {
 			return legacySuccess("Message sent to " + channel)
 		})
 	}

@@ -34,6 +34,7 @@ const (
 	typeServe       = "serve"
 	typeUnserve     = "unserve"
 	typeReply       = "reply"
+	typeAuth        = "auth"
 )
 
 // command is any v1 client frame. Pointers tell absent fields from zero
@@ -60,6 +61,8 @@ type command struct {
 	// instead of data (see refusal).
 	ID    *string         `json:"id"`
 	Error json.RawMessage `json:"error"`
+	// Token is an auth's credential. Never logged.
+	Token *string `json:"token"`
 }
 
 func badRequest(format string, args ...any) *broker.Error {
@@ -96,8 +99,8 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *broker.Error) {
 	switch *cmd.Type {
 	case typeCreate, typeSubscribe, typeUnsubscribe, typePublish,
 		typeRequest, typeServe, typeUnserve, typeReply:
-	case typeSession:
-		// A session names its channels in pending.
+	case typeSession, typeAuth:
+		// A session names its channels in pending; auth names none.
 		return cmd, ref, nil
 	default:
 		return cmd, ref, broker.ErrUnknownType.With("unknown command type %q", truncate(*cmd.Type, 64))
@@ -116,7 +119,7 @@ func parseCommand(frame []byte) (cmd command, ref string, perr *broker.Error) {
 // a session's pending list and in a reply's error.
 var (
 	commandFields = []string{"type", "ref", "channel", "since", "last", "max_len", "retention", "data", "idempotency_key",
-		"timeout_ms", "session", "pending", "id", "error"}
+		"timeout_ms", "session", "pending", "id", "error", "token"}
 	pendingFields = []string{"channel", "id", "ref", "timeout_ms"}
 	refusalFields = []string{"code", "message"}
 )
@@ -412,6 +415,10 @@ type ackFrame struct {
 	// Session is the token of the session a request belongs to, on every
 	// request's ack and on a session's.
 	Session string `json:"session,omitempty"`
+	// Subject and Expires answer an auth: whom the connection now speaks
+	// for, and until when (RFC 3339, UTC; absent: never).
+	Subject string `json:"subject,omitempty"`
+	Expires string `json:"expires,omitempty"`
 }
 
 type errorFrame struct {
@@ -419,7 +426,8 @@ type errorFrame struct {
 	Ref     string      `json:"ref,omitempty"`
 	Code    broker.Code `json:"code"`
 	Message string      `json:"message"`
-	// Channel and ID name the request a timeout answers.
+	// Channel and ID name the request a timeout answers; Channel alone,
+	// the subscription or serving a re-auth ended.
 	Channel string `json:"channel,omitempty"`
 	ID      string `json:"id,omitempty"`
 }
@@ -481,6 +489,13 @@ func encodeAck(a ackFrame) []byte {
 
 func encodeError(ref string, code broker.Code, message string) []byte {
 	b, _ := json.Marshal(errorFrame{Type: "error", Ref: ref, Code: code, Message: message})
+	return b
+}
+
+// encodeEnded tells a client that its subscription or serving of channel
+// has ended, not in answer to any command of its own.
+func encodeEnded(channel string, e *broker.Error) []byte {
+	b, _ := json.Marshal(errorFrame{Type: "error", Code: e.Code, Message: e.Message, Channel: channel})
 	return b
 }
 

@@ -35,7 +35,9 @@ func (c *conn) request(ref, channel string, cmd *command) {
 	if c.session == nil {
 		// No I/O until the first Request; from here on the connection has
 		// a session, and a session command is too late.
-		c.session = c.srv.hub.NewSession(c)
+		// The session belongs to whom the connection speaks for now;
+		// a re-auth keeps that principal (authenticate).
+		c.session = c.srv.hub.NewSession(c.who().Owner(), c)
 	}
 	if len(cmd.Data) == 0 {
 		c.replyError(ref, badRequest("missing field \"data\""))
@@ -73,12 +75,15 @@ func (c *conn) resumeSession(ref string, cmd *command) {
 		return
 	}
 	token, pending, perr := cmd.resume()
+	if !c.permitSession(ref, pending) {
+		return
+	}
 	if perr != nil {
 		c.replyError(ref, perr)
 		return
 	}
 	c.holdAnswers()
-	s, err := c.srv.hub.ResumeSession(c.ctx, token, pending, c)
+	s, err := c.srv.hub.ResumeSession(c.ctx, c.who().Owner(), token, pending, c)
 	if err != nil {
 		c.releaseAnswers(false)
 		c.replyError(ref, err)

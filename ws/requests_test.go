@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 )
@@ -155,7 +156,8 @@ func TestRequestPermissions(t *testing.T) {
 		"unserve": {"type": "unserve", "ref": "u", "channel": "c"},
 		"reply":   {"type": "reply", "ref": "p", "channel": "c", "id": "1-0", "data": 1},
 	}
-	needs := map[string]Ops{"request": OpRequest, "session": OpRequest, "serve": OpServe, "unserve": OpServe, "reply": OpServe}
+	// unserve needs nothing: it only undoes a serve (0 ⊆ any listener).
+	needs := map[string]Ops{"request": OpRequest, "session": OpRequest, "serve": OpServe, "unserve": 0, "reply": OpServe}
 	for _, allow := range []Ops{0, OpSubscribe | OpPublish | OpCreate, OpRequest, OpServe, OpRequest | OpServe, OpAll} {
 		t.Run(allow.String(), func(t *testing.T) {
 			ts := startServer(t, Config{Allow: allow})
@@ -166,7 +168,7 @@ func TestRequestPermissions(t *testing.T) {
 				c.send(frame)
 				got := c.read()
 				forbidden := got["type"] == "error" && got["code"] == "forbidden"
-				if allowed := ts.srv.cfg.Allow&needs[name] != 0; allowed == forbidden {
+				if allowed := ts.srv.cfg.Allow&needs[name] == needs[name]; allowed == forbidden {
 					t.Errorf("%s on a listener allowing %q: got %v", name, ts.srv.cfg.Allow, got)
 				}
 				if got["ref"] != frame["ref"] {
@@ -414,4 +416,20 @@ func TestLegacyHasNoRequests(t *testing.T) {
 	}
 	c.send(`{"Subscribe":"c"}`)
 	c.expect(map[string]any{"Success": "Subscribed to c"})
+}
+
+// TestOpsAreAuths: ws's operation constants are auth's operation sets, so
+// that listeners, grants and channel rules speak of the same things.
+func TestOpsAreAuths(t *testing.T) {
+	for _, c := range []struct {
+		ws Ops
+		op auth.Op
+	}{{OpSubscribe, auth.OpSubscribe}, {OpPublish, auth.OpPublish}, {OpCreate, auth.OpCreate}, {OpRequest, auth.OpRequest}, {OpServe, auth.OpServe}} {
+		if c.ws != auth.Ops(c.op) || c.ws.String() != c.op.String() {
+			t.Errorf("ws %v is not auth's %v", c.ws, c.op)
+		}
+	}
+	if OpAll != OpSubscribe|OpPublish|OpCreate|OpRequest|OpServe {
+		t.Errorf("OpAll = %v", OpAll)
+	}
 }

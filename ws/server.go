@@ -2,12 +2,10 @@ package ws
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,62 +16,36 @@ import (
 	"github.com/tslm/tslm/broker"
 )
 
-// Ops is a set of client operations a listener allows.
-type Ops uint8
+// Ops is a set of client operations a listener allows: auth's, so that
+// listeners, grants and channel rules speak of the same operations.
+type Ops = auth.OpSet
 
+// The operations as sets of one, each covering commands of both
+// protocols (docs/protocol.md "Permissions"). They are auth.Ops of each
+// operation, written as constants (TestOpsAreAuths holds them to it).
 const (
-	OpSubscribe Ops = 1 << iota // subscribe and unsubscribe
-	OpPublish
-	OpCreate
-	OpRequest // request, and session to resume one
-	OpServe   // serve, unserve and reply: answering requests
-	OpAll     = OpSubscribe | OpPublish | OpCreate | OpRequest | OpServe
+	OpSubscribe Ops = 1 << auth.OpSubscribe // subscribe (unsubscribe needs nothing)
+	OpPublish   Ops = 1 << auth.OpPublish
+	OpCreate    Ops = 1 << auth.OpCreate
+	OpRequest   Ops = 1 << auth.OpRequest // request, and session to resume one
+	OpServe     Ops = 1 << auth.OpServe   // serve and reply: answering requests
+	OpAll           = auth.AllOps
 )
 
-var opNames = []struct {
-	op   Ops
-	name string
-}{{OpSubscribe, "subscribe"}, {OpPublish, "publish"}, {OpCreate, "create"}, {OpRequest, "request"}, {OpServe, "serve"}}
-
-// ParseOps parses names such as ["subscribe", "publish"].
-func ParseOps(names []string) (Ops, error) {
-	var ops Ops
-	for _, n := range names {
-		op := opByName(strings.TrimSpace(n))
-		if op == 0 {
-			return 0, fmt.Errorf("unknown operation %q (want subscribe, publish, create, request or serve)", n)
-		}
-		ops |= op
-	}
-	return ops, nil
-}
-
-func opByName(name string) Ops {
-	for _, n := range opNames {
-		if n.name == name {
-			return n.op
-		}
-	}
-	return 0
-}
-
-func (o Ops) String() string {
-	var names []string
-	for _, n := range opNames {
-		if o&n.op != 0 {
-			names = append(names, n.name)
-		}
-	}
-	return strings.Join(names, ",")
-}
+// ParseOps parses names such as ["subscribe", "publish"], as
+// TSLM_PUBLIC_ALLOW lists them.
+func ParseOps(names []string) (Ops, error) { return auth.ParseOps(names) }
 
 // Config tunes a Server. Zero values mean the documented defaults.
 type Config struct {
 	// Name labels the listener in logs, such as "public".
 	Name string
 	// Allow is the set of operations clients may perform; 0 means
-	// subscribe only.
+	// subscribe only. It is a ceiling no credentials raise.
 	Allow Ops
+	// Public marks the public listener, on which a channel rule's public
+	// operations, when it has some, replace Allow for its channels.
+	Public bool
 	// MaxFrameBytes is the largest frame read; a larger one closes the
 	// connection with 1009. 0 means 131072.
 	MaxFrameBytes int64
@@ -233,6 +205,8 @@ type serverStats struct {
 	closes   [len(closeTable)]atomic.Int64
 	refused  [len(refusalNames)]atomic.Int64
 	errors   sync.Map // broker.Code → *atomic.Int64
+
+	authOK, authRefused atomic.Int64
 }
 
 // Stats is a snapshot of a Server's counters, for metrics.
@@ -243,6 +217,9 @@ type Stats struct {
 	Closes   map[int]int64         // server-initiated closes by close code
 	Refused  map[string]int64      // upgrades refused with an HTTP status, by Refused* reason
 	Errors   map[broker.Code]int64 // error frames sent by code
+	// AuthOK and AuthRefused count credentials checked, from upgrade
+	// headers and auth frames.
+	AuthOK, AuthRefused int64
 }
 
 // New returns a Server over hub.
@@ -307,6 +284,9 @@ func (s *Server) Stats() Stats {
 		Closes:   make(map[int]int64),
 		Refused:  make(map[string]int64),
 		Errors:   make(map[broker.Code]int64),
+
+		AuthOK:      s.stats.authOK.Load(),
+		AuthRefused: s.stats.authRefused.Load(),
 	}
 	for r := range s.stats.refused {
 		if n := s.stats.refused[r].Load(); n > 0 {

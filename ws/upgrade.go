@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/tslm/tslm/auth"
 )
 
 // Reasons an upgrade is refused with an HTTP status, as counted in
@@ -17,6 +19,7 @@ const (
 	RefusedOrigin         = "origin"          // 403: a browser origin not allowed
 	RefusedMaxConnections = "max_connections" // 503: the listener is full
 	RefusedShutdown       = "shutdown"        // 503: the server is draining
+	RefusedUnauthorized   = "unauthorized"    // 401: the Authorization header is malformed or its credential refused
 )
 
 type refusal int
@@ -26,6 +29,7 @@ const (
 	refusedOrigin
 	refusedMaxConnections
 	refusedShutdown
+	refusedUnauthorized
 )
 
 var refusalNames = [...]string{
@@ -33,6 +37,7 @@ var refusalNames = [...]string{
 	refusedOrigin:         RefusedOrigin,
 	refusedMaxConnections: RefusedMaxConnections,
 	refusedShutdown:       RefusedShutdown,
+	refusedUnauthorized:   RefusedUnauthorized,
 }
 
 // Retry-After of the 503 answers. A full listener stays full for a while,
@@ -46,7 +51,9 @@ const (
 // ServeHTTP upgrades the request and serves the connection until it ends.
 // Every refusal it can decide before the upgrade is a plain HTTP answer: a
 // client that is not speaking WebSocket yet should get a status, not a
-// connection that opens only to close.
+// connection that opens only to close. The checks go from the cheapest to
+// the dearest, so that a flood is capped before it costs any cryptography:
+// handshake, subprotocol, origin, connections, credentials.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		s.upgrader.Upgrade(w, r, nil) // answers why with a 400
@@ -73,12 +80,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	who, ok := s.credentials(w, r)
+	if !ok {
+		s.release()
+		return
+	}
 	wsConn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		s.release() // the upgrader has answered
 		return
 	}
-	c := newConn(s, wsConn)
+	c := newConn(s, wsConn, who)
 	if !s.admit(c) {
 		// Shutdown began during the upgrade.
 		s.closeUnadmitted(wsConn)
@@ -87,6 +99,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer s.forget(c)
 	c.serve()
+}
+
+// credentials authenticates the request's Authorization header, on a
+// listener that checks credentials, or refuses the upgrade with 401. No
+// header is no principal (nil, true). Credentials never come in the URL,
+// which proxies log.
+func (s *Server) credentials(w http.ResponseWriter, r *http.Request) (*auth.Principal, bool) {
+	if s.cfg.AuthMode == auth.ModeOff {
+		return nil, true
+	}
+	cred, present, ok := bearer(r)
+	if !present {
+		return nil, true
+	}
+	if !ok {
+		s.countAuth(false)
+		s.refuseUnauthorized(w, `the Authorization header must be "Bearer <credential>"`)
+		return nil, false
+	}
+	p, perr := s.verify(r.Context(), cred)
+	s.countAuth(perr == nil)
+	if perr != nil {
+		s.refuseUnauthorized(w, perr.Message)
+		return nil, false
+	}
+	return p, true
+}
+
+func (s *Server) refuseUnauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", wwwAuthenticate(msg))
+	s.refuse(w, refusedUnauthorized, http.StatusUnauthorized, 0, msg)
 }
 
 // refuse answers a request that will not be upgraded.
