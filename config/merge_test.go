@@ -26,6 +26,9 @@ auth = "optional"
 [auth]
 timeout = "3s"
 
+[auth.oidc]
+issuer = "https://sso.example"
+
 [[channel]]
 pattern = "prices.*"
 anonymous = ["subscribe"]
