@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -25,6 +26,7 @@ type conn struct {
 	srv    *Server
 	ws     *websocket.Conn
 	legacy bool
+	client netip.Addr // the client's address, trusted proxies considered
 	enc    *broker.Encoder
 	queue  *sendQueue
 
@@ -273,7 +275,7 @@ func (c *conn) logClose() {
 		return
 	}
 	if c.reason != CloseShutdown {
-		c.srv.cfg.Logger.Info("closing connection", "reason", c.reason.String(), "remote", c.ws.RemoteAddr().String())
+		c.srv.cfg.Logger.Info("closing connection", "reason", c.reason.String(), "client", c.client.String(), "remote", c.ws.RemoteAddr().String())
 	}
 }
 
