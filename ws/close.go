@@ -16,6 +16,7 @@ const (
 	CloseInternal                        // unexpected server failure
 	CloseSlowConsumer                    // the client did not read fast enough
 	CloseUnauthorized                    // authentication failed (reserved for auth)
+	CloseBudget                          // the replica's send budget is exhausted
 )
 
 // Close codes, as sent on the wire.
@@ -26,6 +27,7 @@ const (
 	CodeInternal     = websocket.CloseInternalServerErr // 1011
 	CodeTryLater     = websocket.CloseTryAgainLater     // 1013
 	CodeSlowConsumer = 4000
+	CodeBudget       = 4001
 	CodeUnauthorized = 4500
 )
 
@@ -40,9 +42,15 @@ var closeTable = [...]struct {
 	CloseInternal:     {CodeInternal, "internal error"},
 	CloseSlowConsumer: {CodeSlowConsumer, "slow consumer: reconnect and resume"},
 	CloseUnauthorized: {CodeUnauthorized, "unauthorized"},
+	CloseBudget:       {CodeBudget, "server send budget exhausted: reconnect and resume"},
 }
 
 // Code returns the WebSocket close code for r.
 func (r CloseReason) Code() int { return closeTable[r].code }
 
 func (r CloseReason) String() string { return closeTable[r].text }
+
+// dropsQueue reports whether a connection closed for r drops what is
+// queued instead of sending it first: a slow consumer cannot take it, and
+// the budget is closed to get its memory back.
+func (r CloseReason) dropsQueue() bool { return r == CloseSlowConsumer || r == CloseBudget }

@@ -138,8 +138,10 @@ type Config struct {
 	// (The HTTP server bounds reading the request.)
 	HandshakeTimeout time.Duration
 	// SendBudget, shared by the servers of a process, bounds the bytes
-	// queued for all their clients together; nil means no bound beyond
-	// each connection's SendQueueBytes.
+	// queued for all their clients together: a frame it has no room for
+	// is treated like one that does not fit the send queue, but closes
+	// with 4001. nil means no bound beyond each connection's
+	// SendQueueBytes.
 	SendBudget *SendBudget
 	// Names are what operators call the settings a refusal points to, so
 	// that whoever reads one knows what to change.
