@@ -176,8 +176,9 @@ func Load(environ map[string]string) (Settings, error) {
 	st.Gateway = toGateway(vars)
 	// Refusals sent to clients and operators name the variable to set.
 	st.Gateway.Names = ws.SettingNames{
-		MaxConnections: Prefix + "MAX_CONNECTIONS",
-		AllowedOrigins: Prefix + "ALLOWED_ORIGINS",
+		MaxConnections:      Prefix + "MAX_CONNECTIONS",
+		AllowedOrigins:      Prefix + "ALLOWED_ORIGINS",
+		MaxConnectionsPerIP: Prefix + "MAX_CONNECTIONS_PER_IP",
 	}
 	if err := st.readLogging(vars); err != nil {
 		return st, err
