@@ -9,6 +9,7 @@ import (
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 	"github.com/tslm/tslm/httpapi"
+	"github.com/tslm/tslm/internal/clientip"
 	"github.com/tslm/tslm/ws"
 )
 
@@ -374,6 +375,11 @@ func (c *Config) Validate() error {
 		return invalid("BlockInterval", "must be at least 1ms")
 	case c.RequestTimeout > c.MaxRequestTimeout:
 		return conflict("RequestTimeout", "MaxRequestTimeout", "(%s) exceeds the longest request timeout (%s)", c.RequestTimeout, c.MaxRequestTimeout)
+	case c.SendQueueBudget < int64(c.SendQueueBytes):
+		// Below one queue's bound the budget would close a client
+		// before its own limit could, and possibly refuse frames that
+		// limit lets through.
+		return conflict("SendQueueBudget", "SendQueueBytes", "(%d) must be at least one connection's send queue (%d)", c.SendQueueBudget, c.SendQueueBytes)
 	case c.SessionTTL < c.MaxRequestTimeout:
 		// A client that reconnects just before a request's deadline must
 		// still find its session's inbox, and the reply in it.
@@ -418,6 +424,9 @@ func (c *Config) validateSecurity() error {
 	}
 	if _, err := auth.NewPolicy(c.Channels); err != nil {
 		return &ConfigError{Field: "Channels", Err: err}
+	}
+	if _, err := clientip.Parse(c.TrustedProxies); err != nil {
+		return &ConfigError{Field: "TrustedProxies", Err: err}
 	}
 	if err := c.validateRules(); err != nil {
 		return err

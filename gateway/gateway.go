@@ -2,13 +2,14 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,6 +18,8 @@ import (
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 	"github.com/tslm/tslm/httpapi"
+	"github.com/tslm/tslm/internal/clientip"
+	"github.com/tslm/tslm/internal/tlsreload"
 	"github.com/tslm/tslm/ws"
 )
 
@@ -34,6 +37,8 @@ type Gateway struct {
 
 	public, internal         *ws.Server
 	api                      *httpapi.API
+	budget                   *ws.SendBudget // shared by both servers
+	clientIP                 func(*http.Request) netip.Addr
 	publicHTTP, internalHTTP *http.Server
 	publicLn, internalLn     []net.Listener
 	serveWG                  sync.WaitGroup
@@ -49,7 +54,19 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, logger: logger, closeOIDC: func() {}}
+	g := &Gateway{cfg: cfg, logger: logger, closeOIDC: func() {}, budget: ws.NewSendBudget(cfg.SendQueueBudget)}
+	proxies, _ := clientip.Parse(cfg.TrustedProxies) // checked by Validate
+	g.clientIP = proxies.ClientIP
+	// Certificates are read before anything starts, so that a wrong path
+	// stops start-up rather than the first handshake.
+	publicTLS, err := loadTLS("PublicTLSCert", "PublicTLSKey", cfg.PublicTLSCert, cfg.PublicTLSKey, logger)
+	if err != nil {
+		return nil, err
+	}
+	internalTLS, err := loadTLS("InternalTLSCert", "InternalTLSKey", cfg.InternalTLSCert, cfg.InternalTLSKey, logger)
+	if err != nil {
+		return nil, err
+	}
 	if err := g.openSecurity(ctx); err != nil {
 		return nil, err
 	}
@@ -59,7 +76,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	}
 	g.hub = broker.New(g.log, g.hubConfig())
 	publicOps, _ := ws.ParseOps(cfg.PublicAllow) // checked by Validate
-	g.public = ws.New(g.hub, g.wsConfig("public", publicOps, cfg.PublicRate, cfg.PublicBurst))
+	publicWS := g.wsConfig("public", publicOps, cfg.PublicRate, cfg.PublicBurst)
+	publicWS.MaxConnectionsPerIP = cfg.MaxConnectionsPerIP // the internal listener's clients are trusted apps
+	g.public = ws.New(g.hub, publicWS)
 	g.internal = ws.New(g.hub, g.wsConfig("internal", ws.OpAll, cfg.InternalRate, cfg.InternalBurst))
 	g.api = httpapi.New(g.hub, g.apiConfig())
 
@@ -74,18 +93,17 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	internalMux.Handle("GET /metrics", promhttp.HandlerFor(g.metricsRegistry(), promhttp.HandlerOpts{}))
 	g.api.Register(internalMux)
 
-	var err error
-	if g.publicLn, err = listen(cfg.PublicAddrs); err != nil {
+	if g.publicLn, err = listen(cfg.PublicAddrs, publicTLS); err != nil {
 		g.closeCore()
 		return nil, &ConfigError{Field: "PublicAddrs", Err: err}
 	}
-	if g.internalLn, err = listen(cfg.InternalAddrs); err != nil {
+	if g.internalLn, err = listen(cfg.InternalAddrs, internalTLS); err != nil {
 		closeAll(g.publicLn)
 		g.closeCore()
 		return nil, &ConfigError{Field: "InternalAddrs", Err: err}
 	}
-	g.publicHTTP = g.serve("public", publicMux, g.publicLn)
-	g.internalHTTP = g.serve("internal", internalMux, g.internalLn)
+	g.publicHTTP = g.serve("public", publicMux, g.publicLn, publicTLS != nil)
+	g.internalHTTP = g.serve("internal", internalMux, g.internalLn, internalTLS != nil)
 	return g, nil
 }
 
@@ -173,6 +191,9 @@ func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) w
 		PongTimeout:      g.cfg.PongTimeout,
 		WriteTimeout:     g.cfg.WriteTimeout,
 		AllowedOrigins:   g.cfg.AllowedOrigins,
+		ClientIP:         g.clientIP,
+		HandshakeTimeout: g.cfg.HandshakeTimeout,
+		SendBudget:       g.budget,
 		Names:            g.cfg.Names,
 		Logger:           g.logger,
 	}
@@ -184,7 +205,21 @@ func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) w
 	return c
 }
 
-func listen(addrs []string) ([]net.Listener, error) {
+// loadTLS reads a listener's certificate and key, when both are set (Validate
+// has checked that neither goes alone); nil means plain TCP.
+func loadTLS(certField, keyField, certFile, keyFile string, logger *slog.Logger) (*tls.Config, error) {
+	if certFile == "" {
+		return nil, nil
+	}
+	r, err := tlsreload.New(certFile, keyFile, logger)
+	if err != nil {
+		return nil, &ConfigError{Field: certField, Related: keyField, Err: err}
+	}
+	return r.TLSConfig(), nil
+}
+
+// listen opens addrs, serving TLS with tlsCfg unless it is nil.
+func listen(addrs []string, tlsCfg *tls.Config) ([]net.Listener, error) {
 	var lns []net.Listener
 	for _, a := range addrs {
 		a = strings.TrimSpace(a)
@@ -195,6 +230,9 @@ func listen(addrs []string) ([]net.Listener, error) {
 		if err != nil {
 			closeAll(lns)
 			return nil, err
+		}
+		if tlsCfg != nil {
+			ln = tls.NewListener(ln, tlsCfg)
 		}
 		lns = append(lns, ln)
 	}
@@ -207,25 +245,23 @@ func closeAll(lns []net.Listener) {
 	}
 }
 
-// maxReadHeaderTimeout bounds reading a request's headers, within
-// HTTPReadTimeout.
-const maxReadHeaderTimeout = 10 * time.Second
-
 // serve starts an HTTP server on lns. Its timeouts end idle keep-alive
 // connections and requests that trickle in, which would otherwise hold a
-// socket and a goroutine each for as long as the client likes. They do not
-// reach WebSocket connections: net/http forgets a connection once it is
-// hijacked, and ws sets its own deadlines before every read and write.
-func (g *Gateway) serve(name string, h http.Handler, lns []net.Listener) *http.Server {
+// socket and a goroutine each for as long as the client likes: the
+// handshake timeout bounds a TLS handshake and a request's headers, which
+// is all a WebSocket upgrade reads. They do not reach WebSocket
+// connections: net/http forgets a connection once it is hijacked, and ws
+// sets its own deadlines before every read and write.
+func (g *Gateway) serve(name string, h http.Handler, lns []net.Listener, isTLS bool) *http.Server {
 	srv := &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: min(maxReadHeaderTimeout, g.cfg.HTTPReadTimeout),
+		ReadHeaderTimeout: min(g.cfg.HandshakeTimeout, g.cfg.HTTPReadTimeout),
 		ReadTimeout:       g.cfg.HTTPReadTimeout,
 		IdleTimeout:       g.cfg.HTTPIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
 	}
 	for _, ln := range lns {
-		g.logger.Info("listening", "listener", name, "addr", ln.Addr().String())
+		g.logger.Info("listening", "listener", name, "addr", ln.Addr().String(), "tls", isTLS)
 		g.serveWG.Go(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				g.logger.Error("listener failed", "listener", name, "addr", ln.Addr().String(), "err", err)
@@ -302,6 +338,6 @@ func (g *Gateway) Hub() *broker.Hub { return g.hub }
 func (g *Gateway) metricsRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	reg.MustRegister(&collector{hub: g.hub, servers: map[string]*ws.Server{"public": g.public, "internal": g.internal}, api: g.api})
+	reg.MustRegister(&collector{hub: g.hub, servers: map[string]*ws.Server{"public": g.public, "internal": g.internal}, api: g.api, budget: g.budget})
 	return reg
 }

@@ -16,6 +16,7 @@ type collector struct {
 	hub     *broker.Hub
 	servers map[string]*ws.Server
 	api     *httpapi.API // on the internal listener
+	budget  *ws.SendBudget
 }
 
 var (
@@ -38,14 +39,15 @@ var (
 	descAccepted      = prometheus.NewDesc("tslm_connections_accepted_total", "WebSocket connections accepted.", []string{"listener"}, nil)
 	descCommands      = prometheus.NewDesc("tslm_commands_total", "Client commands received.", []string{"listener"}, nil)
 	descCloses        = prometheus.NewDesc("tslm_server_closes_total", "Connections closed by the server, by close code.", []string{"listener", "code"}, nil)
-	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades refused with an HTTP status, by reason: subprotocol, origin, max_connections, shutdown, unauthorized.", []string{"listener", "reason"}, nil)
+	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades refused with an HTTP status, by reason: subprotocol, origin, max_connections_per_ip, max_connections, shutdown, unauthorized.", []string{"listener", "reason"}, nil)
 	descErrors        = prometheus.NewDesc("tslm_errors_total", "Error frames sent, by error code.", []string{"listener", "code"}, nil)
 	descAuth          = prometheus.NewDesc("tslm_auth_total", "Credentials checked (upgrade headers, auth frames, HTTP API requests), by result: ok or refused.", []string{"listener", "result"}, nil)
+	descBudget        = prometheus.NewDesc("tslm_send_budget_bytes", "Bytes queued for the clients of both listeners (state used) against TSLM_SEND_QUEUE_BUDGET (state limit).", []string{"state"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descReplayRefused, descGaps, descReadErrors,
-		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors, descAuth} {
+		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors, descAuth, descBudget} {
 		ch <- d
 	}
 }
@@ -67,6 +69,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descTimeouts, prometheus.CounterValue, float64(hs.Timeouts))
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(hs.RepliesDropped))
 	ch <- prometheus.MustNewConstMetric(descServings, prometheus.GaugeValue, float64(hs.Servings))
+	ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(c.budget.Used()), "used")
+	ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(c.budget.Limit()), "limit")
 	for name, srv := range c.servers {
 		st := srv.Stats()
 		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(st.Open), name)

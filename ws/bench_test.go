@@ -24,7 +24,7 @@ type benchSink struct {
 	enc *broker.Encoder
 }
 
-func (s *benchSink) Deliver(p *broker.Publication) bool { return s.q.offer(p.Frame(s.enc)) }
+func (s *benchSink) Deliver(p *broker.Publication) bool { return s.q.offer(p.Frame(s.enc)) == nil }
 
 func (s *benchSink) Replay(ctx context.Context, p *broker.Publication) error {
 	return s.q.push(ctx, p.Frame(s.enc), time.Minute)
@@ -81,7 +81,7 @@ func benchmarkFanOut(b *testing.B, encodeEach bool) {
 	for range subscribers {
 		// Room for every message of the run: the benchmark measures
 		// throughput, not slow-consumer drops.
-		sink := &benchSink{q: newSendQueue(1<<30, 1<<40), enc: v1Encoder}
+		sink := &benchSink{q: newSendQueue(1<<30, 1<<40, nil), enc: v1Encoder}
 		if encodeEach {
 			sink.enc = &broker.Encoder{Encode: v1Encoder.Encode}
 		}
@@ -135,7 +135,7 @@ func TestDeliverAllocs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p.Frame(tt.enc) // the first subscriber of this protocol encodes
-			c := &conn{enc: tt.enc, queue: newSendQueue(1024, 4<<20)}
+			c := &conn{enc: tt.enc, queue: newSendQueue(1024, 4<<20, nil)}
 			var batch [][]byte
 			allocs := testing.AllocsPerRun(1000, func() {
 				if !c.Deliver(p) {

@@ -52,3 +52,8 @@ var closeTable = [...]struct {
 func (r CloseReason) Code() int { return closeTable[r].code }
 
 func (r CloseReason) String() string { return closeTable[r].text }
+
+// dropsQueue reports whether a connection closed for r drops what is
+// queued instead of sending it first: a slow consumer cannot take it, and
+// the budget is closed to get its memory back.
+func (r CloseReason) dropsQueue() bool { return r == CloseSlowConsumer || r == CloseBudget }

@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -26,6 +27,7 @@ type conn struct {
 	srv    *Server
 	ws     *websocket.Conn
 	legacy bool
+	client netip.Addr // the client's address, trusted proxies considered
 	enc    *broker.Encoder
 	queue  *sendQueue
 
@@ -66,7 +68,7 @@ func newConn(s *Server, ws *websocket.Conn, who *auth.Principal) *conn {
 		ws:       ws,
 		legacy:   ws.Subprotocol() == ProtocolLegacy,
 		enc:      v1Encoder,
-		queue:    newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes),
+		queue:    newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes, s.cfg.SendBudget),
 		ctx:      ctx,
 		cancel:   cancel,
 		subs:     make(map[string]*broker.Subscription),
@@ -100,6 +102,7 @@ func (c *conn) serve() {
 	}
 	c.closeRequests()
 	<-writerDone
+	c.queue.release()
 	c.ws.Close()
 }
 
@@ -194,14 +197,15 @@ func (c *conn) writeLoop() {
 		case <-c.closing:
 			logged = true
 			c.logClose()
-			if c.reason != CloseSlowConsumer {
-				// Drain what was already queued: the client resumes
-				// from what it received, so every frame sent saves a
-				// replay elsewhere. A slow consumer is the exception:
-				// it cannot take them, which is why it is closed.
-				if !c.write(c.queue.take(batch)) {
-					return
-				}
+			// Send what was already queued: the client resumes from
+			// what it received, so every frame sent saves a replay
+			// elsewhere. Except to a slow consumer, which cannot take
+			// them, which is why it is closed; and a budget close is
+			// there to get their memory back.
+			if c.reason.dropsQueue() {
+				c.drop(c.queue.take(batch))
+			} else if !c.write(c.queue.take(batch)) {
+				return
 			}
 			msg := websocket.FormatCloseMessage(c.reason.Code(), c.reason.String())
 			c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout))
@@ -223,13 +227,14 @@ func (c *conn) writeLoop() {
 
 // write sends frames, each as one text message under the write deadline. On
 // failure it closes the socket, which ends the reader too. It stops early
-// once the connection is closed as a slow consumer: trickling through a
-// full batch would hold the close back by up to a write timeout per frame.
+// once the connection is closed as a slow consumer (or for the budget):
+// trickling through a full batch would hold the close back by up to a
+// write timeout per frame.
 func (c *conn) write(frames [][]byte) bool {
 	for i, f := range frames {
 		select {
 		case <-c.closing:
-			if c.reason == CloseSlowConsumer {
+			if c.reason.dropsQueue() {
 				c.drop(frames[i:])
 				return true
 			}
@@ -286,7 +291,7 @@ func (c *conn) logClose() {
 		return
 	}
 	if c.reason != CloseShutdown {
-		c.srv.cfg.Logger.Info("closing connection", "reason", c.reason.String(), "remote", c.ws.RemoteAddr().String())
+		c.srv.cfg.Logger.Info("closing connection", "reason", c.reason.String(), "client", c.client.String(), "remote", c.ws.RemoteAddr().String())
 	}
 }
 
@@ -296,13 +301,18 @@ func (c *conn) Deliver(p *broker.Publication) bool {
 }
 
 // offer queues a frame that must not wait (a live message, an answer); a
-// full queue closes the connection as a slow consumer.
+// full queue closes the connection as a slow consumer, an exhausted send
+// budget with CloseBudget.
 func (c *conn) offer(frame []byte) bool {
-	if !c.queue.offer(frame) {
+	switch err := c.queue.offer(frame); {
+	case err == nil:
+		return true
+	case errors.Is(err, errBudget):
+		c.close(CloseBudget)
+	default:
 		c.close(CloseSlowConsumer)
-		return false
 	}
-	return true
+	return false
 }
 
 // Replay implements broker.Sink for replayed publications.
@@ -314,8 +324,11 @@ func (c *conn) Replay(ctx context.Context, p *broker.Publication) error {
 // for room; a client that reads nothing for WriteTimeout is a slow consumer.
 func (c *conn) push(ctx context.Context, frame []byte) error {
 	err := c.queue.push(ctx, frame, c.srv.cfg.WriteTimeout)
-	if errors.Is(err, errQueueStuck) {
+	switch {
+	case errors.Is(err, errQueueStuck):
 		c.close(CloseSlowConsumer)
+	case errors.Is(err, errBudget):
+		c.close(CloseBudget)
 	}
 	return err
 }
@@ -378,7 +391,7 @@ func (c *conn) subscribe(ref, channel string, from broker.From, ack func(broker.
 			// having made progress.
 			c.close(CloseSlowConsumer)
 		case c.ctx.Err() != nil, errors.Is(err, broker.ErrCanceled),
-			errors.Is(err, errQueueClosed), errors.Is(err, errQueueStuck):
+			errors.Is(err, errQueueClosed), errors.Is(err, errQueueStuck), errors.Is(err, errBudget):
 			// The connection is going away, or the subscription was
 			// closed; the client resumes with since.
 		case errors.Is(err, broker.ErrUnavailable):

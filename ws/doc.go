@@ -7,8 +7,10 @@
 // bytes (a frame counts until written). The hub hands live messages to the
 // queue without waiting, under a subscription's lock, so that path neither
 // blocks nor logs; a full queue closes the connection as a slow consumer
-// (close code 4000), and the client resumes with since. The writer logs
-// the close. Server is safe for concurrent use.
+// (close code 4000), and the client resumes with since. A SendBudget
+// shared by every connection of the process bounds their queued bytes
+// together; a frame it has no room for closes the connection with 4001.
+// The writer logs the close. Server is safe for concurrent use.
 //
 // Requests (requests.go) follow the same rules: a session's answers come
 // from hub goroutines and are queued without waiting, like live messages

@@ -10,6 +10,8 @@ import (
 var (
 	errQueueClosed = errors.New("send queue closed")
 	errQueueStuck  = errors.New("send queue made no progress")
+	errQueueFull   = errors.New("send queue full")
+	errBudget      = errors.New("send budget exhausted")
 )
 
 // sendQueue holds the frames waiting for a connection's writer, bounded in
@@ -20,8 +22,13 @@ var (
 // writer reports it written (done), not until the writer takes it: the
 // batch being written is memory the client pins too, and releasing it at
 // take would let a slow client hold twice the limit.
+//
+// The same bytes count against budget, shared with every other queue: taken
+// with the frame's place in the queue, given back by done or, for whatever
+// is still held when the connection ends, by release.
 type sendQueue struct {
 	maxFrames, maxBytes int
+	budget              *SendBudget // nil: no shared bound
 
 	mu     sync.Mutex
 	frames [][]byte // waiting for the writer
@@ -33,48 +40,57 @@ type sendQueue struct {
 	space chan struct{} // cap 1: the writer wrote frames
 }
 
-func newSendQueue(maxFrames, maxBytes int) *sendQueue {
+func newSendQueue(maxFrames, maxBytes int, budget *SendBudget) *sendQueue {
 	return &sendQueue{
 		maxFrames: maxFrames,
 		maxBytes:  maxBytes,
+		budget:    budget,
 		ready:     make(chan struct{}, 1),
 		space:     make(chan struct{}, 1),
 	}
 }
 
-// fits expects q.mu held. A frame larger than maxBytes still goes into an
-// empty queue, or it could never be sent.
-func (q *sendQueue) fits(n int) bool {
-	return q.held < q.maxFrames && (q.bytes+n <= q.maxBytes || q.held == 0)
-}
-
-// add expects q.mu held and frame to fit.
-func (q *sendQueue) add(frame []byte) {
+// add queues frame if it fits, or says why not: errQueueFull, or
+// errBudget when only the shared budget has no room. It expects q.mu held.
+// A frame larger than maxBytes still goes into an empty queue, or it could
+// never be sent; the budget makes no such exception, as it bounds memory.
+func (q *sendQueue) add(frame []byte) error {
+	n := len(frame)
+	if q.held >= q.maxFrames || (q.bytes+n > q.maxBytes && q.held > 0) {
+		return errQueueFull
+	}
+	if !q.budget.acquire(n) {
+		return errBudget
+	}
 	q.frames = append(q.frames, frame)
 	q.held++
-	q.bytes += len(frame)
+	q.bytes += n
+	return nil
 }
 
-// offer queues frame unless the queue is full. A closed queue swallows it:
-// the connection is going away and the client will resume.
-func (q *sendQueue) offer(frame []byte) bool {
+// offer queues frame unless the queue is full (errQueueFull) or the budget
+// is exhausted (errBudget). A closed queue swallows it: the connection is
+// going away and the client will resume.
+func (q *sendQueue) offer(frame []byte) error {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
-		return true
+		return nil
 	}
-	if !q.fits(len(frame)) {
-		q.mu.Unlock()
-		return false
-	}
-	q.add(frame)
+	err := q.add(frame)
 	q.mu.Unlock()
-	signal(q.ready)
-	return true
+	if err == nil {
+		signal(q.ready)
+	}
+	return err
 }
 
 // push queues frame, waiting while the queue is full. It gives up with
-// errQueueStuck when the writer writes nothing for patience.
+// errQueueStuck when the writer writes nothing for patience. A frame the
+// budget has no room for waits likewise, since what this queue's writer
+// writes gives budget back, but it gives up with errBudget, at once when
+// the queue holds nothing: then only other connections could make room,
+// and a replica short of memory should shed load, not wait for it.
 func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Duration) error {
 	var timer *time.Timer
 	for {
@@ -83,13 +99,16 @@ func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Durati
 			q.mu.Unlock()
 			return errQueueClosed
 		}
-		if q.fits(len(frame)) {
-			q.add(frame)
-			q.mu.Unlock()
+		err := q.add(frame)
+		empty := q.held == 0
+		q.mu.Unlock()
+		switch {
+		case err == nil:
 			signal(q.ready)
 			return nil
+		case errors.Is(err, errBudget) && empty:
+			return errBudget
 		}
-		q.mu.Unlock()
 		if timer == nil {
 			timer = time.NewTimer(patience)
 			defer timer.Stop()
@@ -99,6 +118,9 @@ func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Durati
 			// Progress: the writer wrote frames, so patience restarts.
 			timer.Reset(patience)
 		case <-timer.C:
+			if errors.Is(err, errBudget) {
+				return errBudget
+			}
 			return errQueueStuck
 		case <-ctx.Done():
 			return ctx.Err()
@@ -124,6 +146,22 @@ func (q *sendQueue) done(frames, bytes int) {
 	q.held -= frames
 	q.bytes -= bytes
 	q.mu.Unlock()
+	q.budget.release(bytes)
+	signal(q.space)
+}
+
+// release closes the queue and gives back to the budget every byte it
+// still holds, waiting or taken. The connection calls it once, at its end,
+// after its writer has returned: no done can follow, and no add, as the
+// queue is closed.
+func (q *sendQueue) release() {
+	q.mu.Lock()
+	q.closed = true
+	bytes := q.bytes
+	clear(q.frames)
+	q.frames, q.held, q.bytes = nil, 0, 0
+	q.mu.Unlock()
+	q.budget.release(bytes)
 	signal(q.space)
 }
 

@@ -33,10 +33,10 @@ func TestSendQueueOffer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			q := newSendQueue(tt.maxFrames, tt.maxBytes)
+			q := newSendQueue(tt.maxFrames, tt.maxBytes, nil)
 			var accepted [][]byte
 			for i, f := range frames(tt.sizes...) {
-				if got := q.offer(f); got != tt.want[i] {
+				if got := q.offer(f) == nil; got != tt.want[i] {
 					t.Fatalf("offer #%d (%d bytes) = %v, want %v", i, len(f), got, tt.want[i])
 				} else if got {
 					accepted = append(accepted, f)
@@ -61,7 +61,7 @@ func TestSendQueueOffer(t *testing.T) {
 			if q.bytes != 0 || q.held != 0 || len(q.frames) != 0 {
 				t.Errorf("after take and done: %d frames waiting, %d held, %d bytes; want none", len(q.frames), q.held, q.bytes)
 			}
-			if !q.offer(make([]byte, tt.maxBytes)) {
+			if q.offer(make([]byte, tt.maxBytes)) != nil {
 				t.Error("an emptied queue refused a frame of maxBytes")
 			}
 		})
@@ -69,7 +69,7 @@ func TestSendQueueOffer(t *testing.T) {
 }
 
 func TestSendQueueTake(t *testing.T) {
-	q := newSendQueue(10, 100)
+	q := newSendQueue(10, 100, nil)
 	if got := q.take(nil); len(got) != 0 {
 		t.Errorf("take of an empty queue returned %d frames", len(got))
 	}
@@ -105,21 +105,21 @@ func TestSendQueueHeldUntilDone(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			q := newSendQueue(tt.maxFrames, tt.maxBytes)
+			q := newSendQueue(tt.maxFrames, tt.maxBytes, nil)
 			for _, f := range frames(1, 1) {
-				if !q.offer(f) {
+				if q.offer(f) != nil {
 					t.Fatal("offer within the limits refused")
 				}
 			}
 			batch := q.take(nil)
-			if q.offer([]byte("c")) {
+			if q.offer([]byte("c")) == nil {
 				t.Fatal("offer accepted while the taken batch still fills the queue")
 			}
 			q.done(1, len(batch[0]))
-			if !q.offer([]byte("c")) {
+			if q.offer([]byte("c")) != nil {
 				t.Fatal("offer refused after one frame was written")
 			}
-			if q.offer([]byte("d")) {
+			if q.offer([]byte("d")) == nil {
 				t.Fatal("offer accepted past the limit")
 			}
 		})
@@ -129,15 +129,15 @@ func TestSendQueueHeldUntilDone(t *testing.T) {
 func TestSendQueuePush(t *testing.T) {
 	const patience = 50 * time.Millisecond
 	full := func(t *testing.T) *sendQueue {
-		q := newSendQueue(1, 100)
-		if !q.offer([]byte("x")) {
+		q := newSendQueue(1, 100, nil)
+		if q.offer([]byte("x")) != nil {
 			t.Fatal("offer to an empty queue refused")
 		}
 		return q
 	}
 
 	t.Run("fits at once", func(t *testing.T) {
-		q := newSendQueue(2, 100)
+		q := newSendQueue(2, 100, nil)
 		if err := q.push(context.Background(), []byte("a"), patience); err != nil {
 			t.Fatalf("push = %v, want nil", err)
 		}
@@ -146,7 +146,7 @@ func TestSendQueuePush(t *testing.T) {
 		}
 	})
 	t.Run("oversized into an empty queue", func(t *testing.T) {
-		q := newSendQueue(2, 4)
+		q := newSendQueue(2, 4, nil)
 		if err := q.push(context.Background(), []byte("too big"), patience); err != nil {
 			t.Fatalf("push = %v, want nil", err)
 		}
@@ -199,7 +199,7 @@ func TestSendQueuePush(t *testing.T) {
 		// it waits 8/5 of patience in all, but never patience without
 		// progress, so it must succeed.
 		synctest.Test(t, func(t *testing.T) {
-			q := newSendQueue(100, 10)
+			q := newSendQueue(100, 10, nil)
 			for _, f := range frames(1, 1, 1, 1, 1, 1, 1, 1, 1, 1) {
 				q.offer(f)
 			}
@@ -261,10 +261,10 @@ func TestSendQueuePush(t *testing.T) {
 }
 
 func TestSendQueueClosed(t *testing.T) {
-	q := newSendQueue(1, 100)
+	q := newSendQueue(1, 100, nil)
 	q.offer([]byte("before"))
 	q.close()
-	if !q.offer([]byte("after")) {
+	if q.offer([]byte("after")) != nil {
 		t.Error("offer to a closed queue = false; want true (swallowed, not a slow consumer)")
 	}
 	if err := q.push(context.Background(), []byte("after"), time.Second); !errors.Is(err, errQueueClosed) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/internal/clientip"
 )
 
 // Ops is a set of client operations a listener allows: auth's, so that
@@ -101,14 +102,18 @@ type Config struct {
 	// 0 means unlimited.
 	MaxConnectionsPerIP int
 	// ClientIP tells a request's client address, trusted proxies
-	// considered; nil means the request's RemoteAddr.
+	// considered (see internal/clientip); nil means the request's
+	// RemoteAddr. MaxConnectionsPerIP counts by it, and connection logs
+	// name it as "client".
 	ClientIP func(*http.Request) netip.Addr
 	// HandshakeTimeout bounds writing the upgrade's answer; 0 means 10s.
 	// (The HTTP server bounds reading the request.)
 	HandshakeTimeout time.Duration
 	// SendBudget, shared by the servers of a process, bounds the bytes
-	// queued for all their clients together; nil means no bound beyond
-	// each connection's SendQueueBytes.
+	// queued for all their clients together: a frame it has no room for
+	// is treated like one that does not fit the send queue, but closes
+	// with 4001. nil means no bound beyond each connection's
+	// SendQueueBytes.
 	SendBudget *SendBudget
 	// Names are what operators call the settings a refusal points to, so
 	// that whoever reads one knows what to change.
@@ -120,8 +125,9 @@ type Config struct {
 // SettingNames name settings in the answers refused clients get, such as
 // "TSLM_ALLOWED_ORIGINS". Empty ones mean the Config field's name.
 type SettingNames struct {
-	MaxConnections string
-	AllowedOrigins string
+	MaxConnections      string
+	AllowedOrigins      string
+	MaxConnectionsPerIP string
 }
 
 func (c *Config) setDefaults() {
@@ -174,6 +180,12 @@ func (c *Config) setDefaults() {
 	if c.Names.AllowedOrigins == "" {
 		c.Names.AllowedOrigins = "AllowedOrigins"
 	}
+	if c.Names.MaxConnectionsPerIP == "" {
+		c.Names.MaxConnectionsPerIP = "MaxConnectionsPerIP"
+	}
+	if c.ClientIP == nil {
+		c.ClientIP = clientip.RemoteAddr
+	}
 }
 
 // Server serves WebSocket clients of one listener at GET /v1/ws. It is safe
@@ -186,7 +198,8 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
-	slots    int // connections open or being upgraded, at most MaxConnections
+	slots    int                // connections open or being upgraded, at most MaxConnections
+	perIP    map[netip.Addr]int // slots by client address, when MaxConnectionsPerIP is set
 	draining bool
 	drained  chan struct{} // closed once draining and every slot is free
 	drainOne sync.Once
@@ -225,15 +238,16 @@ type Stats struct {
 // New returns a Server over hub.
 func New(hub *broker.Hub, cfg Config) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{}), drained: make(chan struct{})}
+	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{}), perIP: make(map[netip.Addr]int), drained: make(chan struct{})}
 	s.origins = newOrigins(cfg.AllowedOrigins, cfg.Logger)
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{ProtocolV1, ProtocolLegacy},
 		// ServeHTTP has checked the origin, with an answer that names
 		// the setting to change.
-		CheckOrigin:     func(*http.Request) bool { return true },
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
+		CheckOrigin:      func(*http.Request) bool { return true },
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  4096,
 		// Most connections are idle most of the time: they borrow a write
 		// buffer only while writing instead of holding 4 KiB each.
 		WriteBufferPool: &sync.Pool{},

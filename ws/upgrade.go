@@ -3,6 +3,7 @@ package ws
 import (
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"time"
@@ -15,11 +16,12 @@ import (
 // Reasons an upgrade is refused with an HTTP status, as counted in
 // Stats.Refused.
 const (
-	RefusedSubprotocol    = "subprotocol"     // 400: neither tslm.v1 nor tslm.legacy offered
-	RefusedOrigin         = "origin"          // 403: a browser origin not allowed
-	RefusedMaxConnections = "max_connections" // 503: the listener is full
-	RefusedShutdown       = "shutdown"        // 503: the server is draining
-	RefusedUnauthorized   = "unauthorized"    // 401: the Authorization header is malformed or its credential refused
+	RefusedSubprotocol         = "subprotocol"            // 400: neither tslm.v1 nor tslm.legacy offered
+	RefusedOrigin              = "origin"                 // 403: a browser origin not allowed
+	RefusedMaxConnectionsPerIP = "max_connections_per_ip" // 429: the client's address has its share
+	RefusedMaxConnections      = "max_connections"        // 503: the listener is full
+	RefusedShutdown            = "shutdown"               // 503: the server is draining
+	RefusedUnauthorized        = "unauthorized"           // 401: the Authorization header is malformed or its credential refused
 )
 
 type refusal int
@@ -27,21 +29,23 @@ type refusal int
 const (
 	refusedSubprotocol refusal = iota
 	refusedOrigin
+	refusedMaxConnectionsPerIP
 	refusedMaxConnections
 	refusedShutdown
 	refusedUnauthorized
 )
 
 var refusalNames = [...]string{
-	refusedSubprotocol:    RefusedSubprotocol,
-	refusedOrigin:         RefusedOrigin,
-	refusedMaxConnections: RefusedMaxConnections,
-	refusedShutdown:       RefusedShutdown,
-	refusedUnauthorized:   RefusedUnauthorized,
+	refusedSubprotocol:         RefusedSubprotocol,
+	refusedOrigin:              RefusedOrigin,
+	refusedMaxConnectionsPerIP: RefusedMaxConnectionsPerIP,
+	refusedMaxConnections:      RefusedMaxConnections,
+	refusedShutdown:            RefusedShutdown,
+	refusedUnauthorized:        RefusedUnauthorized,
 }
 
-// Retry-After of the 503 answers. A full listener stays full for a while,
-// so its clients should stay away for longer; a draining one sends its
+// Retry-After of the 429 and 503 answers. A full listener, or address,
+// stays full for a while, so its clients should stay away for longer; a draining one sends its
 // clients to another replica, which the load balancer picks at once.
 const (
 	retryAfterFull     = 5 * time.Second
@@ -69,11 +73,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("origin %q not allowed: add it to %s", origin, s.cfg.Names.AllowedOrigins))
 		return
 	}
-	if why, ok := s.reserve(); !ok {
-		if why == refusedShutdown {
+	ip := s.cfg.ClientIP(r)
+	if why, ok := s.reserve(ip); !ok {
+		switch why {
+		case refusedShutdown:
 			s.refuse(w, why, http.StatusServiceUnavailable, retryAfterShutdown,
 				"server shutting down: connect again, to another replica")
-		} else {
+		case refusedMaxConnectionsPerIP:
+			s.refuse(w, why, http.StatusTooManyRequests, retryAfterFull,
+				fmt.Sprintf("too many connections from %s: this listener allows %d per client address (%s); close one, or retry later",
+					ip, s.cfg.MaxConnectionsPerIP, s.cfg.Names.MaxConnectionsPerIP))
+		default:
 			s.refuse(w, why, http.StatusServiceUnavailable, retryAfterFull,
 				fmt.Sprintf("too many connections: this listener is at its limit of %d (%s); retry later, with backoff",
 					s.cfg.MaxConnections, s.cfg.Names.MaxConnections))
@@ -82,19 +92,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	who, ok := s.credentials(w, r)
 	if !ok {
-		s.release()
+		s.release(ip)
 		return
 	}
 	wsConn, err := s.upgrader.Upgrade(w, r, nil)
 	if err != nil {
-		s.release() // the upgrader has answered
+		s.release(ip) // the upgrader has answered
 		return
 	}
 	c := newConn(s, wsConn, who)
+	c.client = ip
 	if !s.admit(c) {
 		// Shutdown began during the upgrade.
 		s.closeUnadmitted(wsConn)
-		s.release()
+		s.release(ip)
 		return
 	}
 	defer s.forget(c)
@@ -141,27 +152,47 @@ func (s *Server) refuse(w http.ResponseWriter, why refusal, status int, retryAft
 	http.Error(w, msg, status)
 }
 
-// reserve takes a connection slot for an upgrade about to start, or says
-// why there is none. Taking the slot before the upgrade, under the lock,
-// is what keeps two concurrent upgrades from both taking the last one.
-func (s *Server) reserve() (refusal, bool) {
+// reserve takes a connection slot, and one of ip's, for an upgrade about
+// to start, or says why there is none. Taking the slots before the upgrade,
+// under the lock, is what keeps two concurrent upgrades from both taking
+// the last one.
+func (s *Server) reserve(ip netip.Addr) (refusal, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	perIP := s.cfg.MaxConnectionsPerIP > 0
 	switch {
 	case s.draining:
 		return refusedShutdown, false
+	case perIP && s.perIP[ip] >= s.cfg.MaxConnectionsPerIP:
+		return refusedMaxConnectionsPerIP, false
 	case s.slots >= s.cfg.MaxConnections:
 		return refusedMaxConnections, false
 	}
 	s.slots++
+	if perIP {
+		s.perIP[ip]++
+	}
 	return 0, true
 }
 
-// release frees a reserved slot whose connection never got admitted.
-func (s *Server) release() {
+// release frees the slots reserved for ip whose connection never got
+// admitted.
+func (s *Server) release(ip netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.unreserve(ip)
+}
+
+// unreserve expects s.mu held.
+func (s *Server) unreserve(ip netip.Addr) {
 	s.slots--
+	if s.cfg.MaxConnectionsPerIP > 0 {
+		// Deleted at zero, so that the map holds only addresses
+		// connected now.
+		if s.perIP[ip]--; s.perIP[ip] <= 0 {
+			delete(s.perIP, ip)
+		}
+	}
 	s.checkDrained()
 }
 
@@ -185,8 +216,7 @@ func (s *Server) forget(c *conn) {
 	defer s.mu.Unlock()
 	delete(s.conns, c)
 	s.stats.open.Add(-1)
-	s.slots--
-	s.checkDrained()
+	s.unreserve(c.client)
 }
 
 // checkDrained expects s.mu held.

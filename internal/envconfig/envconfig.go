@@ -196,8 +196,9 @@ func LoadOver(base gateway.Config, environ map[string]string) (Settings, error) 
 	st.ConfigFile = vars.Config
 	// Refusals sent to clients and operators name the variable to set.
 	st.Gateway.Names = ws.SettingNames{
-		MaxConnections: Prefix + "MAX_CONNECTIONS",
-		AllowedOrigins: Prefix + "ALLOWED_ORIGINS",
+		MaxConnections:      Prefix + "MAX_CONNECTIONS",
+		AllowedOrigins:      Prefix + "ALLOWED_ORIGINS",
+		MaxConnectionsPerIP: Prefix + "MAX_CONNECTIONS_PER_IP",
 	}
 	if err := st.readLogging(vars); err != nil {
 		return st, err

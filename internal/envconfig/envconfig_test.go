@@ -92,6 +92,10 @@ func TestLoadNamesTheVariable(t *testing.T) {
 		"TSLM_SERVE_INFLIGHT":          "many",
 		"TSLM_REQUEST_RECLAIM_AFTER":   "0s",
 		"TSLM_MAX_QUEUED_REQUESTS":     "1.5",
+		"TSLM_TRUSTED_PROXIES":         "10.0.0.0/8,proxy.internal",
+		"TSLM_MAX_CONNECTIONS_PER_IP":  "0",
+		"TSLM_HANDSHAKE_TIMEOUT":       "0s",
+		"TSLM_SEND_QUEUE_BUDGET":       "65536", // below one queue's bytes
 		// Empty values are slips, not wishes for the default.
 		"TSLM_PUBLIC_ADDRS": "",
 		"TSLM_REDIS_URL":    " ",
@@ -161,6 +165,19 @@ func TestLoadWarnsOfUnknownVariables(t *testing.T) {
 	}
 	if !slices.Equal(st.Warnings, want) {
 		t.Errorf("warnings = %q, want %q", st.Warnings, want)
+	}
+}
+
+// TestRefusalsNameTheVariables: what a refused client reads names the
+// variable an operator sets.
+func TestRefusalsNameTheVariables(t *testing.T) {
+	st, err := Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ws.SettingNames{MaxConnections: "TSLM_MAX_CONNECTIONS", AllowedOrigins: "TSLM_ALLOWED_ORIGINS", MaxConnectionsPerIP: "TSLM_MAX_CONNECTIONS_PER_IP"}
+	if st.Gateway.Names != want {
+		t.Errorf("Names = %+v, want %+v", st.Gateway.Names, want)
 	}
 }
 
