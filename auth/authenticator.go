@@ -25,7 +25,10 @@ type Authenticator struct {
 	now        func() time.Time
 }
 
-var errNoVerifier = &reason{"no credentials of this kind are configured"}
+var (
+	errNoVerifier  = &reason{"no credentials of this kind are configured"}
+	errUnavailable = &reason{"the identity provider's keys are unavailable: try again later"}
+)
 
 // NewAuthenticator combines the verifiers; either may be nil.
 func NewAuthenticator(publishers *PublisherVerifier, oidc TokenVerifier) *Authenticator {
@@ -57,8 +60,10 @@ func (a *Authenticator) Authenticate(ctx context.Context, credential string) (*P
 		p, err := a.oidc.Verify(ctx, credential, now)
 		if err != nil && !errors.Is(err, ErrUnauthenticated) {
 			// A failure to reach the provider is not the client's fault,
-			// but the client is refused all the same: say so plainly.
-			return nil, &reason{"the identity provider's keys are unavailable: " + err.Error()}
+			// but the client is refused all the same: say so plainly, and
+			// without the details (addresses, status lines), which are
+			// the operator's business and logged by the verifier.
+			return nil, errUnavailable
 		}
 		return p, err
 	}
