@@ -2,10 +2,12 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -19,17 +21,47 @@ type TokenVerifier interface {
 // Authenticator turns any credential the gateway accepts into a principal:
 // publisher API keys and tokens (PublisherVerifier) and access tokens of
 // an OpenID provider (a TokenVerifier). It is safe for concurrent use.
+//
+// Credentials it accepted are remembered, by their SHA-256 hash, for at
+// most CacheTTL and never past the principal's expiry, so that a publisher
+// sending thousands of HTTP requests a second pays one verification; a key
+// withdrawn from a provider's JWKS is thus refused within CacheTTL of the
+// gateway noticing. Refusals are never remembered.
 type Authenticator struct {
 	publishers *PublisherVerifier // nil: none configured
 	oidc       TokenVerifier      // nil: none configured
 	now        func() time.Time
+
+	mu       sync.Mutex
+	cache    map[[sha256.Size]byte]cached
+	cacheMax int
 }
 
-var errNoVerifier = &reason{"no credentials of this kind are configured"}
+type cached struct {
+	p     *Principal
+	until time.Time
+}
+
+// Bounds of the verified-credential cache.
+const (
+	CacheTTL     = time.Minute
+	CacheEntries = 10_000
+)
+
+var (
+	errNoVerifier  = &reason{"no credentials of this kind are configured"}
+	errUnavailable = &reason{"the identity provider's keys are unavailable: try again later"}
+)
 
 // NewAuthenticator combines the verifiers; either may be nil.
 func NewAuthenticator(publishers *PublisherVerifier, oidc TokenVerifier) *Authenticator {
-	return &Authenticator{publishers: publishers, oidc: oidc, now: time.Now}
+	return &Authenticator{
+		publishers: publishers,
+		oidc:       oidc,
+		now:        time.Now,
+		cache:      make(map[[sha256.Size]byte]cached),
+		cacheMax:   CacheEntries,
+	}
 }
 
 // Authenticate checks credential and returns the principal it stands for.
@@ -44,6 +76,24 @@ func (a *Authenticator) Authenticate(ctx context.Context, credential string) (*P
 		return nil, errNoCredential
 	case len(credential) > MaxCredentialLen:
 		return nil, errTooLong
+	}
+	key := sha256.Sum256([]byte(credential))
+	if p := a.cached(key, now); p != nil {
+		return p, nil
+	}
+	p, err := a.verify(ctx, credential, now)
+	if err != nil {
+		return nil, err
+	}
+	if p == nil { // a TokenVerifier's bug, not a pass
+		return nil, errClaims
+	}
+	a.remember(key, p, now)
+	return p.clone(), nil
+}
+
+func (a *Authenticator) verify(ctx context.Context, credential string, now time.Time) (*Principal, error) {
+	switch {
 	case strings.Count(credential, ".") != 2:
 		if a.publishers == nil {
 			return nil, errNoVerifier
@@ -57,8 +107,10 @@ func (a *Authenticator) Authenticate(ctx context.Context, credential string) (*P
 		p, err := a.oidc.Verify(ctx, credential, now)
 		if err != nil && !errors.Is(err, ErrUnauthenticated) {
 			// A failure to reach the provider is not the client's fault,
-			// but the client is refused all the same: say so plainly.
-			return nil, &reason{"the identity provider's keys are unavailable: " + err.Error()}
+			// but the client is refused all the same: say so plainly, and
+			// without the details (addresses, status lines), which are
+			// the operator's business and logged by the verifier.
+			return nil, errUnavailable
 		}
 		return p, err
 	}
@@ -66,6 +118,49 @@ func (a *Authenticator) Authenticate(ctx context.Context, credential string) (*P
 		return a.publishers.Verify(credential, now) // says why: unknown kid
 	}
 	return nil, errUnknownKID
+}
+
+// cached returns a copy of the principal remembered for key, if it is
+// still valid at now.
+func (a *Authenticator) cached(key [sha256.Size]byte, now time.Time) *Principal {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.cache[key]
+	switch {
+	case !ok:
+		return nil
+	case !now.Before(c.until):
+		delete(a.cache, key)
+		return nil
+	}
+	return c.p.clone() // callers may change what they get; the cache stays
+}
+
+// remember keeps p for key until CacheTTL from now or p's expiry, whichever
+// is sooner. A full cache first drops what has expired and, if that is not
+// enough, a tenth of its entries, whichever they are: a sweep per tenth of
+// the bound keeps the cost per insertion constant.
+func (a *Authenticator) remember(key [sha256.Size]byte, p *Principal, now time.Time) {
+	until := now.Add(CacheTTL)
+	if !p.Expires.IsZero() && p.Expires.Before(until) {
+		until = p.Expires
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.cache) >= a.cacheMax {
+		for k, c := range a.cache {
+			if !now.Before(c.until) {
+				delete(a.cache, k)
+			}
+		}
+		for k := range a.cache { // map order is unspecified: any entries
+			if len(a.cache) < a.cacheMax-a.cacheMax/10 {
+				break
+			}
+			delete(a.cache, k)
+		}
+	}
+	a.cache[key] = cached{p: p, until: until}
 }
 
 // knowsKID reports whether kid names a configured token key.

@@ -1,11 +1,14 @@
 package auth
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -161,5 +164,91 @@ func TestFuzzSeeds(t *testing.T) {
 		if (err == nil) != (i < 3) {
 			t.Errorf("seed %d: %v", i, err)
 		}
+	}
+}
+
+// authSeeds are credentials for FuzzAuthenticate: the publisher seeds, and
+// access tokens the stub OpenID verifier accepts, refuses or cannot check.
+func authSeeds(tb testing.TB) []string {
+	claims := jwt.MapClaims{
+		"sub": "s", "iss": stubIssuer, "aud": "aud", "exp": t0.Add(time.Hour).Unix(),
+		"tslm": map[string]any{"publish": []string{"a.*"}},
+	}
+	return append(fuzzSeeds(tb),
+		ssoToken("alice", "good"),
+		ssoToken("alice", "bad"),
+		ssoToken("alice", "down"),
+		ssoToken("", "good"),
+		// A publisher's kid with the provider's iss: the kid wins, and
+		// the publisher verifier refuses the iss.
+		sign(tb, jwt.SigningMethodEdDSA, "ed", claims, fuzzEd),
+	)
+}
+
+func FuzzAuthenticate(f *testing.F) {
+	pub := fuzzVerifier(f)
+	stub := &stubOIDC{expires: t0.Add(time.Hour)}
+	a := NewAuthenticator(pub, stub)
+	a.now = func() time.Time { return t0 }
+	for _, s := range authSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, cred string) {
+		ctx := context.Background()
+		p, err := a.Authenticate(ctx, cred)
+		// The answer does not depend on the cache: a fresh Authenticator
+		// gives the same, and so does asking again.
+		fresh := NewAuthenticator(pub, stub)
+		fresh.now = a.now
+		for _, other := range []*Authenticator{fresh, a} {
+			p2, err2 := other.Authenticate(ctx, cred)
+			if !reflect.DeepEqual(p, p2) || (err == nil) != (err2 == nil) || (err != nil && err.Error() != err2.Error()) {
+				t.Fatalf("%+v, %v then %+v, %v", p, err, p2, err2)
+			}
+		}
+		if err != nil {
+			if p != nil {
+				t.Fatalf("a principal with error %v", err)
+			}
+			if !errors.Is(err, ErrUnauthenticated) {
+				t.Fatalf("error %v does not wrap ErrUnauthenticated", err)
+			}
+			if strings.Contains(err.Error(), cred) && len(cred) > 8 {
+				t.Fatalf("error %q echoes the credential", err)
+			}
+			return
+		}
+		if p == nil || p.Subject == "" || p.Expired(t0) {
+			t.Fatalf("accepted with principal %+v", p)
+		}
+		switch p.Issuer {
+		case IssuerAPIKey, IssuerPublisherToken:
+			// Only what the publisher verifier accepts by itself.
+			if q, err := pub.Verify(cred, t0); err != nil || q.Subject != p.Subject {
+				t.Fatalf("accepted as a publisher: %+v; the verifier says %+v, %v", p, q, err)
+			}
+		case stubIssuer:
+			// Only tokens naming the provider, and no publisher key.
+			if peekIssuer(cred) != stubIssuer || pub.knowsKID(peekKID(cred)) {
+				t.Fatalf("routed to the OpenID verifier: %q", cred)
+			}
+		default:
+			t.Fatalf("principal of issuer %q", p.Issuer)
+		}
+	})
+}
+
+// The seeds reach both sides of FuzzAuthenticate's checks.
+func TestAuthSeeds(t *testing.T) {
+	a := NewAuthenticator(fuzzVerifier(t), &stubOIDC{expires: t0.Add(time.Hour)})
+	a.now = func() time.Time { return t0 }
+	accepted := 0
+	for _, s := range authSeeds(t) {
+		if _, err := a.Authenticate(context.Background(), s); err == nil {
+			accepted++
+		}
+	}
+	if want := 4; accepted != want { // three publisher seeds and alice
+		t.Errorf("%d seeds accepted, want %d", accepted, want)
 	}
 }

@@ -12,6 +12,28 @@
 //
 // Each list holds channel patterns (see Pattern); an absent list grants
 // nothing, and any other key in tslm refuses the token.
+//
+// Subscribers sign in with an OpenID provider (OIDCVerifier): its access
+// tokens are verified offline against the keys it publishes (JWKS), found
+// through its discovery document, fetched again every Refresh and when a
+// token names an unknown kid (after a key rotation) — at most once per
+// UnknownKIDInterval, so made-up kids cannot make the gateway hammer the
+// provider. A provider down at start is retried in the background; its
+// tokens are refused meanwhile, as unavailable rather than invalid.
+// Accepted: RS256, RS384, RS512, PS256, ES256, ES384 and EdDSA with a kid,
+// never none or HMAC; exp required, nbf honoured, iss exactly the
+// issuer, aud containing the audience when one is configured. The grants
+// claim (default "tslm") is a list of patterns, which may be subscribed to
+// and requested, or an object of lists by operation:
+//
+//	"tslm": ["prices.*", "news"]
+//	"tslm": {"subscribe": ["prices.*"], "request": ["quotes"], "publish": ["chat.*"]}
+//
+// An unknown operation or an invalid pattern refuses the token; no claim
+// grants nothing (the subject is still authenticated).
+//
+// Authenticator routes any credential to the verifier it belongs to and
+// remembers the ones it accepted for a minute.
 package auth
 
 import (

@@ -219,13 +219,6 @@ type claims struct {
 	TSLM json.RawMessage `json:"tslm"`
 }
 
-// tslmClaims are the grants a token carries, by operation.
-type tslmClaims struct {
-	Create  []string `json:"create"`
-	Publish []string `json:"publish"`
-	Serve   []string `json:"serve"`
-}
-
 func (v *PublisherVerifier) verifyJWT(token string, now time.Time) (*Principal, error) {
 	if len(v.jwtKeys) == 0 {
 		return nil, errNoJWT
@@ -233,22 +226,9 @@ func (v *PublisherVerifier) verifyJWT(token string, now time.Time) (*Principal, 
 	// The key is chosen by kid before the library parses the token, so that
 	// the parser accepts only that key's algorithm: an HS256 token cannot be
 	// checked against an Ed25519 key, nor the other way round.
-	var header struct {
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		// RFC 7515 says a token with extensions the recipient does not
-		// understand is refused; the library ignores crit, so check here.
-		Crit json.RawMessage `json:"crit"`
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(token[:strings.IndexByte(token, '.')])
-	if err != nil || json.Unmarshal(raw, &header) != nil {
-		return nil, errMalformed
-	}
-	if header.Crit != nil {
-		return nil, fmt.Errorf("%w: critical header extensions are not supported", errMalformed)
-	}
-	if header.Kid == "" {
-		return nil, errNoKID
+	header, err := readHeader(token)
+	if err != nil {
+		return nil, err
 	}
 	key, ok := v.jwtKeys[header.Kid]
 	if !ok {
@@ -316,35 +296,95 @@ func principalFromClaims(c *claims, leeway time.Duration) (*Principal, error) {
 	if len(c.TSLM) == 0 || string(c.TSLM) == "null" {
 		return nil, fmt.Errorf("%w: no tslm claim", errClaims)
 	}
-	// Unknown operations are refused rather than ignored: a token that
-	// says "subscribe" was meant to grant something this verifier does not.
-	var t tslmClaims
-	dec := json.NewDecoder(bytes.NewReader(c.TSLM))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t); err != nil {
-		return nil, fmt.Errorf("%w: tslm must be an object of create, publish and serve lists of patterns", errClaims)
+	grants, err := decodeGrantObject("tslm", c.TSLM, Ops(OpCreate, OpPublish, OpServe))
+	if err != nil {
+		return nil, err
 	}
-	p := &Principal{Subject: c.Subject, Issuer: IssuerPublisherToken}
-	for _, g := range []struct {
-		name string
-		op   Op
-		pats []string
-	}{{"create", OpCreate, t.Create}, {"publish", OpPublish, t.Publish}, {"serve", OpServe, t.Serve}} {
-		if len(g.pats) == 0 {
-			continue
-		}
-		grant := Grant{Ops: Ops(g.op), Patterns: make([]Pattern, 0, len(g.pats))}
-		for i, s := range g.pats {
-			pat, err := ParsePattern(s)
-			if err != nil {
-				return nil, fmt.Errorf("%w: tslm.%s[%d]: %v", errClaims, g.name, i, err)
-			}
-			grant.Patterns = append(grant.Patterns, pat)
-		}
-		p.Grants = append(p.Grants, grant)
-	}
+	p := &Principal{Subject: c.Subject, Issuer: IssuerPublisherToken, Grants: grants}
 	// exp is required, so it is set. The principal lives as long as Verify
 	// would accept the token: exp plus the leeway.
 	p.Expires = c.ExpiresAt.Add(leeway)
 	return p, nil
+}
+
+// jwtHeader is what the verifiers read of a token's header before its
+// signature is checked: only to choose the key and algorithm, which the
+// library then enforces.
+type jwtHeader struct {
+	Alg string `json:"alg"`
+	Kid string `json:"kid"`
+	// RFC 7515 says a token with extensions the recipient does not
+	// understand is refused; the library ignores crit, so check here.
+	Crit json.RawMessage `json:"crit"`
+}
+
+// readHeader decodes the header of token, which has two dots, and refuses
+// critical extensions and a missing kid: every key the gateway trusts is
+// named, so that a token is checked against one key with one algorithm.
+func readHeader(token string) (jwtHeader, error) {
+	var h jwtHeader
+	raw, err := base64.RawURLEncoding.DecodeString(token[:strings.IndexByte(token, '.')])
+	if err != nil || json.Unmarshal(raw, &h) != nil {
+		return h, errMalformed
+	}
+	if h.Crit != nil {
+		return h, fmt.Errorf("%w: critical header extensions are not supported", errMalformed)
+	}
+	if h.Kid == "" {
+		return h, errNoKID
+	}
+	return h, nil
+}
+
+// decodeGrantObject reads grants written as {"op": ["pattern", ...], ...}
+// for the ops in allowed; claim names the claim in errors. Any other key
+// refuses the token rather than being ignored: a token that grants
+// "subscribe" where only publishing is understood was meant to grant
+// something this verifier does not. null or an absent list grants nothing.
+func decodeGrantObject(claim string, raw json.RawMessage, allowed OpSet) ([]Grant, error) {
+	var byOp map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &byOp); err != nil || byOp == nil {
+		return nil, fmt.Errorf("%w: %s must be an object of %s lists of patterns", errClaims, claim, allowed)
+	}
+	lists := make(map[Op][]string, len(byOp))
+	for name, v := range byOp {
+		op, err := ParseOp(name)
+		if err != nil || !allowed.Has(op) {
+			// The key comes from the token: not quoted.
+			return nil, fmt.Errorf("%w: %s holds a key other than %s", errClaims, claim, allowed)
+		}
+		var pats []string
+		if err := json.Unmarshal(v, &pats); err != nil {
+			return nil, fmt.Errorf("%w: %s.%s must be a list of patterns", errClaims, claim, op)
+		}
+		lists[op] = pats
+	}
+	var grants []Grant
+	for op := OpSubscribe; op < opEnd; op++ { // a fixed order, whatever the token's
+		g, err := grantOf(claim+"."+op.String(), Ops(op), lists[op])
+		if err != nil {
+			return nil, err
+		}
+		if g != nil {
+			grants = append(grants, *g)
+		}
+	}
+	return grants, nil
+}
+
+// grantOf allows ops on the patterns in pats, nil if there are none; name
+// says where they were found, in errors.
+func grantOf(name string, ops OpSet, pats []string) (*Grant, error) {
+	if len(pats) == 0 {
+		return nil, nil
+	}
+	g := &Grant{Ops: ops, Patterns: make([]Pattern, 0, len(pats))}
+	for i, s := range pats {
+		pat, err := ParsePattern(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s[%d]: %v", errClaims, name, i, err)
+		}
+		g.Patterns = append(g.Patterns, pat)
+	}
+	return g, nil
 }
