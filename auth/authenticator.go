@@ -22,19 +22,28 @@ type TokenVerifier interface {
 // publisher API keys and tokens (PublisherVerifier) and access tokens of
 // an OpenID provider (a TokenVerifier). It is safe for concurrent use.
 //
-// Credentials it accepted are remembered, by their SHA-256 hash, for at
-// most CacheTTL and never past the principal's expiry, so that a publisher
-// sending thousands of HTTP requests a second pays one verification; a key
-// withdrawn from a provider's JWKS is thus refused within CacheTTL of the
-// gateway noticing. Refusals are never remembered.
+// Publisher credentials it accepted are remembered, by their SHA-256 hash,
+// for at most CacheTTL and never past the principal's expiry, so that a
+// publisher sending thousands of HTTP requests a second pays one
+// verification: their keys are fixed by configuration, so a remembered
+// answer stays right. An OpenID provider's tokens are checked every time,
+// so that a key the provider withdrew is refused as soon as the gateway
+// has the new JWKS. Refusals are never remembered.
 type Authenticator struct {
 	publishers *PublisherVerifier // nil: none configured
 	oidc       TokenVerifier      // nil: none configured
 	now        func() time.Time
 
-	mu       sync.Mutex
-	cache    map[[sha256.Size]byte]cached
-	cacheMax int
+	mu        sync.Mutex
+	cache     map[[sha256.Size]byte]cached
+	cacheMax  int
+	cacheable func(*Principal) bool
+}
+
+// configured reports whether p stands for a credential the gateway's own
+// configuration vouches for, which cannot be withdrawn while it runs.
+func configured(p *Principal) bool {
+	return p.Issuer == IssuerAPIKey || p.Issuer == IssuerPublisherToken
 }
 
 type cached struct {
@@ -61,6 +70,7 @@ func NewAuthenticator(publishers *PublisherVerifier, oidc TokenVerifier) *Authen
 		now:        time.Now,
 		cache:      make(map[[sha256.Size]byte]cached),
 		cacheMax:   CacheEntries,
+		cacheable:  configured,
 	}
 }
 
@@ -88,7 +98,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, credential string) (*P
 	if p == nil { // a TokenVerifier's bug, not a pass
 		return nil, errClaims
 	}
-	a.remember(key, p, now)
+	if a.cacheable(p) {
+		a.remember(key, p, now)
+	}
 	return p.clone(), nil
 }
 

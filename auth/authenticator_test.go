@@ -132,6 +132,21 @@ func TestAuthenticateCache(t *testing.T) {
 	a.now = clk.now
 	ctx := context.Background()
 	tok := ssoToken("alice", "good")
+
+	// A provider's tokens are checked every time: its keys may be
+	// withdrawn while the gateway runs.
+	for range 2 {
+		if _, err := a.Authenticate(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := stub.calls.Load(); n != 2 {
+		t.Fatalf("%d verifications of an access token presented twice, want 2", n)
+	}
+	// The cache's workings, shown with the stub's principals as if they
+	// were publishers'.
+	stub.calls.Store(0)
+	a.cacheable = func(*Principal) bool { return true }
 	auth := func() *Principal {
 		t.Helper()
 		p, err := a.Authenticate(ctx, tok)
@@ -202,6 +217,7 @@ func TestAuthenticateCacheBound(t *testing.T) {
 	a := NewAuthenticator(nil, stub)
 	a.now = clk.now
 	a.cacheMax = 50
+	a.cacheable = func(*Principal) bool { return true }
 	ctx := context.Background()
 	for i := range 500 {
 		if _, err := a.Authenticate(ctx, ssoToken(fmt.Sprint("user", i), "good")); err != nil {
@@ -222,6 +238,7 @@ func TestAuthenticateCacheBound(t *testing.T) {
 	a = NewAuthenticator(nil, stub)
 	a.now = clk.now
 	a.cacheMax = 50
+	a.cacheable = func(*Principal) bool { return true }
 	clk.t = t0
 	stub.expires = t0.Add(10 * time.Second)
 	for i := range a.cacheMax - 1 {
@@ -246,5 +263,22 @@ func TestAuthenticateCacheBound(t *testing.T) {
 	before = stub.calls.Load()
 	if _, err := a.Authenticate(ctx, ssoToken("live", "good")); err != nil || stub.calls.Load() != before {
 		t.Fatalf("the live entry was dropped: %v", err)
+	}
+}
+
+// TestAuthenticateRemembersPublishers: a publisher's API key is verified
+// once and then answered from the cache; an access token never is.
+func TestAuthenticateRemembersPublishers(t *testing.T) {
+	k := newKeys(t)
+	a := NewAuthenticator(k.verifier(t), &stubOIDC{expires: t0.Add(time.Hour)})
+	a.now = func() time.Time { return t0 }
+	ctx := context.Background()
+	for _, cred := range []string{k.apiKey, k.apiKey, ssoToken("alice", "good")} {
+		if _, err := a.Authenticate(ctx, cred); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(a.cache); n != 1 {
+		t.Fatalf("%d cache entries after an API key twice and an access token, want 1 (the key)", n)
 	}
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/tslm/tslm/auth"
@@ -35,25 +34,24 @@ func (g *Gateway) openSecurity(ctx context.Context) error {
 }
 
 func (g *Gateway) oidcConfig() auth.OIDCConfig {
-	return auth.OIDCConfig{Issuer: g.cfg.OIDCIssuer, Audience: g.cfg.OIDCAudience, GrantsClaim: g.cfg.OIDCGrantsClaim, Refresh: g.cfg.OIDCRefresh}
+	return auth.OIDCConfig{Issuer: g.cfg.OIDCIssuer, Audience: g.cfg.OIDCAudience, GrantsClaim: g.cfg.OIDCGrantsClaim, Refresh: g.cfg.OIDCRefresh,
+		Logger: g.logger.With("component", "oidc")}
 }
 
 // newOIDC starts the verifier of the OpenID provider's access tokens, or
-// returns nil (and a no-op close) when no provider is configured.
-//
-// TODO(merge): branch h15-oidc adds auth.NewOIDCVerifier; once merged,
-// replace the error below with
-//
-//	v, err := auth.NewOIDCVerifier(ctx, cfg)
-//	if err != nil {
-//		return nil, nil, err
-//	}
-//	return v, v.Close, nil
+// returns nil (and a no-op close) when no provider is configured. A
+// provider that cannot be reached yet does not stop start-up: publishers
+// and anonymous subscribers are served meanwhile, and the verifier keeps
+// trying.
 func newOIDC(ctx context.Context, cfg auth.OIDCConfig) (auth.TokenVerifier, func(), error) {
 	if cfg.Issuer == "" {
 		return nil, func() {}, nil
 	}
-	return nil, nil, errors.New("OIDC not built yet")
+	v, err := auth.NewOIDCVerifier(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return v, v.Close, nil
 }
 
 func hasPublisherKeys(c auth.PublisherConfig) bool {
