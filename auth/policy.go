@@ -150,6 +150,25 @@ func (p *Policy) Rule(channel string) (ChannelRule, bool) {
 	return ChannelRule{}, false
 }
 
+// AllowsSomewhere reports whether listener l allows op on some channel:
+// its own allowed operations, or on the public listener a rule's
+// replacement of them. It is the ceiling of a command that names no
+// channel, such as resuming a request session.
+func (p *Policy) AllowsSomewhere(l Listener, op Op) bool {
+	if l.Allow.Has(op) {
+		return true
+	}
+	if !l.Public || p == nil {
+		return false
+	}
+	for _, r := range p.rules {
+		if r.PublicSet && r.Public.Has(op) {
+			return true
+		}
+	}
+	return false
+}
+
 // Decide says whether who (nil: no credentials) may perform op on channel,
 // through listener l, at now; why explains a refusal in words a client may
 // read (it names the channel and the operation, never a grant).

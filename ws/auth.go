@@ -209,7 +209,7 @@ func (c *conn) permit(ref string, op auth.Op, channel string) bool {
 func (c *conn) permitSession(ref string, pending []broker.Pending) bool {
 	l := c.srv.listener()
 	if len(pending) == 0 {
-		if l.Allow.Has(auth.OpRequest) {
+		if c.srv.cfg.Policy.AllowsSomewhere(l, auth.OpRequest) {
 			return true
 		}
 		c.replyError(ref, broker.ErrForbidden.With("request is not allowed on this listener"))
