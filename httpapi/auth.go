@@ -2,15 +2,13 @@ package httpapi
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/internal/bearer"
 )
 
 // Authenticator turns a credential presented as Authorization: Bearer into
@@ -47,23 +45,18 @@ func (a *API) principal(w http.ResponseWriter, r *http.Request) (*auth.Principal
 	if a.cfg.AuthMode == auth.ModeOff {
 		return nil, true
 	}
-	values := r.Header.Values("Authorization")
-	if len(values) == 0 {
-		if a.cfg.AuthMode == auth.ModeRequired {
-			a.unauthorized(w, "", "this listener requires credentials: send Authorization: Bearer <credential>")
-			return nil, false
-		}
-		return nil, true
-	}
-	scheme, cred, found := strings.Cut(values[0], " ")
-	cred = strings.TrimSpace(cred)
-	if len(values) > 1 || !found || !strings.EqualFold(scheme, "Bearer") || cred == "" || strings.ContainsAny(cred, " \t") {
-		a.authRefused.Add(1)
-		msg := `the Authorization header must be "Bearer <credential>"`
-		a.unauthorized(w, msg, msg)
+	cred, present, ok := bearer.FromRequest(r)
+	switch {
+	case !present && a.cfg.AuthMode == auth.ModeRequired:
+		a.unauthorized(w, "", "this listener requires credentials: send Authorization: Bearer <credential>")
 		return nil, false
-	}
-	if a.cfg.Authenticator == nil {
+	case !present:
+		return nil, true
+	case !ok:
+		a.authRefused.Add(1)
+		a.unauthorized(w, bearer.Malformed, bearer.Malformed)
+		return nil, false
+	case a.cfg.Authenticator == nil:
 		a.authRefused.Add(1)
 		msg := "credentials refused: this listener has no way to check them"
 		a.unauthorized(w, msg, msg)
@@ -72,10 +65,8 @@ func (a *API) principal(w http.ResponseWriter, r *http.Request) (*auth.Principal
 	p, err := a.cfg.Authenticator.Authenticate(r.Context(), cred)
 	if err != nil || p == nil {
 		a.authRefused.Add(1)
-		msg := "credentials refused: they could not be checked; retry later"
-		if errors.Is(err, auth.ErrUnauthenticated) {
-			msg = "credentials refused: " + strings.TrimPrefix(err.Error(), "unauthenticated: ")
-		} else {
+		msg, checked := bearer.Refusal(err)
+		if !checked {
 			a.cfg.Logger.WarnContext(r.Context(), "http api: credentials could not be checked", "err", err)
 		}
 		a.unauthorized(w, msg, msg)
@@ -128,16 +119,6 @@ func (a *API) mayList(who *auth.Principal, names []string) []string {
 // invalid_token and its description when a credential was refused, bare
 // when none was presented.
 func (a *API) unauthorized(w http.ResponseWriter, refused, msg string) {
-	challenge := "Bearer"
-	if refused != "" {
-		clean := strings.Map(func(r rune) rune {
-			if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
-				return ' '
-			}
-			return r
-		}, refused)
-		challenge = fmt.Sprintf(`Bearer error="invalid_token", error_description="%s"`, clean)
-	}
-	w.Header().Set("WWW-Authenticate", challenge)
+	w.Header().Set("WWW-Authenticate", bearer.Challenge(refused))
 	writeError(w, http.StatusUnauthorized, broker.CodeUnauthorized, msg)
 }

@@ -2,14 +2,11 @@ package ws
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/http"
-	"strings"
 	"time"
 
 	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/internal/bearer"
 )
 
 // Authenticator turns a credential (a token or an API key, as presented in
@@ -45,12 +42,12 @@ func (s *Server) verify(ctx context.Context, credential string) (*auth.Principal
 		return nil, broker.ErrUnauthorized.With("credentials refused: this listener has no way to check them")
 	}
 	p, err := s.cfg.Authenticator.Authenticate(ctx, credential)
-	switch {
-	case err != nil && errors.Is(err, auth.ErrUnauthenticated):
-		return nil, broker.ErrUnauthorized.With("credentials refused: %s", strings.TrimPrefix(err.Error(), "unauthenticated: "))
-	case err != nil || p == nil:
-		s.cfg.Logger.Warn("credentials could not be checked", "err", err)
-		return nil, broker.ErrUnauthorized.With("credentials refused: they could not be checked; retry later")
+	if err != nil || p == nil {
+		msg, checked := bearer.Refusal(err)
+		if !checked {
+			s.cfg.Logger.Warn("credentials could not be checked", "err", err)
+		}
+		return nil, broker.ErrUnauthorized.With("%s", msg)
 	}
 	return p, nil
 }
@@ -62,37 +59,6 @@ func (s *Server) countAuth(ok bool) {
 	} else {
 		s.stats.authRefused.Add(1)
 	}
-}
-
-// bearer reads a request's Authorization header: present is false
-// without one; ok is false unless it is exactly one "Bearer <credential>"
-// (the scheme in any case, RFC 6750).
-func bearer(r *http.Request) (credential string, present, ok bool) {
-	values := r.Header.Values("Authorization")
-	if len(values) == 0 {
-		return "", false, false
-	}
-	if len(values) > 1 {
-		return "", true, false
-	}
-	scheme, cred, found := strings.Cut(values[0], " ")
-	cred = strings.TrimSpace(cred)
-	if !found || !strings.EqualFold(scheme, "Bearer") || cred == "" || strings.ContainsAny(cred, " \t") {
-		return "", true, false
-	}
-	return cred, true, true
-}
-
-// wwwAuthenticate is the challenge of a 401 (RFC 6750, section 3), its
-// description reduced to what a quoted-string may hold.
-func wwwAuthenticate(description string) string {
-	clean := strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e || r == '"' || r == '\\' {
-			return ' '
-		}
-		return r
-	}, description)
-	return fmt.Sprintf(`Bearer error="invalid_token", error_description="%s"`, clean)
 }
 
 // who returns the connection's principal, nil for none.

@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tslm/tslm/auth"
+	"github.com/tslm/tslm/internal/bearer"
 )
 
 // Reasons an upgrade is refused with an HTTP status, as counted in
@@ -120,13 +121,13 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) (*auth.Prin
 	if s.cfg.AuthMode == auth.ModeOff {
 		return nil, true
 	}
-	cred, present, ok := bearer(r)
+	cred, present, ok := bearer.FromRequest(r)
 	if !present {
 		return nil, true
 	}
 	if !ok {
 		s.countAuth(false)
-		s.refuseUnauthorized(w, `the Authorization header must be "Bearer <credential>"`)
+		s.refuseUnauthorized(w, bearer.Malformed)
 		return nil, false
 	}
 	p, perr := s.verify(r.Context(), cred)
@@ -139,7 +140,7 @@ func (s *Server) credentials(w http.ResponseWriter, r *http.Request) (*auth.Prin
 }
 
 func (s *Server) refuseUnauthorized(w http.ResponseWriter, msg string) {
-	w.Header().Set("WWW-Authenticate", wwwAuthenticate(msg))
+	w.Header().Set("WWW-Authenticate", bearer.Challenge(msg))
 	s.refuse(w, refusedUnauthorized, http.StatusUnauthorized, 0, msg)
 }
 
