@@ -23,10 +23,13 @@ import (
 type WebSocketConfig struct {
 	// URL is the gateway's internal listener; default
 	// "ws://127.0.0.1:8081/v1/ws". Serving needs the serve permission,
-	// which the internal listener grants to everyone.
+	// which the internal listener grants to everyone while its auth is
+	// off (TSLM_INTERNAL_AUTH); otherwise present a credential granting
+	// serve on the channels as "Authorization: Bearer <credential>" in
+	// Header.
 	URL string
-	// Header is sent with the handshake (for credentials a proxy in front
-	// of the gateway wants, say).
+	// Header is sent with the handshake: credentials for the gateway, or
+	// for a proxy in front of it.
 	Header http.Header
 	// Concurrency bounds the handlers running at once, across all
 	// channels. Default 16.

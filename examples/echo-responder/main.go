@@ -8,7 +8,9 @@
 // with the gateway's key prefix TSLM_REDIS_PREFIX (default "tslm:") in the
 // consumer group "tslm", which it shares with apps serving through the
 // gateway. Otherwise it serves through the gateway's internal WebSocket at
-// TSLM_INTERNAL_URL (default ws://127.0.0.1:8081/v1/ws). TSLM_LOG_LEVEL
+// TSLM_INTERNAL_URL (default ws://127.0.0.1:8081/v1/ws), presenting
+// TSLM_CREDENTIAL (an API key or publisher token granting serve, when the
+// listener checks credentials) as Authorization: Bearer. TSLM_LOG_LEVEL
 // (debug, info, warn, error) sets its log level. SIGINT or SIGTERM stops
 // it: requests it was handling go to other responders.
 package main
@@ -19,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -79,7 +82,11 @@ func run(ctx context.Context, channels []string, lookup func(string) (string, bo
 			url = u
 		}
 		logger.Info("echo-responder: serving through the gateway", "url", url, "channels", channels)
-		err = responder.ServeWebSocket(ctx, responder.WebSocketConfig{URL: url}, echo, channels...)
+		cfg := responder.WebSocketConfig{URL: url}
+		if cred, ok := lookup("TSLM_CREDENTIAL"); ok && cred != "" {
+			cfg.Header = http.Header{"Authorization": {"Bearer " + cred}}
+		}
+		err = responder.ServeWebSocket(ctx, cfg, echo, channels...)
 	}
 	if err == nil {
 		logger.Info("echo-responder: stopped")

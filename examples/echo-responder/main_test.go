@@ -115,14 +115,19 @@ func TestEchoRedis(t *testing.T) {
 // TSLM_INTERNAL_URL and echoes a request frame's data.
 func TestEchoWebSocket(t *testing.T) {
 	conns := make(chan *websocket.Conn, 1)
+	authorization := make(chan string, 1)
 	up := websocket.Upgrader{Subprotocols: []string{"tslm.v1"}}
 	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		authorization <- r.Header.Get("Authorization")
 		if c, err := up.Upgrade(w, r, nil); err == nil {
 			conns <- c
 		}
 	}))
 	t.Cleanup(gw.Close)
-	stop := start(t, []string{"orders"}, map[string]string{"TSLM_INTERNAL_URL": "ws" + strings.TrimPrefix(gw.URL, "http") + "/v1/ws"})
+	stop := start(t, []string{"orders"}, map[string]string{
+		"TSLM_INTERNAL_URL": "ws" + strings.TrimPrefix(gw.URL, "http") + "/v1/ws",
+		"TSLM_CREDENTIAL":   "k3y",
+	})
 
 	var c *websocket.Conn
 	select {
@@ -130,6 +135,9 @@ func TestEchoWebSocket(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 	case <-time.After(10 * time.Second):
 		t.Fatal("echo-responder did not connect")
+	}
+	if got := <-authorization; got != "Bearer k3y" {
+		t.Errorf("Authorization %q, want the credential as a bearer", got)
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var serve map[string]any
