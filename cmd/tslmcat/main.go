@@ -6,6 +6,11 @@
 // connection, printing the close code and reason.
 //
 //	echo '{"type":"subscribe","channel":"prices"}' | go run ./cmd/tslmcat ws://localhost:8080/v1/ws
+//
+// With TSLM_CREDENTIAL set, it connects with "Authorization: Bearer" and
+// that credential (an access token, a publisher token or an API key). An
+// environment variable rather than a flag, so that it does not show in the
+// process list.
 package main
 
 import (
@@ -13,6 +18,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -34,9 +41,19 @@ func main() {
 		os.Exit(2)
 	}
 	dialer := websocket.Dialer{Subprotocols: []string{*proto}, HandshakeTimeout: 10 * time.Second}
-	conn, _, err := dialer.Dial(flag.Arg(0), nil)
+	var header http.Header
+	if cred := os.Getenv("TSLM_CREDENTIAL"); cred != "" {
+		header = http.Header{"Authorization": {"Bearer " + cred}}
+	}
+	conn, resp, err := dialer.Dial(flag.Arg(0), header)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tslmcat:", err)
+		if resp != nil {
+			// The refusal's body says why (a 401's reason, the setting a
+			// 429 or 503 points to).
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+			fmt.Fprintf(os.Stderr, "%s: %s", resp.Status, body)
+		}
 		os.Exit(1)
 	}
 	defer conn.Close()
