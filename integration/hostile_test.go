@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -433,9 +434,23 @@ func hostileCases(h *hostileGateway, pubURL, inURL, api string) []hostileCase {
 		})
 	}
 	add("channel name of 1 MB", func(t *testing.T) {
+		// The server closes at 128 KiB, while the client is still
+		// writing: its close frame may be lost to the reset that follows
+		// (the client's unread bytes), so the close is also checked where
+		// it is counted.
+		closes := func() float64 {
+			return h.metric(t, `tslm_server_closes_total{code="1009",listener="public"}`)
+		}
+		before := closes()
 		c := h.dialWS(t, pubURL, "")
-		c.send(map[string]any{"type": "subscribe", "ref": "s", "channel": strings.Repeat("x", 1<<20)})
-		c.expectClose(websocket.CloseMessageTooBig)
+		frame := `{"type":"subscribe","ref":"s","channel":"` + strings.Repeat("x", 1<<20) + `"}`
+		go c.conn.WriteMessage(websocket.TextMessage, []byte(frame))
+		_, err := c.next(15 * time.Second)
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) && ce.Code != websocket.CloseMessageTooBig {
+			t.Fatalf("closed with %d, want 1009", ce.Code)
+		}
+		eventually(t, 10*time.Second, "the 1009 close to be counted", func() bool { return closes() == before+1 })
 	})
 	add("binary frame", func(t *testing.T) {
 		c := h.dialWS(t, pubURL, "")
@@ -593,6 +608,24 @@ func unauthorizedUpgradeLazy(url string, token func(t *testing.T) string) func(t
 	return func(t *testing.T) {
 		refusedWith(t, http.StatusUnauthorized)(dialAuth(t, url, token(t), nil))
 	}
+}
+
+// metric reads one series from the gateway's /metrics; 0 when absent.
+func (h *hostileGateway) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + h.internal + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	for _, line := range strings.Split(readAll(t, resp), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
 }
 
 // dialWS dials with an optional bearer and wraps the connection.
