@@ -105,11 +105,13 @@ func BenchmarkInternalPublishAuthenticated(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Cleanup(func() {
+			// Shut down before the next variant starts, so that none runs
+			// beside an idle predecessor.
+			defer func() {
 				ctx, cancel := contextWithTimeout(5 * time.Second)
 				defer cancel()
 				g.Shutdown(ctx)
-			})
+			}()
 			base := "http://" + g.InternalAddrs()[0].String() + "/v1/channels/bench"
 			do := func(method, url, body string) int {
 				req, err := http.NewRequest(method, url, strings.NewReader(body))
