@@ -66,7 +66,7 @@ func (g *Gateway) awaitOIDC(ctx context.Context) error {
 
 func (g *Gateway) oidcConfig() auth.OIDCConfig {
 	return auth.OIDCConfig{Issuer: g.cfg.OIDCIssuer, Audience: g.cfg.OIDCAudience, GrantsClaim: g.cfg.OIDCGrantsClaim, Refresh: g.cfg.OIDCRefresh,
-		Logger: g.logger.With("component", "oidc")}
+		Logger: g.logger} // the verifier names itself in its lines
 }
 
 func hasPublisherKeys(c auth.PublisherConfig) bool {

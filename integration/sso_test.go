@@ -8,6 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -586,4 +589,112 @@ func TestSSOProviderDownAtStart(t *testing.T) {
 	checkAck(t, anon.expect(map[string]any{"ref": "a2"}), "reader", token)
 	id = r.publish(t, ssoChannel, "after")
 	anon.expect(map[string]any{"type": "message", "id": id})
+}
+
+// TestBinarySSO runs the real binary with an OpenID provider and a config
+// file whose channel rule lets anonymous clients subscribe to prices.*:
+// anonymous clients get that and nothing more, a token brings its grants,
+// a token in the URL counts for nothing, and no log line, at debug level,
+// holds a token, accepted, refused or expired on a connection.
+func TestBinarySSO(t *testing.T) {
+	prov := startProvider(t, oidctest.Options{})
+	prov.AddClient("newsreader", "news-secret", map[string]any{"subscribe": []string{"news.*"}})
+	path := filepath.Join(t.TempDir(), "tslm.toml")
+	doc := `[listener.public]
+auth = "optional"
+
+[[channel]]
+pattern = "prices.*"
+anonymous = ["subscribe"]
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startBinary(t, map[string]string{"TSLM_CONFIG": path, "TSLM_OIDC_ISSUER": prov.Issuer(), "TSLM_OIDC_AUDIENCE": "tslm",
+		"TSLM_LOG_LEVEL": "debug"})
+	r := &replica{publicURL: "ws://" + p.addr(t, "public") + "/v1/ws", apiURL: "http://" + p.addr(t, "internal")}
+	r.create(t, ssoChannel, nil)
+	r.create(t, "news.eu", nil)
+	token := prov.Token(t, "newsreader")
+
+	anon := dial(t, r.publicURL)
+	anon.subscribe(ssoChannel, nil)
+	anon.send(map[string]any{"type": "subscribe", "ref": "n", "channel": "news.eu"})
+	anon.expect(map[string]any{"type": "error", "ref": "n", "code": "unauthorized"})
+	program := dialBearer(t, r.publicURL, token)
+	program.subscribe("news.eu", nil)
+
+	// RFC 6750 lets a token ride in the query; TSLM does not, since URLs
+	// are logged by proxies: such a connection is anonymous.
+	for _, param := range []string{"access_token", "token"} {
+		c := dial(t, r.publicURL+"?"+param+"="+url.QueryEscape(token))
+		c.send(map[string]any{"type": "subscribe", "ref": "q", "channel": "news.eu"})
+		c.expect(map[string]any{"type": "error", "ref": "q", "code": "unauthorized"})
+	}
+
+	now := time.Now().Unix()
+	expired := prov.Sign(t, map[string]any{"iss": prov.Issuer(), "sub": "newsreader", "aud": "tslm", "iat": now - 120, "exp": now - 60})
+	if body := refusedBearer(t, r.publicURL, expired); !strings.Contains(body, "expired") {
+		t.Errorf("expired token refused with %q, want it called expired", body)
+	}
+	anon.auth("x", expired)
+	anon.expect(map[string]any{"type": "error", "ref": "x", "code": "unauthorized"})
+	// A token that expires in two seconds gets its connection closed, which
+	// is logged.
+	short := prov.Sign(t, map[string]any{"iss": prov.Issuer(), "sub": "newsreader", "aud": "tslm", "iat": now, "exp": now + 2,
+		"tslm": map[string]any{"subscribe": []string{"news.*"}}})
+	brief := dial(t, r.publicURL)
+	brief.auth("s", short)
+	checkAck(t, brief.expect(map[string]any{"ref": "s"}), "newsreader", short)
+
+	id := r.publish(t, "news.eu", "for the token holder")
+	program.expect(map[string]any{"type": "message", "channel": "news.eu", "id": id})
+	id = r.publish(t, ssoChannel, "for anyone")
+	anon.expect(map[string]any{"type": "message", "channel": ssoChannel, "id": id})
+	brief.expectClose(4501)
+	eventually(t, 10*time.Second, "the expired connection's close to be logged", func() bool {
+		return slices.ContainsFunc(p.logLines(), func(l map[string]any) bool { return l["msg"] == "closing connection" })
+	})
+
+	out := p.output()
+	for name, tok := range map[string]string{"accepted": token, "expired": expired, "short-lived": short} {
+		parts := strings.Split(tok, ".")
+		for _, s := range []string{tok, parts[1], parts[2]} {
+			if strings.Contains(out, s) {
+				t.Errorf("the log holds the %s token or part of it:\n%s", name, out)
+			}
+		}
+	}
+	for line := range strings.Lines(out) {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("a log line is not JSON: %q", line)
+		} else if dup := repeatedKey(line); dup != "" {
+			t.Errorf("a log line has %q twice, which JSON decoders read differently: %s", dup, line)
+		}
+	}
+}
+
+// repeatedKey returns a key that a JSON object's top level holds twice.
+func repeatedKey(object string) string {
+	dec := json.NewDecoder(strings.NewReader(object))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return key
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
 }
