@@ -98,8 +98,9 @@ type OIDCVerifier struct {
 	claimPath  []string
 	parserOpts []jwt.ParserOption
 
-	keys  atomic.Pointer[providerKeys] // nil until discovery and a first JWKS succeed
-	ready chan struct{}
+	keys      atomic.Pointer[providerKeys] // nil until discovery and a first JWKS succeed
+	ready     chan struct{}
+	attempted chan struct{}
 
 	// An unknown kid fetches the JWKS again at most once per
 	// UnknownKIDInterval; tokens arriving meanwhile wait for that fetch
@@ -149,6 +150,7 @@ func NewOIDCVerifier(ctx context.Context, cfg OIDCConfig) (*OIDCVerifier, error)
 		client:     boundedClient(cfg.HTTPClient),
 		claimPath:  path,
 		ready:      make(chan struct{}),
+		attempted:  make(chan struct{}),
 		unknownKID: rate.NewLimiter(rate.Every(cfg.UnknownKIDInterval), 1),
 	}
 	if v.log == nil {
@@ -230,6 +232,14 @@ func (v *OIDCVerifier) Issuer() string { return v.cfg.Issuer }
 // Ready is closed once the provider's keys have been loaded.
 func (v *OIDCVerifier) Ready() <-chan struct{} { return v.ready }
 
+// Attempted is closed once the first attempt to load the provider's keys
+// has ended, whether it succeeded (Ready is then closed already) or not,
+// or the verifier was closed first. A server that waits for it before
+// accepting clients checks their first tokens against the keys of a
+// provider that answers, rather than refusing them as unverifiable, and
+// is not held up by one that does not.
+func (v *OIDCVerifier) Attempted() <-chan struct{} { return v.attempted }
+
 // Close stops the background fetching. Verify refuses nothing it accepted
 // before, but keys are no longer refreshed.
 func (v *OIDCVerifier) Close() {
@@ -240,15 +250,19 @@ func (v *OIDCVerifier) Close() {
 // connect reads the discovery document and a first JWKS, retrying with
 // backoff until both succeed or the verifier is closed.
 func (v *OIDCVerifier) connect() {
+	attempted := sync.OnceFunc(func() { close(v.attempted) })
+	defer attempted()
 	backoff := minBackoff
 	for {
 		keys, err := v.load()
 		if err == nil {
 			v.keys.Store(keys)
 			close(v.ready)
+			attempted()
 			v.log.Info("OpenID provider keys loaded: its tokens are verified from now on")
 			return
 		}
+		attempted()
 		if v.ctx.Err() != nil {
 			return
 		}

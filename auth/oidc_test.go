@@ -455,6 +455,50 @@ func TestOIDCProviderDownAtStart(t *testing.T) {
 	}
 }
 
+// TestOIDCAttempted: Attempted closes after the first try at the keys,
+// with them loaded when the provider answered, and without waiting for a
+// provider that does not.
+func TestOIDCAttempted(t *testing.T) {
+	attempted := func(t *testing.T, v *auth.OIDCVerifier) {
+		t.Helper()
+		select {
+		case <-v.Attempted():
+		case <-time.After(10 * time.Second):
+			t.Fatal("no attempt at the provider's keys ended within 10s")
+		}
+	}
+	t.Run("up", func(t *testing.T) {
+		p := startProvider(t, oidctest.Options{Algorithm: "ES256"})
+		tok := p.Token(t, "alice")
+		v := newVerifier(t, p, nil)
+		attempted(t, v)
+		select {
+		case <-v.Ready():
+		default:
+			t.Fatal("the first attempt ended without the keys of a provider that answers")
+		}
+		mustVerify(t, v, tok)
+	})
+	t.Run("down", func(t *testing.T) {
+		p := startProvider(t, oidctest.Options{Algorithm: "ES256"})
+		p.SetAvailable(false)
+		v := newVerifier(t, p, nil)
+		attempted(t, v)
+		select {
+		case <-v.Ready():
+			t.Fatal("ready while the provider is down")
+		default:
+		}
+	})
+	t.Run("closed", func(t *testing.T) {
+		p := startProvider(t, oidctest.Options{Algorithm: "ES256"})
+		p.SetAvailable(false)
+		v := newVerifier(t, p, nil)
+		v.Close()
+		attempted(t, v)
+	})
+}
+
 func TestOIDCKeepsKeysWhileProviderDown(t *testing.T) {
 	p := startProvider(t, oidctest.Options{Algorithm: "ES256"})
 	v := newVerifier(t, p, func(c *auth.OIDCConfig) { c.Refresh = 50 * time.Millisecond })

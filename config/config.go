@@ -123,13 +123,17 @@ func parse(name string, doc []byte) (File, error) {
 
 // validate runs the checks gateway.Config makes of the file's settings on
 // their own, so that a conflict inside the file names its line; the
-// environment's overrides are checked again with them by envconfig.
+// environment's overrides are checked again with them by envconfig. A
+// conflict with a setting the file leaves out is left to that check: a
+// variable may settle it, as TSLM_OIDC_ISSUER does for a listener whose
+// auth the file sets.
 func (l *loader) validate() {
 	resolved := l.cfg.WithDefaults()
 	err := resolved.Validate()
 	var ce *gateway.ConfigError
 	switch {
 	case err == nil:
+	case errors.As(err, &ce) && ce.Related != "" && !(l.sets(ce.Field) && l.sets(ce.Related)):
 	case errors.As(err, &ce):
 		key, ok := l.from[ce.Field]
 		if !ok {
@@ -177,6 +181,12 @@ func (l *loader) present(key string) bool {
 
 // set records that key set the Config field named field.
 func (l *loader) set(field, key string) { l.from[field] = key }
+
+// sets reports whether the file sets the Config field named field.
+func (l *loader) sets(field string) bool {
+	_, ok := l.from[field]
+	return ok
+}
 
 // inFileOrder sorts errs by line and column, so that an operator reads
 // them as the file goes; those without a line come last.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,5 +59,32 @@ anonymous = ["subscribe"]
 	}
 	if st.ConfigFile != path {
 		t.Errorf("ConfigFile %q, want %q", st.ConfigFile, path)
+	}
+}
+
+// TestFileLeavesCredentialsToEnvironment: a file that turns checking on
+// while the issuer comes from a variable, as deployments keep the file
+// alike and the provider per environment, loads; without the variable the
+// merged settings are refused, naming the file's value.
+func TestFileLeavesCredentialsToEnvironment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tslm.toml")
+	doc := "[listener.public]\nauth = \"optional\"\n\n[[channel]]\npattern = \"prices.*\"\nanonymous = [\"subscribe\"]\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("the file alone: %v", err)
+	}
+	st, err := envconfig.LoadOver(f.Config, map[string]string{envconfig.ConfigVar: path, "TSLM_OIDC_ISSUER": "https://sso.example"})
+	if err != nil {
+		t.Fatalf("with TSLM_OIDC_ISSUER: %v", err)
+	}
+	if c := st.Gateway; c.PublicAuth != "optional" || c.OIDCIssuer != "https://sso.example" || len(c.Channels) != 1 {
+		t.Errorf("merged %+v", c)
+	}
+	_, err = envconfig.LoadOver(f.Config, map[string]string{envconfig.ConfigVar: path})
+	if err == nil || !strings.Contains(err.Error(), "TSLM_PUBLIC_AUTH") || !strings.Contains(err.Error(), "file's") {
+		t.Fatalf("without an issuer: %v, want TSLM_PUBLIC_AUTH refused as the file's value", err)
 	}
 }

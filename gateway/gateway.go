@@ -31,9 +31,10 @@ type Gateway struct {
 	hub    *broker.Hub
 
 	// Security (security.go): who may do what, decided on every path.
-	authn     *auth.Authenticator // nil when no credentials are configured
-	closeOIDC func()
-	policy    *auth.Policy
+	authn         *auth.Authenticator // nil when no credentials are configured
+	closeOIDC     func()
+	oidcAttempted <-chan struct{} // nil without an OpenID provider
+	policy        *auth.Policy
 
 	public, internal         *ws.Server
 	api                      *httpapi.API
@@ -72,6 +73,10 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	}
 	if err := g.openBacklog(ctx); err != nil {
 		g.closeOIDC()
+		return nil, err
+	}
+	if err := g.awaitOIDC(ctx); err != nil {
+		g.closeCore()
 		return nil, err
 	}
 	g.hub = broker.New(g.log, g.hubConfig())

@@ -22,36 +22,51 @@ func (g *Gateway) openSecurity(ctx context.Context) error {
 			return &ConfigError{Field: "Publishers", Err: err}
 		}
 	}
-	oidc, closeOIDC, err := newOIDC(ctx, g.oidcConfig())
-	if err != nil {
-		return &ConfigError{Field: "OIDCIssuer", Err: err}
+	var tokens auth.TokenVerifier
+	if g.cfg.OIDCIssuer != "" {
+		v, err := auth.NewOIDCVerifier(ctx, g.oidcConfig())
+		if err != nil {
+			return &ConfigError{Field: "OIDCIssuer", Err: err}
+		}
+		tokens, g.closeOIDC, g.oidcAttempted = v, v.Close, v.Attempted()
 	}
-	g.closeOIDC = closeOIDC
-	if publishers != nil || oidc != nil {
-		g.authn = auth.NewAuthenticator(publishers, oidc)
+	if publishers != nil || tokens != nil {
+		g.authn = auth.NewAuthenticator(publishers, tokens)
+	}
+	return nil
+}
+
+// oidcStartWait bounds how long start-up waits for the OpenID provider: it
+// answers in milliseconds when it is up, and one that a firewall drops
+// silently would otherwise hold the start for the verifier's whole first
+// attempt (discovery, then JWKS, each up to its fetch timeout).
+const oidcStartWait = 5 * time.Second
+
+// awaitOIDC waits for the first attempt to load the OpenID provider's
+// keys, so that the tokens of the first clients (a replica restarted in a
+// rolling deploy gets them at once) are verified rather than refused as
+// unverifiable for the few milliseconds the keys take to arrive. A
+// provider that is down does not stop start-up: publishers and anonymous
+// clients are served meanwhile, and the verifier keeps trying.
+func (g *Gateway) awaitOIDC(ctx context.Context) error {
+	if g.oidcAttempted == nil {
+		return nil
+	}
+	timer := time.NewTimer(oidcStartWait)
+	defer timer.Stop()
+	select {
+	case <-g.oidcAttempted:
+	case <-timer.C:
+		g.logger.Warn("the OpenID provider has not answered yet: serving meanwhile, its tokens refused until it does", "waited", oidcStartWait)
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	return nil
 }
 
 func (g *Gateway) oidcConfig() auth.OIDCConfig {
 	return auth.OIDCConfig{Issuer: g.cfg.OIDCIssuer, Audience: g.cfg.OIDCAudience, GrantsClaim: g.cfg.OIDCGrantsClaim, Refresh: g.cfg.OIDCRefresh,
-		Logger: g.logger.With("component", "oidc")}
-}
-
-// newOIDC starts the verifier of the OpenID provider's access tokens, or
-// returns nil (and a no-op close) when no provider is configured. A
-// provider that cannot be reached yet does not stop start-up: publishers
-// and anonymous subscribers are served meanwhile, and the verifier keeps
-// trying.
-func newOIDC(ctx context.Context, cfg auth.OIDCConfig) (auth.TokenVerifier, func(), error) {
-	if cfg.Issuer == "" {
-		return nil, func() {}, nil
-	}
-	v, err := auth.NewOIDCVerifier(ctx, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return v, v.Close, nil
+		Logger: g.logger} // the verifier names itself in its lines
 }
 
 func hasPublisherKeys(c auth.PublisherConfig) bool {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/tslm/tslm/auth"
+	"github.com/tslm/tslm/internal/oidctest"
 )
 
 func TestValidateCredentials(t *testing.T) {
@@ -56,14 +58,56 @@ func TestValidateCredentials(t *testing.T) {
 	}
 }
 
-// TestOIDCNotBuiltYet: until the OpenID verifier is merged, a configured
-// issuer stops the start rather than being ignored.
-func TestOIDCNotBuiltYet(t *testing.T) {
-	_, err := Start(t.Context(), Config{PublicAddrs: []string{"127.0.0.1:0"}, InternalAddrs: []string{"127.0.0.1:0"},
-		OIDCIssuer: "https://sso.example", PublicAuth: "optional"}, nil)
-	var ce *ConfigError
-	if !errors.As(err, &ce) || ce.Field != "OIDCIssuer" {
-		t.Fatalf("Start: %v, want a ConfigError for OIDCIssuer", err)
+// TestStartWaitsForOIDCKeys: once Start returns, the token of a provider
+// that answers is accepted on the very first connection (the keys arrive
+// within milliseconds, and without the wait a good share of first
+// connections were refused as unverifiable); a provider answering 503 does
+// not hold the start up, and its tokens are refused meanwhile.
+func TestStartWaitsForOIDCKeys(t *testing.T) {
+	p := oidctest.Start(t, oidctest.Options{Algorithm: "ES256"})
+	p.AddClient("reader", "reader-secret", []string{"prices.*"})
+	token := p.Token(t, "reader")
+	start := func() string {
+		t.Helper()
+		g, err := Start(t.Context(), Config{PublicAddrs: []string{"127.0.0.1:0"}, InternalAddrs: []string{"127.0.0.1:0"},
+			OIDCIssuer: p.Issuer(), PublicAuth: "required"}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			g.Shutdown(ctx)
+		})
+		return "ws://" + g.PublicAddrs()[0].String() + "/v1/ws"
+	}
+	status := func(url string) int {
+		t.Helper()
+		d := websocket.Dialer{Subprotocols: []string{"tslm.v1"}, HandshakeTimeout: 5 * time.Second}
+		c, resp, err := d.Dial(url, http.Header{"Authorization": {"Bearer " + token}})
+		if err == nil {
+			c.Close()
+			return http.StatusSwitchingProtocols
+		}
+		if resp == nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode
+	}
+	for i := range 20 {
+		if got := status(start()); got != http.StatusSwitchingProtocols {
+			t.Fatalf("start %d: the first connection with a valid token got HTTP %d, want 101", i, got)
+		}
+	}
+
+	p.SetAvailable(false)
+	began := time.Now()
+	url := start()
+	if waited := time.Since(began); waited >= oidcStartWait {
+		t.Errorf("Start took %v with a provider answering 503: it should not wait for one that answered", waited)
+	}
+	if got := status(url); got != http.StatusUnauthorized {
+		t.Fatalf("a token while the provider is down: HTTP %d, want 401", got)
 	}
 }
 
