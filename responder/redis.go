@@ -569,7 +569,6 @@ func (c *redisChannel) touch(ctx context.Context) {
 	if ctx.Err() != nil {
 		return // releases may be under way: touching could take them back
 	}
-	now := time.Now()
 	c.mu.Lock()
 	ids := make([]string, 0, len(c.held))
 	idles := make([]time.Duration, 0, len(c.held))
@@ -592,6 +591,13 @@ func (c *redisChannel) touch(ctx context.Context) {
 		}
 		return nil
 	})
+	// Redis restarted the idle times when it ran the XCLAIMs, between the
+	// send and now: now, taken after, is never before that, so the next
+	// touch's min-idle stays below the idle time Redis counts. Taken
+	// before the send, it was early by a round trip, which on a busy
+	// machine exceeds minIdle's slack: every later touch then failed, and
+	// another worker took over a request that was merely slow.
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, id := range ids {
