@@ -184,11 +184,15 @@ func TestUpgradeCredentials(t *testing.T) {
 		c := ts.dialWith(t, bearerHeader(good), "")
 		c.subscribe("c", nil) // granted, where anonymous clients are refused
 		c.ws.Close()
+		// The listener holds 2: the refusals below must meet the
+		// credentials check, not a full listener.
+		waitFor(t, "the connection gone", func() bool { return ts.srv.Stats().Open == 0 })
 	})
 	t.Run("lower-case scheme", func(t *testing.T) {
 		c := ts.dialWith(t, http.Header{"Authorization": {"bearer " + good}}, "")
 		c.subscribe("c", nil)
 		c.ws.Close()
+		waitFor(t, "the connection gone", func() bool { return ts.srv.Stats().Open == 0 })
 	})
 	refusals := []struct {
 		name   string
