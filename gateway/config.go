@@ -158,6 +158,11 @@ type Config struct {
 	// MaxListLimit of an HTTP channel listing: see httpapi.Config.
 	MaxReadLimit int
 	MaxListLimit int
+
+	// Demo serves the demo page at "/" and the browser client at
+	// "/tslm.js" on the public listener (see clients/js). Off by default:
+	// a production gateway serves no pages.
+	Demo bool
 }
 
 // Unlimited, as PublicRate or InternalRate, means no command rate limit.

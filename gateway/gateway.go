@@ -17,6 +17,7 @@ import (
 	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
+	jsclient "github.com/tslm/tslm/clients/js"
 	"github.com/tslm/tslm/httpapi"
 	"github.com/tslm/tslm/internal/clientip"
 	"github.com/tslm/tslm/internal/tlsreload"
@@ -90,6 +91,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	publicMux := http.NewServeMux()
 	publicMux.Handle("GET /v1/ws", g.public)
 	publicMux.HandleFunc("GET /healthz", healthz)
+	if cfg.Demo {
+		jsclient.Register(publicMux)
+	}
 
 	internalMux := http.NewServeMux()
 	internalMux.Handle("GET /v1/ws", g.internal)

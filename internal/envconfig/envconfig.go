@@ -101,6 +101,8 @@ type Vars struct {
 	HandshakeTimeout    time.Duration `env:"HANDSHAKE_TIMEOUT"`
 	SendQueueBudget     int64         `env:"SEND_QUEUE_BUDGET"`
 
+	Demo bool `env:"DEMO"`
+
 	LogLevel  string `env:"LOG_LEVEL"`
 	LogFormat string `env:"LOG_FORMAT"`
 	// Config names the TOML config file (package config), which cmd/tslm

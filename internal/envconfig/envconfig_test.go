@@ -291,6 +291,8 @@ func defaultMatches(doc string, v reflect.Value) bool {
 		return doc == strings.Join(v.Interface().([]string), ",")
 	case reflect.String:
 		return doc == v.String()
+	case reflect.Bool:
+		return doc == strconv.FormatBool(v.Bool())
 	case reflect.Float64:
 		n, err := strconv.ParseFloat(doc, 64)
 		return err == nil && n == v.Float()
@@ -346,5 +348,22 @@ func TestLoadOverSaysWhenTheFileIsAtFault(t *testing.T) {
 	_, err = LoadOver(gateway.Config{}, map[string]string{"TSLM_CONFIG": " "})
 	if err == nil || !strings.Contains(err.Error(), "TSLM_CONFIG") {
 		t.Errorf("empty TSLM_CONFIG: %v", err)
+	}
+}
+
+// TestLoadReadsDemo holds TSLM_DEMO to strconv.ParseBool's spellings and
+// refuses anything else, naming the variable.
+func TestLoadReadsDemo(t *testing.T) {
+	for v, want := range map[string]bool{"true": true, "1": true, "false": false, "0": false} {
+		st, err := Load(map[string]string{"TSLM_DEMO": v})
+		if err != nil {
+			t.Fatalf("TSLM_DEMO=%s: %v", v, err)
+		}
+		if st.Gateway.Demo != want {
+			t.Errorf("TSLM_DEMO=%s gave Demo %v", v, st.Gateway.Demo)
+		}
+	}
+	if _, err := Load(map[string]string{"TSLM_DEMO": "yes please"}); err == nil || !strings.Contains(err.Error(), "TSLM_DEMO") {
+		t.Errorf("TSLM_DEMO=yes please: error %v, want one naming TSLM_DEMO", err)
 	}
 }
