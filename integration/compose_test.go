@@ -1,11 +1,14 @@
 package integration
 
 import (
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -58,6 +61,9 @@ func TestComposeTopology(t *testing.T) {
 		if _, ok := r.DependsOn["redis"]; !ok {
 			t.Errorf("%s does not depend on redis", r.Name)
 		}
+		if demo := env["TSLM_DEMO"]; demo == nil || *demo != "true" {
+			t.Errorf("%s: TSLM_DEMO = %v, want true: the first start shows the demo page", r.Name, demo)
+		}
 		for _, p := range r.Ports {
 			if p.Target == 8081 && p.HostIP != "127.0.0.1" {
 				t.Errorf("%s publishes the internal listener on %q, want loopback only", r.Name, p.HostIP)
@@ -82,6 +88,55 @@ func TestComposeTopology(t *testing.T) {
 		t.Fatalf("lb configuration: %v", err)
 	}
 	checkNginx(t, string(conf), replicas)
+	checkDemoPublisher(t, project, replicas)
+}
+
+// checkDemoPublisher checks that the demo publisher waits for a replica's
+// internal API, then runs its script (as compose hands it to the
+// container's shell) against a real gateway: messages must flow to
+// channel demo, the one the demo page shows by default.
+func checkDemoPublisher(t *testing.T, project *types.Project, replicas []types.ServiceConfig) {
+	t.Helper()
+	pub, err := project.GetService("demo-publisher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pub.Entrypoint) != 2 || pub.Entrypoint[0] != "/bin/sh" || len(pub.Command) != 1 {
+		t.Fatalf("demo-publisher runs %q %q, want a /bin/sh -c script", pub.Entrypoint, pub.Command)
+	}
+	script := pub.Command[0]
+	target := ""
+	for _, r := range replicas {
+		if _, ok := pub.DependsOn[r.Name]; ok && strings.Contains(script, "http://"+r.Name+":8081/") {
+			target = r.Name
+		}
+	}
+	if target == "" {
+		t.Fatalf("demo-publisher does not depend on the replica whose internal API it uses:\n%s", script)
+	}
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl missing: the demo publisher's script is not run")
+	}
+	r := startReplica(t, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", strings.ReplaceAll(script, "http://"+target+":8081", r.apiURL))
+	cmd.WaitDelay = time.Second // the loop's curl and sleep hold its pipes
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	c := dial(t, r.publicURL)
+	eventually(t, 10*time.Second, "the demo publisher created channel demo", func() bool {
+		c.send(map[string]any{"type": "subscribe", "ref": "s", "channel": "demo", "since": "0-0"})
+		return c.read()["type"] == "ack"
+	})
+	for want := 1.0; want <= 2; want++ {
+		m := c.read()
+		data, _ := m["data"].(map[string]any)
+		if m["type"] != "message" || data["n"] != want || data["at"] == nil {
+			t.Fatalf("demo publisher sent %v, want message n=%v with its time", m, want)
+		}
+	}
 }
 
 // checkNginx checks that the balancer proxies WebSocket upgrades to every
