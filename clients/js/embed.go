@@ -31,7 +31,7 @@ var Patterns = []string{"GET /{$}", "GET /demo.js", "GET /tslm.js", "GET /tslm.d
 
 // The demo page loads only its own scripts and talks only to its own
 // origin: nothing injected into a message it shows can fetch or run more.
-const contentSecurityPolicy = "default-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+const contentSecurityPolicy = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 
 // Register serves the demo page and the client module on mux.
 func Register(mux *http.ServeMux) {
