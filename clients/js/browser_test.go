@@ -59,7 +59,7 @@ type pageState struct {
 func streamAcrossRestart(t *testing.T, blockWebSocket bool) pageState {
 	chromium, node := browserPrerequisites(t)
 	redis := redistest.Start(t, redistest.Options{})
-	g := startGateway(t, redis.URL(), "127.0.0.1:0", "127.0.0.1:0")
+	g := startGateway(t, gateway.Config{RedisURL: redis.URL()})
 	pub, internal := g.PublicAddrs()[0].String(), g.InternalAddrs()[0].String()
 	api := "http://" + internal + "/v1/channels/browser"
 	call(t, "PUT", api, `{}`)
@@ -86,7 +86,7 @@ func streamAcrossRestart(t *testing.T, blockWebSocket bool) pageState {
 		t.Logf("shutdown: %v", err)
 	}
 	cancel()
-	g = startGateway(t, redis.URL(), pub, internal)
+	g = startGateway(t, gateway.Config{RedisURL: redis.URL(), PublicAddrs: []string{pub}, InternalAddrs: []string{internal}})
 	publish(40)
 	st := b.wait(t, 40)
 	// One more after everything: a duplicate of anything before it would
@@ -117,13 +117,21 @@ func streamAcrossRestart(t *testing.T, blockWebSocket bool) pageState {
 	return st
 }
 
-func startGateway(t *testing.T, redisURL, public, internal string) *gateway.Gateway {
+// startGateway starts a gateway serving the demo page, on loopback ports
+// chosen by the kernel unless cfg names addresses.
+func startGateway(t *testing.T, cfg gateway.Config) *gateway.Gateway {
 	t.Helper()
+	cfg.Demo = true
+	if cfg.PublicAddrs == nil {
+		cfg.PublicAddrs = []string{"127.0.0.1:0"}
+	}
+	if cfg.InternalAddrs == nil {
+		cfg.InternalAddrs = []string{"127.0.0.1:0"}
+	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	cfg := gateway.Config{PublicAddrs: []string{public}, InternalAddrs: []string{internal}, RedisURL: redisURL, Demo: true}
 	var g *gateway.Gateway
 	var err error
 	// The old gateway's port may linger for a moment after it closed.
@@ -278,15 +286,16 @@ func (b *browser) read(t *testing.T, v any) {
 		if err := json.Unmarshal([]byte(line), v); err != nil {
 			t.Fatalf("browser driver said %q: %v", line, err)
 		}
-	case <-time.After(90 * time.Second):
-		t.Fatal("the browser driver did not answer within 90s")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the browser driver did not answer within 30s")
 	}
 }
 
 type answer struct {
-	OK    bool      `json:"ok"`
-	Error string    `json:"error"`
-	State pageState `json:"state"`
+	OK    bool            `json:"ok"`
+	Error string          `json:"error"`
+	State pageState       `json:"state"`
+	Value json.RawMessage `json:"value"`
 }
 
 func (b *browser) do(t *testing.T, cmd map[string]any) answer {

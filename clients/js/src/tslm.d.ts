@@ -133,7 +133,9 @@ export class Subscription<T = Json> implements AsyncIterable<Message<T>> {
   unsubscribe(): void;
   close(): void;
   /** Messages in order; ends on unsubscribe or delete, throws the error
-   * that ended the subscription. Breaking out of the loop unsubscribes. */
+   * that ended the subscription. Breaking out of the loop unsubscribes.
+   * Without onMessage, messages are kept from subscribe() on until the loop
+   * reads them; with it, the loop sees those arriving once it began. */
   [Symbol.asyncIterator](): AsyncIterator<Message<T>>;
 }
 

@@ -679,7 +679,10 @@ export class Subscription {
     this._ref = null;
     this._state = "subscribing";
     this._ended = false;
-    this._queue = null; // messages for async iterators, once one exists
+    // Messages for async iteration. Without onMessage, iterating is the
+    // only way to read them, so they are kept from the start (none is lost
+    // between subscribe() and the loop); with it, only once a loop begins.
+    this._queue = options.onMessage ? null : [];
     this._waiters = [];
     this._endError = null;
     this._acks = 0;

@@ -5,6 +5,7 @@
 //   {"cmd":"open","url":"http://…/?channel=c&since=0-0","blockWebSocket":true}
 //   {"cmd":"wait","count":30,"timeoutMs":20000}   → {"ok":true,"state":{…}}
 //   {"cmd":"state"}                                → {"ok":true,"state":{…}}
+//   {"cmd":"eval","expr":"(async () => …)()"}       → {"ok":true,"value":…}
 //   {"cmd":"quit"}
 //
 // state is the demo page's window.tslmDemo: messages [{id,data}], events,
@@ -61,6 +62,10 @@ async function handle(cmd) {
       }
       return { ok: true, state: await state() };
     }
+    case "eval":
+      // An expression (often an async IIFE importing /tslm.js), evaluated
+      // by DevTools, which the page's Content-Security-Policy allows.
+      return { ok: true, value: await page.evaluate(cmd.expr) };
     case "state":
       return { ok: true, state: await state() };
     case "quit":
