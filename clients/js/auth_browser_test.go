@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/gateway"
 )
@@ -68,5 +70,63 @@ func TestBrowserAuth(t *testing.T) {
 	}
 	if out.Received["n"] != 1 {
 		t.Errorf("client with a credential received %v, want n=1", out.Received)
+	}
+}
+
+// TestBrowserRefreshesExpiringToken: given a token function, the client
+// sends a fresh credential before the first one expires, so the server
+// does not close the connection with 4501 and a publish after the first
+// token's expiry still goes through on the same connection.
+func TestBrowserRefreshesExpiringToken(t *testing.T) {
+	chromium, node := browserPrerequisites(t)
+	secret := []byte("browser-test-hmac-secret-0123456789abcdef")
+	g := startGateway(t, gateway.Config{
+		PublicAuth:  "required",
+		PublicAllow: []string{"subscribe", "publish"},
+		Publishers:  auth.PublisherConfig{JWTKeys: []auth.JWTKey{{ID: "k1", HMAC: secret}}},
+	})
+	call(t, "PUT", "http://"+g.InternalAddrs()[0].String()+"/v1/channels/refreshed", `{}`)
+	token := func(life time.Duration) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+			"sub": "browser", "exp": time.Now().Add(life).Unix(), "tslm": map[string]any{"publish": []string{"*"}},
+		})
+		tok.Header["kid"] = "k1"
+		s, err := tok.SignedString(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	b := startBrowser(t, chromium, node)
+	b.do(t, map[string]any{"cmd": "open", "url": "http://" + g.PublicAddrs()[0].String() + "/?channel=refreshed"})
+	// exp counts in whole seconds: the first token lives 2 to 3 seconds.
+	tokens, _ := json.Marshal([]string{token(3 * time.Second), token(time.Minute)})
+
+	script := `(async () => {
+		const { connect } = await import("/tslm.js");
+		const tokens = ` + string(tokens) + `;
+		let calls = 0;
+		const out = { events: [] };
+		const c = connect("ws://" + location.host + "/v1/ws", { token: () => tokens[Math.min(calls++, tokens.length - 1)] });
+		c.on("close", (e) => out.events.push("close " + e.code));
+		c.on("error", (e) => out.events.push("error " + e.code + " " + e.message));
+		try { out.first = (await c.publish("refreshed", 1)).id; } catch (e) { out.events.push("publish1 " + e.code + " " + e.message); }
+		await new Promise((r) => setTimeout(r, 4000)); // past the first token's exp
+		try { out.second = (await c.publish("refreshed", 2)).id; } catch (e) { out.events.push("publish " + e.code); }
+		out.calls = calls;
+		c.close();
+		return out;
+	})()`
+	a := b.do(t, map[string]any{"cmd": "eval", "expr": script})
+	var out struct {
+		Events        []string
+		First, Second string
+		Calls         int
+	}
+	if err := json.Unmarshal(a.Value, &out); err != nil {
+		t.Fatalf("%s: %v", a.Value, err)
+	}
+	if out.First == "" || out.Second == "" || out.Calls != 2 || len(out.Events) != 1 || out.Events[0] != "close 1000" {
+		t.Errorf("publishes %q, %q; token calls %d; events %q: want both published on one connection with two tokens, closed only by the app", out.First, out.Second, out.Calls, out.Events)
 	}
 }

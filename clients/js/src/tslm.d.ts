@@ -79,7 +79,9 @@ export type Transport = "websocket" | "sse";
 
 export interface ConnectOptions {
   /** A credential (access token, publisher token or API key), or a function
-   * returning one, called before every (re)connect so that it can be fresh.
+   * returning one, called before every (re)connect so that it can be fresh,
+   * and, on WebSocket, again before the credential expires (a minute early,
+   * or at 80% of a shorter life) to replace it on the open connection.
    * Sent as an `auth` frame on WebSocket, as `access_token` on SSE. */
   token?: string | (() => string | Promise<string>);
   /** "auto" (default): WebSocket, falling back to SSE; or only one. */

@@ -230,7 +230,7 @@ export class Client {
   }
 
   _failAll(err) {
-    for (const c of this._commands.values()) c.reject(err);
+    for (const c of this._commands.values()) if (c.kind !== "auth") c.reject(err);
     this._commands.clear();
     for (const req of [...this._requests.values()]) this._settleRequest(req, err);
     for (const w of this._openWaiters.splice(0)) w.reject(err);
@@ -276,7 +276,7 @@ export class Client {
     for (const c of this._commands.values()) {
       // Acknowledged requests wait in _requests for the session's resume;
       // a session frame is simply sent again.
-      if (c.kind !== "session") c.reject(lost);
+      if (c.kind !== "session" && c.kind !== "auth") c.reject(lost);
     }
     this._commands.clear();
     this._subRefs.clear();
@@ -373,7 +373,7 @@ class WsConn {
     const s = this.socket;
     s.onopen = () => {
       if (this.done) return;
-      if (token) this.send({ type: "auth", ref: c._ref(), token });
+      if (token) this.authenticate(token);
       this.resumeSession();
       for (const sub of c._subs.values()) this.subscribe(sub);
       // Nothing sent, nothing to wait for: an open socket is all the
@@ -390,6 +390,7 @@ class WsConn {
   fail(code, reason, early = false) {
     if (this.done) return;
     this.done = true;
+    clearTimeout(this.refreshTimer);
     this.ready = false;
     const c = this.client;
     let fatal = null;
@@ -402,6 +403,7 @@ class WsConn {
   close() {
     if (this.done) return;
     this.done = true;
+    clearTimeout(this.refreshTimer);
     try {
       this.socket?.close(1000, "closed by the app");
     } catch {
@@ -418,6 +420,38 @@ class WsConn {
       this.sawFrame = true;
       this.client._firstFrame();
     }
+  }
+
+  // Sends the auth frame. When the app gave a token function, a fresh
+  // credential replaces this one before it expires, so that the server
+  // never closes the connection with 4501.
+  authenticate(token) {
+    const c = this.client;
+    const ref = c._ref();
+    c._commands.set(ref, {
+      kind: "auth",
+      resolve: (ack) => {
+        if (!ack.expires || typeof c._opts.token !== "function") return;
+        const left = Date.parse(ack.expires) - Date.now();
+        if (!(left > 0)) return;
+        // A minute early, or at 80% of a lifetime under two minutes.
+        const at = left > 120000 ? left - 60000 : left * 0.8;
+        clearTimeout(this.refreshTimer);
+        this.refreshTimer = setTimeout(async () => {
+          if (this.done) return;
+          let fresh;
+          try {
+            fresh = await c._token();
+          } catch (e) {
+            c._emit("error", new TslmError("unauthorized", "token refresh failed: " + ((e && e.message) || e)));
+            return;
+          }
+          if (!this.done && fresh) this.authenticate(fresh);
+        }, at);
+      },
+      reject: (err) => c._emit("error", err),
+    });
+    this.send({ type: "auth", ref, token });
   }
 
   resumeSession() {
@@ -532,7 +566,7 @@ class WsConn {
     }
     c._commands.delete(f.ref);
     cmd.reject(err);
-    if (cmd.kind === "auth" || cmd.kind === "session") c._emit("error", err);
+    if (cmd.kind === "session") c._emit("error", err);
   }
 }
 
