@@ -138,7 +138,7 @@ export class Client {
     if (options.since !== undefined && options.last !== undefined) throw new TypeError("give since or last, not both");
     const sub = new Subscription(this, channel, options);
     this._subs.set(channel, sub);
-    if (this._conn?.ready) this._conn.subscribe(sub);
+    this._conn?.add(sub);
     return sub;
   }
 
@@ -470,6 +470,11 @@ class WsConn {
     this.send({ type: "session", ref, session: c._session, pending });
   }
 
+  // A subscription made while connecting goes out with the others on open.
+  add(sub) {
+    if (this.ready) this.subscribe(sub);
+  }
+
   subscribe(sub) {
     const c = this.client;
     const ref = c._ref();
@@ -651,6 +656,14 @@ class SseConn {
           // keep the generic error
         }
         const err = new TslmError(d.code || "internal", d.message, { channel: d.channel });
+        if (err.code === "unauthorized" && typeof c._opts.token !== "function") {
+          // The credential expired, and the app gave no way to get another:
+          // as 4501 on a WebSocket, reconnecting cannot help.
+          this.done = true;
+          es.close();
+          c._lost(this, { code: 4501, reason: err.message, fatal: err });
+          return;
+        }
         c._emit("error", err);
         this.restart(1011, err.message);
         return;
@@ -683,19 +696,24 @@ class SseConn {
   }
 
   // A new subscription needs a new stream: SSE cannot add a channel to a
-  // stream that is open.
-  subscribe(sub) {
+  // stream that is open or opening. One still waiting for its token picks
+  // it up when it builds its URL.
+  add(sub) {
+    if (this.es || this.ready) this.reopen();
+  }
+
+  // Unsubscribing also needs a new stream, without the channel.
+  unsubscribe() {
+    this.reopen();
+  }
+
+  reopen() {
     if (this.done) return;
     const c = this.client;
     this.done = true;
     this.es?.close();
     c._conn = null;
     c._open();
-  }
-
-  // Unsubscribing also needs a new stream, without the channel.
-  unsubscribe() {
-    this.subscribe();
   }
 }
 
