@@ -63,7 +63,7 @@ func streamAcrossRestart(t *testing.T, blockWebSocket bool) pageState {
 	pub, internal := g.PublicAddrs()[0].String(), g.InternalAddrs()[0].String()
 	api := "http://" + internal + "/v1/channels/browser"
 	call(t, "PUT", api, `{}`)
-	if blockWebSocket && !hasSSE(t, pub) {
+	if blockWebSocket && !hasSSE(t, pub, "browser") {
 		t.Skip("this gateway has no SSE transport (GET /v1/sse is 404): the fallback cannot be tested until it lands")
 	}
 	b := startBrowser(t, chromium, node)
@@ -172,10 +172,10 @@ func call(t *testing.T, method, url, body string) {
 
 // hasSSE tells whether the gateway serves /v1/sse: a stream answers 200
 // with its headers at once.
-func hasSSE(t *testing.T, pub string) bool {
+func hasSSE(t *testing.T, pub, channel string) bool {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+pub+"/v1/sse?channel=browser", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+pub+"/v1/sse?channel="+channel, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("probing /v1/sse: %v", err)
