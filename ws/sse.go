@@ -439,10 +439,13 @@ func (st *stream) closeSubs() {
 
 // serve writes the stream until it ends.
 func (st *stream) serve(w http.ResponseWriter, rc *http.ResponseController) {
-	// The server's ReadTimeout bounds reading the request, which is over;
-	// left in place, its expiry would cancel the request's context and
-	// end the stream. Ending on a dead client is the writes' deadline's
-	// job, and the pings make sure there are writes.
+	// The server's ReadTimeout bounds reading the request, which is over:
+	// its expiry must not cancel the request's context, which would end
+	// the stream. net/http clears it itself before it watches an HTTP/1
+	// connection for the client's close; this says so for every version
+	// and protocol. Ending on a dead client is the writes' deadline's
+	// job (it also overrides any server WriteTimeout), and the pings make
+	// sure there are writes.
 	rc.SetReadDeadline(time.Time{})
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
