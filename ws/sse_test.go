@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tslm/tslm/auth"
+	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 )
 
@@ -570,4 +572,59 @@ func TestSSESlowConsumer(t *testing.T) {
 			t.Fatalf("resumed: got %.80s, want %s", ev.Data, id)
 		}
 	}
+}
+
+// TestSSEEndsWithError: a replay that fails midway, and a send budget with
+// no room, end the stream with an error event after what was sent; the
+// client resumes from its cursor.
+func TestSSEEndsWithError(t *testing.T) {
+	t.Run("replay", func(t *testing.T) {
+		checkNoWSLeaks(t)
+		for _, tt := range []struct {
+			err  error
+			want string // the error event's data
+		}{
+			{fmt.Errorf("redis: %w", backlog.ErrUnavailable), `{"code":"unavailable","message":"the backlog is unavailable; retry later","channel":"c"}`},
+			// The cause stays in the log.
+			{errors.New("redis: WRONGTYPE"), `{"code":"internal","message":"internal error","channel":"c"}`},
+		} {
+			ts, log := startFaulty(t, Config{})
+			ts.create(t, "c", 0)
+			ids := ts.publish(t, "c", 5)
+			fail := func(call int64) error {
+				if call == 2 { // the first Range of Replay
+					return tt.err
+				}
+				return nil
+			}
+			log.onRange.Store(&fail)
+			s := ts.sse(t, "channel=c&since=c:0-0", nil)
+			s.expect("subscribed", map[string]any{"channel": "c", "head": ids[4], "resumed": true})
+			s.expectMessage("c", ids[0], 0)
+			s.expectMessage("c", ids[1], 1)
+			if ev := s.next(); ev.Event != "error" || ev.Data != tt.want {
+				t.Errorf("got %+v, want error %s", ev, tt.want)
+			}
+			s.expectEnd()
+			r := ts.sse(t, "channel=c&since=c:0-0", http.Header{"Last-Event-ID": {s.lastID}})
+			r.expect("subscribed", map[string]any{"channel": "c", "head": ids[4], "resumed": true})
+			for i := 2; i < 5; i++ {
+				r.expectMessage("c", ids[i], i)
+			}
+		}
+	})
+	t.Run("budget", func(t *testing.T) {
+		checkNoWSLeaks(t)
+		ts := startServer(t, Config{SendBudget: NewSendBudget(1)})
+		ts.create(t, "c", 0)
+		s := ts.sse(t, "channel=c", nil)
+		ev := s.next()
+		if ev.Event != "error" || !strings.Contains(ev.Data, `"code":"unavailable"`) {
+			t.Fatalf("got %+v, want an unavailable error event", ev)
+		}
+		s.expectEnd()
+		if got := ts.srv.Stats().Closes[CodeBudget]; got != 1 {
+			t.Errorf("Closes[4001] = %d", got)
+		}
+	})
 }
