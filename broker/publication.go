@@ -27,7 +27,7 @@ type Publication struct {
 	Resume backlog.ID
 
 	mu     sync.Mutex
-	frames [2]cachedFrame
+	frames [3]cachedFrame // one per protocol: v1, legacy, SSE
 }
 
 type cachedFrame struct {

@@ -90,6 +90,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 
 	publicMux := http.NewServeMux()
 	publicMux.Handle("GET /v1/ws", g.public)
+	publicMux.HandleFunc("GET /v1/sse", g.public.ServeSSE)
 	publicMux.HandleFunc("GET /healthz", healthz)
 	if cfg.Demo {
 		jsclient.Register(publicMux)
@@ -97,6 +98,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 
 	internalMux := http.NewServeMux()
 	internalMux.Handle("GET /v1/ws", g.internal)
+	internalMux.HandleFunc("GET /v1/sse", g.internal.ServeSSE)
 	internalMux.HandleFunc("GET /healthz", healthz)
 	internalMux.HandleFunc("GET /readyz", g.readyz)
 	internalMux.Handle("GET /metrics", promhttp.HandlerFor(g.metricsRegistry(), promhttp.HandlerOpts{}))
@@ -260,7 +262,9 @@ func closeAll(lns []net.Listener) {
 // handshake timeout bounds a TLS handshake and a request's headers, which
 // is all a WebSocket upgrade reads. They do not reach WebSocket
 // connections: net/http forgets a connection once it is hijacked, and ws
-// sets its own deadlines before every read and write.
+// sets its own deadlines before every read and write. Nor event streams:
+// ws clears the read deadline once the request is read and sets a write
+// deadline before every write (there is no WriteTimeout here to cut them).
 func (g *Gateway) serve(name string, h http.Handler, lns []net.Listener, isTLS bool) *http.Server {
 	srv := &http.Server{
 		Handler:           h,
@@ -295,7 +299,7 @@ func addrsOf(lns []net.Listener) []net.Addr {
 }
 
 // Shutdown stops accepting, tells every WebSocket client to reconnect
-// elsewhere (1001), waits for them until ctx is done, and releases
+// elsewhere (1001) and ends every event stream (event: shutdown), waits for them until ctx is done, and releases
 // everything. It returns ctx's error when clients had to be cut off.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	var wg sync.WaitGroup

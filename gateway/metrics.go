@@ -37,9 +37,11 @@ var (
 	descServings      = prometheus.NewDesc("tslm_servings", "Channels served by connections to this replica (one per connection and channel).", nil, nil)
 	descOpen          = prometheus.NewDesc("tslm_connections", "Open WebSocket connections.", []string{"listener"}, nil)
 	descAccepted      = prometheus.NewDesc("tslm_connections_accepted_total", "WebSocket connections accepted.", []string{"listener"}, nil)
+	descStreams       = prometheus.NewDesc("tslm_sse_streams", "Open Server-Sent Events streams (GET /v1/sse).", []string{"listener"}, nil)
+	descStreamsTotal  = prometheus.NewDesc("tslm_sse_streams_accepted_total", "Server-Sent Events streams started.", []string{"listener"}, nil)
 	descCommands      = prometheus.NewDesc("tslm_commands_total", "Client commands received.", []string{"listener"}, nil)
 	descCloses        = prometheus.NewDesc("tslm_server_closes_total", "Connections closed by the server, by close code.", []string{"listener", "code"}, nil)
-	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades refused with an HTTP status, by reason: subprotocol, origin, max_connections_per_ip, max_connections, shutdown, unauthorized.", []string{"listener", "reason"}, nil)
+	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades and event streams refused with an HTTP status, by reason: subprotocol, origin, max_connections_per_ip, max_connections, shutdown, unauthorized.", []string{"listener", "reason"}, nil)
 	descErrors        = prometheus.NewDesc("tslm_errors_total", "Error frames sent, by error code.", []string{"listener", "code"}, nil)
 	descAuth          = prometheus.NewDesc("tslm_auth_total", "Credentials checked (upgrade headers, auth frames, HTTP API requests), by result: ok or refused.", []string{"listener", "result"}, nil)
 	descBudget        = prometheus.NewDesc("tslm_send_budget_bytes", "Bytes queued for the clients of both listeners (state used) against TSLM_SEND_QUEUE_BUDGET (state limit).", []string{"state"}, nil)
@@ -47,7 +49,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descReplayRefused, descGaps, descReadErrors,
-		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descCommands, descCloses, descRefused, descErrors, descAuth, descBudget} {
+		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descStreams, descStreamsTotal, descCommands, descCloses, descRefused, descErrors, descAuth, descBudget} {
 		ch <- d
 	}
 }
@@ -75,6 +77,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		st := srv.Stats()
 		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(st.Open), name)
 		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Accepted), name)
+		ch <- prometheus.MustNewConstMetric(descStreams, prometheus.GaugeValue, float64(st.Streams), name)
+		ch <- prometheus.MustNewConstMetric(descStreamsTotal, prometheus.CounterValue, float64(st.StreamsAccepted), name)
 		ch <- prometheus.MustNewConstMetric(descCommands, prometheus.CounterValue, float64(st.Commands), name)
 		for code, n := range st.Closes {
 			ch <- prometheus.MustNewConstMetric(descCloses, prometheus.CounterValue, float64(n), name, strconv.Itoa(code))

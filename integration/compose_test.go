@@ -139,8 +139,9 @@ func checkDemoPublisher(t *testing.T, project *types.Project, replicas []types.S
 	}
 }
 
-// checkNginx checks that the balancer proxies WebSocket upgrades to every
-// replica's public port, round-robin (no ip_hash, no sticky cookie).
+// checkNginx checks that the balancer proxies WebSocket upgrades and event
+// streams to every replica's public port, round-robin (no ip_hash, no
+// sticky cookie).
 func checkNginx(t *testing.T, conf string, replicas []types.ServiceConfig) {
 	t.Helper()
 	for _, r := range replicas {
@@ -151,6 +152,17 @@ func checkNginx(t *testing.T, conf string, replicas []types.ServiceConfig) {
 	for _, want := range []string{"proxy_set_header Upgrade $http_upgrade", "proxy_set_header Connection $connection_upgrade", "proxy_http_version 1.1"} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("nginx configuration lacks %q", want)
+		}
+	}
+	// Event streams pass unbuffered and outlive the gateway's pings.
+	sse := regexp.MustCompile(`(?s)location /v1/sse \{(.*?)\n        \}`).FindStringSubmatch(conf)
+	if sse == nil {
+		t.Error("nginx configuration has no location /v1/sse")
+	} else {
+		for _, want := range []string{"proxy_pass http://tslm_public", "proxy_buffering off", "proxy_http_version 1.1", "proxy_read_timeout 1h"} {
+			if !strings.Contains(sse[1], want) {
+				t.Errorf("nginx location /v1/sse lacks %q", want)
+			}
 		}
 	}
 	for _, sticky := range []string{"ip_hash", "sticky", "hash "} {

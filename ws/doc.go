@@ -24,4 +24,11 @@
 // timers (the deadline to authenticate, the principal's expiry), which
 // only close the connection; conn.authMu guards the three. Every command
 // naming a channel is decided by the listener's auth.Policy.
+//
+// Server-Sent Events (sse.go) are the subscribe-only fallback at
+// GET /v1/sse: a stream is a connection of the same Server (slots, origin,
+// credentials, policy, send queue and budget, shutdown), with the handler's
+// goroutine as its writer and one more running its replays. The writer
+// alone knows what the client has read, so it alone writes the cursor
+// (every channel's position) into each message's id.
 package ws

@@ -28,7 +28,7 @@ import (
 const readTimeout = 10 * time.Second
 
 // testServer is a Server over a real hub and in-memory backlog, mounted at
-// /v1/ws of an httptest server on a loopback port.
+// /v1/ws and /v1/sse of an httptest server on a loopback port.
 type testServer struct {
 	srv  *Server
 	hub  *broker.Hub
@@ -86,6 +86,7 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 	srv.testCloseGrace = opts.closeGrace // before any conn reads it
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ws", srv)
+	mux.HandleFunc("GET /v1/sse", srv.ServeSSE)
 	hs := httptest.NewUnstartedServer(mux)
 	if opts.conn != nil {
 		hs.Listener = wrapListener{hs.Listener, opts.conn}

@@ -188,7 +188,8 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Server serves WebSocket clients of one listener at GET /v1/ws. It is safe
+// Server serves WebSocket clients of one listener at GET /v1/ws, and
+// Server-Sent Events streams at GET /v1/sse (ServeSSE). It is safe
 // for concurrent use.
 type Server struct {
 	cfg      Config
@@ -198,8 +199,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
-	slots    int                // connections open or being upgraded, at most MaxConnections
-	perIP    map[netip.Addr]int // slots by client address, when MaxConnectionsPerIP is set
+	streams  map[*stream]struct{} // SSE (sse.go)
+	slots    int                  // connections open or being upgraded, at most MaxConnections
+	perIP    map[netip.Addr]int   // slots by client address, when MaxConnectionsPerIP is set
 	draining bool
 	drained  chan struct{} // closed once draining and every slot is free
 	drainOne sync.Once
@@ -220,6 +222,8 @@ type serverStats struct {
 	errors   sync.Map // broker.Code → *atomic.Int64
 
 	authOK, authRefused atomic.Int64
+
+	streams, streamsAccepted atomic.Int64
 }
 
 // Stats is a snapshot of a Server's counters, for metrics.
@@ -231,14 +235,19 @@ type Stats struct {
 	Refused  map[string]int64      // upgrades refused with an HTTP status, by Refused* reason
 	Errors   map[broker.Code]int64 // error frames sent by code
 	// AuthOK and AuthRefused count credentials checked, from upgrade
-	// headers and auth frames.
+	// headers, auth frames and event streams' requests.
 	AuthOK, AuthRefused int64
+	// Streams counts the Server-Sent Events streams open now (not in
+	// Open), StreamsAccepted those started. Their refusals count in
+	// Refused, their closes in Closes by the close code a WebSocket would
+	// have had, their error events in Errors.
+	Streams, StreamsAccepted int64
 }
 
 // New returns a Server over hub.
 func New(hub *broker.Hub, cfg Config) *Server {
 	cfg.setDefaults()
-	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{}), perIP: make(map[netip.Addr]int), drained: make(chan struct{})}
+	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{}), streams: make(map[*stream]struct{}), perIP: make(map[netip.Addr]int), drained: make(chan struct{})}
 	s.origins = newOrigins(cfg.AllowedOrigins, cfg.Logger)
 	s.upgrader = websocket.Upgrader{
 		Subprotocols: []string{ProtocolV1, ProtocolLegacy},
@@ -260,7 +269,8 @@ func New(hub *broker.Hub, cfg Config) *Server {
 	return s
 }
 
-// Shutdown tells every client to reconnect elsewhere (close code 1001), then
+// Shutdown tells every client to reconnect elsewhere (close code 1001; an
+// event stream ends with event: shutdown), then
 // waits until they have gone or ctx is done, when it cuts the rest off. New
 // connections are refused from the start (HTTP 503). http.Server.Shutdown does not
 // track upgraded connections, which is why this exists.
@@ -272,9 +282,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
+	streams := make([]*stream, 0, len(s.streams))
+	for st := range s.streams {
+		streams = append(streams, st)
+	}
 	s.mu.Unlock()
 	for _, c := range conns {
 		c.close(CloseShutdown)
+	}
+	for _, st := range streams {
+		st.close(CloseShutdown)
 	}
 	select {
 	case <-s.drained:
@@ -284,6 +301,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	for c := range s.conns {
 		c.ws.Close()
+	}
+	for st := range s.streams {
+		st.fail()
 	}
 	s.mu.Unlock()
 	return ctx.Err()
@@ -301,6 +321,9 @@ func (s *Server) Stats() Stats {
 
 		AuthOK:      s.stats.authOK.Load(),
 		AuthRefused: s.stats.authRefused.Load(),
+
+		Streams:         s.stats.streams.Load(),
+		StreamsAccepted: s.stats.streamsAccepted.Load(),
 	}
 	for r := range s.stats.refused {
 		if n := s.stats.refused[r].Load(); n > 0 {
