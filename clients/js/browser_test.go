@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -186,8 +187,17 @@ func hasSSE(t *testing.T, pub, channel string) bool {
 
 // browser is test/browser.mjs driving one headless Chromium.
 type browser struct {
+	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	lines chan string
+	logMu sync.Mutex
+	log   *testing.T // the test whose page errors are logged, or nil
+}
+
+func (b *browser) logTo(t *testing.T) {
+	b.logMu.Lock()
+	b.log = t
+	b.logMu.Unlock()
 }
 
 // browserPrerequisites finds Chromium and node, or skips (fails under
@@ -229,12 +239,46 @@ func nodeAtLeast20(node string) bool {
 	return err == nil && strings.TrimSpace(string(out)) == "true"
 }
 
-// startBrowser starts test/browser.mjs with Chromium.
+// sharedBrowser is the driver the tests of this package take turns on:
+// starting Chromium costs more than most tests. Each test opens its page in
+// a fresh browser context; a test that fails stops the driver, so that an
+// answer it left pending cannot reach the next test.
+var sharedBrowser struct {
+	sync.Mutex
+	b *browser
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if b := sharedBrowser.b; b != nil {
+		b.stop()
+	}
+	os.Exit(code)
+}
+
+// startBrowser returns the shared driver, starting it if need be.
 func startBrowser(t *testing.T, chromium, node string) *browser {
 	t.Helper()
+	sharedBrowser.Lock()
+	t.Cleanup(func() {
+		if b := sharedBrowser.b; b != nil {
+			b.logTo(nil) // t.Log after the test has ended panics
+		}
+		if t.Failed() && sharedBrowser.b != nil {
+			sharedBrowser.b.stop()
+			sharedBrowser.b = nil
+		}
+		sharedBrowser.Unlock()
+	})
+	if b := sharedBrowser.b; b != nil {
+		b.logTo(t)
+		return b
+	}
 	cmd := exec.Command(node, filepath.Join("test", "browser.mjs"))
 	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
-	cmd.Stderr = &testWriter{t}
+	b := &browser{cmd: cmd, lines: make(chan string)}
+	b.logTo(t)
+	cmd.Stderr = b
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +290,7 @@ func startBrowser(t *testing.T, chromium, node string) *browser {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	b := &browser{stdin: stdin, lines: make(chan string)}
+	b.stdin = stdin
 	go func() {
 		defer close(b.lines)
 		sc := bufio.NewScanner(stdout)
@@ -255,25 +299,38 @@ func startBrowser(t *testing.T, chromium, node string) *browser {
 			b.lines <- sc.Text()
 		}
 	}()
-	t.Cleanup(func() {
-		// Closing stdin ends the driver and its browser; kill it if not.
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
 	var hello struct {
 		OK      bool   `json:"ok"`
 		Version string `json:"version"`
 	}
+	sharedBrowser.b = b
 	b.read(t, &hello)
 	t.Logf("chromium %s", hello.Version)
 	return b
+}
+
+// Write logs the driver's stderr (page errors) to the test using it.
+func (b *browser) Write(p []byte) (int, error) {
+	b.logMu.Lock()
+	defer b.logMu.Unlock()
+	if b.log != nil {
+		b.log.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// stop ends the driver and its browser: closing stdin ends it, else it is
+// killed.
+func (b *browser) stop() {
+	b.stdin.Close()
+	done := make(chan struct{})
+	go func() { b.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		b.cmd.Process.Kill()
+		<-done
+	}
 }
 
 func (b *browser) read(t *testing.T, v any) {
@@ -316,11 +373,4 @@ func (b *browser) do(t *testing.T, cmd map[string]any) answer {
 func (b *browser) wait(t *testing.T, n int) pageState {
 	t.Helper()
 	return b.do(t, map[string]any{"cmd": "wait", "count": n, "timeoutMs": 30000}).State
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

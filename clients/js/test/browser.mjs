@@ -34,6 +34,9 @@ async function state() {
 async function handle(cmd) {
   switch (cmd.cmd) {
     case "open": {
+      // One page at a time: the last test's page would go on reconnecting
+      // to a gateway that is gone.
+      if (page) await page.context().close();
       const context = await browser.newContext();
       page = await context.newPage();
       page.on("console", (m) => {
