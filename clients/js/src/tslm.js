@@ -167,7 +167,9 @@ export class Client {
     const ws = await this._websocket();
     const ref = this._ref();
     return new Promise((resolve, reject) => {
-      const req = { channel, ref, resolve, reject, deadline: Date.now() + timeoutMs, id: null, timer: null };
+      // explicit: a resumed session asks for the time left only when the
+      // app chose it; otherwise the server's default applies again.
+      const req = { channel, ref, resolve, reject, deadline: Date.now() + timeoutMs, explicit: options.timeoutMs !== undefined, id: null, timer: null };
       this._commands.set(ref, {
         kind: "request",
         req,
@@ -210,7 +212,11 @@ export class Client {
     if (this._conn?.ready && this._conn.kind === "websocket") return this._conn;
     await new Promise((resolve, reject) => this._openWaiters.push({ resolve, reject }));
     if (this.transport === "sse") throw unsupported();
-    return this._conn;
+    const conn = this._conn;
+    // Lost again between its open and this continuation: the command
+    // would be sent nowhere and never answered.
+    if (!conn || conn.done) throw new TslmError("disconnected", "the connection was lost before the command was sent");
+    return conn;
   }
 
   async _command(frame) {
@@ -458,7 +464,11 @@ class WsConn {
     const c = this.client;
     if (!c._session || c._requests.size === 0) return;
     const now = Date.now();
-    const pending = [...c._requests.values()].map((r) => ({ channel: r.channel, id: r.id, ref: r.ref, timeout_ms: Math.max(1, r.deadline - now) }));
+    const pending = [...c._requests.values()].map((r) => {
+      const p = { channel: r.channel, id: r.id, ref: r.ref };
+      if (r.explicit) p.timeout_ms = Math.max(1, r.deadline - now);
+      return p;
+    });
     const ref = c._ref();
     c._commands.set(ref, {
       kind: "session",
