@@ -17,7 +17,9 @@ func serve(t *testing.T, r *replica, h responder.Handler, channels ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- responder.ServeWebSocket(ctx, responder.WebSocketConfig{URL: r.internal}, h, channels...) }()
+	go func() {
+		done <- responder.ServeWebSocket(ctx, responder.WebSocketConfig{URL: r.internal}, h, channels...)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
