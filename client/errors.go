@@ -113,8 +113,10 @@ func (e *DisconnectError) Unwrap() error { return e.Err }
 
 // HandshakeError is the gateway's refusal of the WebSocket upgrade: an
 // HTTP status and the text body that says why. 401 matches ErrUnauthorized
-// and 403 ErrForbidden; both are final (Dial returns it; a client that was
-// connected stops reconnecting). Other statuses (429, 503) are retried.
+// and 403 ErrForbidden; both are final: a client that was connected stops
+// reconnecting. Other statuses (429 and 503 after their Retry-After, a 404
+// from a proxy in the middle of a deployment) are retried. Dial returns
+// any refusal of the first connection.
 type HandshakeError struct {
 	StatusCode int
 	Body       string
@@ -139,7 +141,7 @@ func (e *HandshakeError) Is(target error) bool {
 
 // final reports whether e ends the client.
 func (e *HandshakeError) final() bool {
-	return e.StatusCode == 401 || e.StatusCode == 403 || e.StatusCode == 400 || e.StatusCode == 404
+	return e.StatusCode == 401 || e.StatusCode == 403
 }
 
 // Refusal is a serving app's refusal of a request (the reply's error
