@@ -317,3 +317,33 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestIdempotencyKey: a publish repeated with its key stores one message,
+// and both answers name it.
+func TestIdempotencyKey(t *testing.T) {
+	r := startReplica(t, nil, nil)
+	c := dial(t, r.internal)
+	ctx := ctxT(t)
+	c.Create(ctx, "orders", client.ChannelOptions{})
+	id1, err := c.Publish(ctx, "orders", 1, client.WithIdempotencyKey("order-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, err := c.Publish(ctx, "orders", 2, client.WithIdempotencyKey("order-1"))
+	if err != nil || id2 != id1 {
+		t.Fatalf("second publish with the key: %s, %v; want %s", id2, err, id1)
+	}
+	s, err := c.Subscribe(ctx, "orders", client.SubscribeOptions{Last: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := nextMessage(t, s); m.ID != id1 || string(m.Data) != "1" {
+		t.Fatalf("message %+v", m)
+	}
+	if _, err := c.Publish(ctx, "orders", 3); err != nil {
+		t.Fatal(err)
+	}
+	if m := nextMessage(t, s); string(m.Data) != "3" {
+		t.Fatalf("after the duplicate got %s, want 3", m.Data)
+	}
+}
