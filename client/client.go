@@ -355,6 +355,7 @@ func (c *Client) detach(cn *conn, cause error) {
 		c.cur = nil
 		c.connected = make(chan struct{})
 	}
+	close(cn.detached)
 	calls := cn.calls
 	cn.calls = map[string]*call{}
 	c.mu.Unlock()
@@ -439,12 +440,18 @@ func (c *Client) current(ctx context.Context) (*conn, error) {
 			c.mu.Unlock()
 			return nil, err
 		}
-		if c.cur != nil {
-			cn := c.cur
-			c.mu.Unlock()
-			return cn, nil
-		}
 		wait := c.connected
+		if cn := c.cur; cn != nil {
+			select {
+			case <-cn.dead:
+				// Ended, not yet replaced: wait for run to detach it
+				// rather than spin on it.
+				wait = cn.detached
+			default:
+				c.mu.Unlock()
+				return cn, nil
+			}
+		}
 		c.mu.Unlock()
 		select {
 		case <-wait:

@@ -25,6 +25,7 @@ type conn struct {
 	lived atomic.Bool // a frame came: the backoff starts over
 
 	readerDone, writerDone chan struct{}
+	detached               chan struct{} // closed once the client let go of it
 
 	calls   map[string]*call         // commands awaiting their answer, by ref
 	subRefs map[string]*Subscription // subscribe refs sent on this connection
@@ -58,6 +59,7 @@ func newConn(c *Client, ws *websocket.Conn) *conn {
 		dead:       make(chan struct{}),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
+		detached:   make(chan struct{}),
 		calls:      make(map[string]*call),
 		subRefs:    make(map[string]*Subscription),
 	}
