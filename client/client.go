@@ -178,7 +178,10 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 
 // dial opens one connection.
 func (c *Client) dial(ctx context.Context) (*conn, error) {
-	ws, resp, err := c.o.dialer.DialContext(ctx, c.url, c.o.header)
+	c.mu.Lock()
+	header := c.o.header.Clone() // Authenticate may replace the credential
+	c.mu.Unlock()
+	ws, resp, err := c.o.dialer.DialContext(ctx, c.url, header)
 	if err != nil {
 		if resp == nil {
 			return nil, err
@@ -511,6 +514,33 @@ func (c *Client) forget(cn *conn, ref string) {
 	c.mu.Lock()
 	delete(cn.calls, ref)
 	c.mu.Unlock()
+}
+
+// Authenticate presents credential on the current connection (an auth
+// frame, docs/protocol.md "Authentication") and, as "Authorization:
+// Bearer", on every later one. Call it with a fresh credential before the
+// current one expires (the gateway closes the connection with 4501 when
+// it does), or to authenticate a connection dialled without one. It
+// returns the subject and expiry the gateway read from the credential
+// (expires is zero for one that never expires); a refused credential is
+// a *Error matching ErrUnauthorized, and the connection stays as it was.
+func (c *Client) Authenticate(ctx context.Context, credential string) (subject string, expires time.Time, err error) {
+	f, err := c.command(ctx, true, func(ref string) any {
+		return authFrame{Type: "auth", Ref: ref, Token: credential}
+	})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	c.mu.Lock()
+	c.o.header.Set("Authorization", "Bearer "+credential)
+	c.mu.Unlock()
+	if f.Expires != "" {
+		expires, err = time.Parse(time.RFC3339, f.Expires)
+		if err != nil {
+			return f.Subject, time.Time{}, fmt.Errorf("tslm: auth ack's expires %q: %w", f.Expires, err)
+		}
+	}
+	return f.Subject, expires, nil
 }
 
 // ChannelOptions configures Create; zero fields take the gateway's

@@ -418,6 +418,8 @@ type frame struct {
 	Created   *bool           `json:"created"`
 	Duplicate bool            `json:"duplicate"`
 	Session   string          `json:"session"`
+	Subject   string          `json:"subject"`
+	Expires   string          `json:"expires"`
 	Data      json.RawMessage `json:"data"`
 	After     string          `json:"after"`
 	Code      string          `json:"code"`
@@ -426,6 +428,12 @@ type frame struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+type authFrame struct {
+	Type  string `json:"type"`
+	Ref   string `json:"ref"`
+	Token string `json:"token"`
 }
 
 type createFrame struct {

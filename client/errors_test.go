@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -133,13 +134,16 @@ func TestGatewayErrorsTyped(t *testing.T) {
 	}
 }
 
+// testKey is the API key withAPIKey lists.
+const testKey = "a-long-random-api-key-for-the-client-tests"
+
 // withAPIKey sets the public listener's auth mode, with an API key
 // without grants to check.
 func withAPIKey(mode string) func(*gateway.Config) {
 	return func(c *gateway.Config) {
 		c.PublicAuth = mode
 		c.Publishers.APIKeys = append(c.Publishers.APIKeys, auth.APIKey{
-			SHA256:    [32]byte{1},
+			SHA256:    sha256.Sum256([]byte(testKey)),
 			Principal: auth.Principal{Subject: "test", Issuer: auth.IssuerAPIKey},
 		})
 	}
@@ -331,4 +335,35 @@ func refusing(refuse *atomic.Bool, next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// TestAuthenticate: an auth frame authenticates the connection, a refused
+// credential leaves it as it was, and the credential is presented again
+// on the next connection.
+func TestAuthenticate(t *testing.T) {
+	r := startReplica(t, map[string]string{"TSLM_PUBLIC_ALLOW": "subscribe,publish"}, withAPIKey("optional"))
+	p := startProxy(t, strings.TrimPrefix(strings.TrimSuffix(r.public, "/v1/ws"), "ws://"))
+	ctx := ctxT(t)
+	c := dial(t, p.url())
+	// The key has no grants: anonymous is unauthorized, authenticated
+	// forbidden.
+	if _, err := c.Publish(ctx, "a", 1); !errors.Is(err, client.ErrUnauthorized) {
+		t.Fatalf("anonymous publish: %v", err)
+	}
+	if _, _, err := c.Authenticate(ctx, "wrong"); !errors.Is(err, client.ErrUnauthorized) {
+		t.Fatalf("a wrong key: %v", err)
+	}
+	sub, exp, err := c.Authenticate(ctx, testKey)
+	if err != nil || sub != "test" || !exp.IsZero() {
+		t.Fatalf("authenticate: %q %v %v", sub, exp, err)
+	}
+	if _, err := c.Publish(ctx, "a", 1); !errors.Is(err, client.ErrForbidden) {
+		t.Fatalf("authenticated publish without grants: %v, want forbidden", err)
+	}
+	before := p.acceptCount()
+	p.drop()
+	waitFor(t, "the reconnection", func() bool { return p.acceptCount() > before })
+	if _, err := c.Publish(ctx, "a", 1); !errors.Is(err, client.ErrForbidden) {
+		t.Fatalf("publish after the reconnect: %v, want forbidden (the credential presented again)", err)
+	}
 }

@@ -155,7 +155,9 @@ func (s *Subscription) Err() error {
 	}
 }
 
-// LastID is the ID of the last message delivered ("" before the first).
+// LastID is the ID of the last message delivered on Events, or being
+// delivered ("" before the first): the position a resubscription resumes
+// after.
 func (s *Subscription) LastID() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -206,18 +208,27 @@ func (s *Subscription) deliver(cn *conn, ev Event, id string) bool {
 		return true
 	default:
 	}
+	// The position moves before the send, so that a reader who received
+	// the message sees it in LastID; it moves back if the connection dies
+	// first, before run lets the next connection resubscribe.
+	var prev string
+	if id != "" {
+		s.mu.Lock()
+		prev, s.lastID = s.lastID, id
+		s.retries = 0
+		s.mu.Unlock()
+	}
 	select {
 	case s.events <- ev:
-		if id != "" {
-			s.mu.Lock()
-			s.lastID = id
-			s.retries = 0
-			s.mu.Unlock()
-		}
 		return true
 	case <-s.done:
 		return true
 	case <-cn.dead:
+		if id != "" {
+			s.mu.Lock()
+			s.lastID = prev
+			s.mu.Unlock()
+		}
 		return false
 	}
 }
