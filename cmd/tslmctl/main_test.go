@@ -390,3 +390,22 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestNotResumedOnStderr: a since the backlog no longer holds is reported
+// on stderr, and the oldest messages held follow on stdout.
+func TestNotResumedOnStderr(t *testing.T) {
+	g := startGateway(t)
+	tslmctl(t, "", "channel", "create", "small", "--max-len", "2", "--api", g.api).want(t, 0, "*")
+	r := tslmctl(t, "1\n2\n3\n4\n", "publish", "small", "--url", g.internal)
+	r.want(t, 0, "*")
+	var first struct{ ID string }
+	json.Unmarshal([]byte(strings.SplitN(r.stdout, "\n", 2)[0]), &first)
+	r = tslmctl(t, "", "subscribe", "small", "--since", first.ID, "--count", "2", "--url", g.public)
+	r.want(t, 0, "*")
+	if !strings.Contains(r.stderr, `{"channel":"small","event":"not-resumed","head":`) || !strings.Contains(r.stderr, `"since":"`+first.ID+`"`) {
+		t.Fatalf("stderr %q has no not-resumed line", r.stderr)
+	}
+	if !strings.Contains(r.stdout, `"data":3}`) || !strings.Contains(r.stdout, `"data":4}`) {
+		t.Fatalf("stdout %q, want the messages 3 and 4", r.stdout)
+	}
+}
