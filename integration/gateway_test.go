@@ -10,15 +10,23 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	tslmclient "github.com/tslm/tslm/client"
 )
 
 func TestSubscriberReceivesHTTPPublish(t *testing.T) {
 	r := startReplica(t, nil)
 	r.create(t, "prices", map[string]any{"max_len": 100})
-	sub := dial(t, r.publicURL)
-	sub.subscribe("prices", nil)
+	sub := goClient(t, r.publicURL)
+	s, err := sub.Subscribe(t.Context(), "prices", tslmclient.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	id := r.publish(t, "prices", map[string]any{"bid": 1.5})
-	sub.expect(map[string]any{"type": "message", "channel": "prices", "id": id, "data": map[string]any{"bid": 1.5}})
+	got := nextMessages(t, s, 1)
+	if got[0].ID != id || got[0].Channel != "prices" || string(got[0].Data) != `{"bid":1.5}` {
+		t.Fatalf("message %+v, want %s with the data published", got[0], id)
+	}
 }
 
 func TestPublicListenerPermissions(t *testing.T) {
@@ -118,6 +126,59 @@ func TestLastN(t *testing.T) {
 	sameIDs(t, "last 4", cl.messages("tail", 4), ids[2:])
 	live := r.publish(t, "tail", "live")
 	sameIDs(t, "live", cl.messages("tail", 1), []string{live})
+
+	// The Go client asks the same.
+	s, err := goClient(t, r.publicURL).Subscribe(t.Context(), "tail", tslmclient.SubscribeOptions{Last: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameIDs(t, "the Go client's last 4", messageIDs(nextMessages(t, s, 4)), append(ids[3:], live))
+}
+
+// goClient dials url with the project's Go client (package client), which
+// new tests use rather than raw frames; it is closed at cleanup.
+func goClient(t testing.TB, url string) *tslmclient.Client {
+	t.Helper()
+	ctx, cancel := contextWithTimeout(10 * time.Second)
+	defer cancel()
+	c, err := tslmclient.Dial(ctx, url)
+	if err != nil {
+		t.Fatalf("tslmclient.Dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// nextMessages reads n messages of s, failing on any other event or after
+// 10s.
+func nextMessages(t testing.TB, s *tslmclient.Subscription, n int) []tslmclient.Message {
+	t.Helper()
+	var got []tslmclient.Message
+	timeout := time.After(10 * time.Second)
+	for len(got) < n {
+		select {
+		case ev, ok := <-s.Events():
+			if !ok {
+				t.Fatalf("subscription ended after %d of %d messages: %v", len(got), n, s.Err())
+			}
+			m, isMsg := ev.(tslmclient.Message)
+			if !isMsg {
+				t.Fatalf("event %#v, want a message", ev)
+			}
+			got = append(got, m)
+		case <-timeout:
+			t.Fatalf("%d of %d messages after 10s", len(got), n)
+		}
+	}
+	return got
+}
+
+func messageIDs(ms []tslmclient.Message) []string {
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	return ids
 }
 
 // TestReplayLiveMergeUnderLoad publishes thousands of messages over the
