@@ -1,5 +1,7 @@
 package broker
 
+import "net/http"
+
 // Code is an error code of the public protocol, shared by every transport
 // (WebSocket, HTTP API) so that one failure reads the same everywhere. The
 // set is part of the wire contract in docs/protocol.md.
@@ -22,3 +24,28 @@ const (
 	// and it says nothing about the backlog's health.
 	CodeCanceled Code = "canceled"
 )
+
+// HTTPStatus is the HTTP status of an answer carrying c, on every HTTP
+// path (the HTTP API, refused event streams); docs/http-api.md holds the
+// same table.
+func (c Code) HTTPStatus() int {
+	switch c {
+	case CodeBadRequest, CodeUnknownType:
+		return http.StatusBadRequest
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeLimitExceeded:
+		return http.StatusUnprocessableEntity
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
+	case CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}

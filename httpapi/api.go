@@ -458,31 +458,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case broker.CodeUnavailable:
 		log.DebugContext(r.Context(), "http api: backlog unavailable")
 	}
-	writeError(w, statusOf(e.Code), e.Code, e.Message)
-}
-
-// statusOf maps a protocol code to its HTTP status; docs/http-api.md holds
-// the same table.
-func statusOf(code broker.Code) int {
-	switch code {
-	case broker.CodeBadRequest, broker.CodeUnknownType:
-		return http.StatusBadRequest
-	case broker.CodeUnauthorized:
-		return http.StatusUnauthorized
-	case broker.CodeForbidden:
-		return http.StatusForbidden
-	case broker.CodeNotFound:
-		return http.StatusNotFound
-	case broker.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case broker.CodeLimitExceeded:
-		return http.StatusUnprocessableEntity
-	case broker.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case broker.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
+	writeError(w, e.Code.HTTPStatus(), e.Code, e.Message)
 }
 
 func methodNotAllowed(allow string) http.HandlerFunc {

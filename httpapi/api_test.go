@@ -599,9 +599,9 @@ func TestRouting(t *testing.T) {
 	}
 }
 
-// TestStatusOf covers the codes the hub cannot produce today, forbidden
+// TestHTTPStatus covers the codes the hub cannot produce today, forbidden
 // and rate_limited among them, so that the table stays whole.
-func TestStatusOf(t *testing.T) {
+func TestHTTPStatus(t *testing.T) {
 	tests := []struct {
 		code broker.Code
 		want int
@@ -620,8 +620,8 @@ func TestStatusOf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.code), func(t *testing.T) {
-			if got := statusOf(tt.code); got != tt.want {
-				t.Errorf("statusOf(%q) = %d, want %d", tt.code, got, tt.want)
+			if got := tt.code.HTTPStatus(); got != tt.want {
+				t.Errorf("HTTPStatus(%q) = %d, want %d", tt.code, got, tt.want)
 			}
 		})
 	}

@@ -203,23 +203,13 @@ func parseCursor(values []string) (map[string]backlog.ID, bool) {
 }
 
 // sseStatus is the HTTP status of an error refusing a stream: the HTTP
-// API's, except that a limit the request itself exceeds is a bad request.
+// API's, except that a limit the request itself exceeds (too many
+// channels) is a bad request, not an entity the server cannot process.
 func sseStatus(code broker.Code) int {
-	switch code {
-	case broker.CodeBadRequest, broker.CodeUnknownType, broker.CodeLimitExceeded:
+	if code == broker.CodeLimitExceeded {
 		return http.StatusBadRequest
-	case broker.CodeUnauthorized:
-		return http.StatusUnauthorized
-	case broker.CodeForbidden:
-		return http.StatusForbidden
-	case broker.CodeNotFound:
-		return http.StatusNotFound
-	case broker.CodeRateLimited:
-		return http.StatusTooManyRequests
-	case broker.CodeUnavailable:
-		return http.StatusServiceUnavailable
 	}
-	return http.StatusInternalServerError
+	return code.HTTPStatus()
 }
 
 // sseError answers a refused stream with the HTTP API's error body.
