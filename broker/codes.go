@@ -1,6 +1,11 @@
 package broker
 
-import "net/http"
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
 
 // Code is an error code of the public protocol, shared by every transport
 // (WebSocket, HTTP API) so that one failure reads the same everywhere. The
@@ -48,4 +53,22 @@ func (c Code) HTTPStatus() int {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
+}
+
+// WriteHTTPError answers an HTTP request with the JSON error body every
+// HTTP path uses, {"code","message"}, at status. Messages quote client
+// input such as "<ms>-<seq>", so HTML escaping would only garble them.
+func WriteHTTPError(w http.ResponseWriter, status int, code Code, msg string) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(struct {
+		Code    Code   `json:"code"`
+		Message string `json:"message"`
+	}{code, msg}) // strings always marshal
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(b.Len()))
+	w.WriteHeader(status)
+	w.Write(b.Bytes())
 }

@@ -431,11 +431,6 @@ func badRequest(format string, args ...any) error {
 	return broker.ErrBadRequest.With(format, args...)
 }
 
-type errorBody struct {
-	Code    broker.Code `json:"code"`
-	Message string      `json:"message"`
-}
-
 // fail answers r with err's code and client message (broker.ErrorOf). The
 // cause of an unexpected error stays in the log: it may name hosts or
 // internals. An outage is logged by the hub, once, so here only at debug.
@@ -473,7 +468,7 @@ func writeError(w http.ResponseWriter, status int, code broker.Code, msg string)
 	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, status, errorBody{Code: code, Message: msg})
+	broker.WriteHTTPError(w, status, code, msg)
 }
 
 // writeJSON answers with v, whose types here always marshal. Messages quote

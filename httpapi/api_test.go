@@ -677,3 +677,10 @@ func TestClientCancelsPublish(t *testing.T) {
 		}
 	}
 }
+
+// errorBody is the JSON error body every HTTP answer carries
+// (broker.WriteHTTPError).
+type errorBody struct {
+	Code    broker.Code `json:"code"`
+	Message string      `json:"message"`
+}

@@ -217,16 +217,8 @@ func sseError(w http.ResponseWriter, status int, retryAfter time.Duration, code 
 	if retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int(retryAfter/time.Second)))
 	}
-	body, _ := json.Marshal(struct {
-		Code    broker.Code `json:"code"`
-		Message string      `json:"message"`
-	}{code, msg})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("Content-Length", strconv.Itoa(len(body)+1))
-	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	w.Header().Set("Cache-Control", "no-cache")
+	broker.WriteHTTPError(w, status, code, msg)
 }
 
 // sseFail answers err, a hub's or a check's, before the stream.
