@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,13 +10,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/internal/syncbuf"
 )
 
 // flakyLog is a Memory backlog that fails every call the API makes while
@@ -67,22 +66,7 @@ func (f *flakyLog) Range(ctx context.Context, channel string, after backlog.ID, 
 }
 
 // lockedBuffer collects log output written by handler goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type lockedBuffer = syncbuf.Buffer
 
 // epoch is the fixture clock's start; IDs are "<epoch ms>-<seq>" until the
 // clock is moved.

@@ -1,15 +1,14 @@
 package ws
 
 import (
-	"bytes"
 	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tslm/tslm/internal/clientip"
+	"github.com/tslm/tslm/internal/syncbuf"
 )
 
 // Tests of the per-address connection limit, over real sockets.
@@ -162,22 +161,6 @@ func TestClientIPInCloseLog(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe to read while the server writes to it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 func newTextLogger(b *syncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tslm/tslm/gateway"
 	"github.com/tslm/tslm/internal/envconfig"
+	"github.com/tslm/tslm/internal/syncbuf"
 	"github.com/tslm/tslm/responder"
 )
 
@@ -363,22 +364,7 @@ func (p *proxy) accepted() int {
 }
 
 // syncBuffer is a bytes.Buffer that a process writes while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()

@@ -1,7 +1,6 @@
 package tlsreload
 
 import (
-	"bytes"
 	"crypto/tls"
 	"io"
 	"log"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/tslm/tslm/internal/syncbuf"
 	"github.com/tslm/tslm/internal/tlsreload/tlstest"
 )
 
@@ -38,22 +38,7 @@ func (c *clock) advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer = syncbuf.Buffer
 
 // start writes pair's files and returns a Reloader over them with a clock
 // the test moves.
