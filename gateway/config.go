@@ -57,6 +57,12 @@ type Config struct {
 	// ShutdownGrace is how long Shutdown's caller should let clients
 	// leave; 0 means 10s. cmd/tslm applies it.
 	ShutdownGrace time.Duration
+	// DrainDelay is how long cmd/tslm keeps serving after a stop signal
+	// with /readyz answering 503, before it tells clients to leave: long
+	// enough for a load balancer's health checks to stop sending new
+	// clients here, so that those told to reconnect land elsewhere. 0 (the
+	// default) drains at once, for a replica no balancer checks.
+	DrainDelay time.Duration
 	// HTTPIdleTimeout closes a keep-alive HTTP connection idle between
 	// requests; 0 means 60s. HTTPReadTimeout bounds reading one request,
 	// body included; 0 means 30s. Neither applies to a connection once
@@ -324,6 +330,7 @@ func (c *Config) Validate() error {
 		{"PongTimeout", float64(c.PongTimeout)},
 		{"WriteTimeout", float64(c.WriteTimeout)},
 		{"ShutdownGrace", float64(c.ShutdownGrace)},
+		{"DrainDelay", float64(c.DrainDelay)},
 		{"HTTPIdleTimeout", float64(c.HTTPIdleTimeout)},
 		{"HTTPReadTimeout", float64(c.HTTPReadTimeout)},
 		{"OperationTimeout", float64(c.OperationTimeout)},

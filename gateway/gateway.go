@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -44,6 +45,11 @@ type Gateway struct {
 	publicHTTP, internalHTTP *http.Server
 	publicLn, internalLn     []net.Listener
 	serveWG                  sync.WaitGroup
+
+	// draining turns /readyz to 503 from the stop signal on, so that load
+	// balancers send new clients elsewhere before this replica closes the
+	// ones it has.
+	draining atomic.Bool
 }
 
 // Start opens the backlog and the listeners and starts serving. Zero
@@ -298,25 +304,46 @@ func addrsOf(lns []net.Listener) []net.Addr {
 	return addrs
 }
 
-// Shutdown stops accepting, tells every WebSocket client to reconnect
-// elsewhere (1001) and ends every event stream (event: shutdown), waits for them until ctx is done, and releases
-// everything. It returns ctx's error when clients had to be cut off.
+// Drain marks the replica as leaving: /readyz answers 503 "draining" from
+// now on, while everything else goes on serving. A balancer that checks
+// /readyz stops sending new clients here; Shutdown then tells those that
+// are here to reconnect, and they land elsewhere. Safe to call more than
+// once, and from any goroutine.
+func (g *Gateway) Drain() {
+	if !g.draining.Swap(true) {
+		g.logger.Info("draining: /readyz answers 503, clients stay until shutdown")
+	}
+}
+
+// Draining reports whether Drain (or Shutdown) was called.
+func (g *Gateway) Draining() bool { return g.draining.Load() }
+
+// Shutdown drains (see Drain), stops accepting on the public listener,
+// tells every WebSocket client of both listeners to reconnect elsewhere
+// (1001) and ends every event stream (event: shutdown), waits for them
+// until ctx is done, then closes the internal listener and releases
+// everything. The internal listener goes last so that /readyz keeps
+// answering "draining" and /metrics keeps being scraped while clients
+// leave. It returns ctx's error when clients had to be cut off.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.Drain()
 	var wg sync.WaitGroup
 	var drainErr error
 	var mu sync.Mutex
-	for _, step := range []func(context.Context) error{
-		g.publicHTTP.Shutdown, g.internalHTTP.Shutdown, g.public.Shutdown, g.internal.Shutdown,
-	} {
-		wg.Go(func() {
-			if err := step(ctx); err != nil {
-				mu.Lock()
-				drainErr = err
-				mu.Unlock()
-			}
-		})
+	run := func(steps ...func(context.Context) error) {
+		for _, step := range steps {
+			wg.Go(func() {
+				if err := step(ctx); err != nil {
+					mu.Lock()
+					drainErr = err
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
+	run(g.publicHTTP.Shutdown, g.public.Shutdown, g.internal.Shutdown)
+	run(g.internalHTTP.Shutdown)
 	g.serveWG.Wait()
 	g.closeCore()
 	return drainErr
@@ -334,10 +361,14 @@ func healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ok\n"))
 }
 
-// readyz answers 503 while the backlog does not answer within the
-// operation timeout, so that a load balancer sends new clients to replicas
-// that can serve them.
+// readyz answers 503 while the replica drains, or while the backlog does
+// not answer within the operation timeout, so that a load balancer sends
+// new clients to replicas that can serve them.
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	if g.Draining() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
 	if err := g.hub.Ready(r.Context()); err != nil {
 		http.Error(w, "backlog unavailable: "+broker.ErrorOf(err).Message, http.StatusServiceUnavailable)
 		return

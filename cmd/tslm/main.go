@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -49,23 +50,69 @@ func run() error {
 	// plain text: route it into the structured log instead.
 	redis.SetLogger(redisLogger{logger.With("component", "redis")})
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	// Signals are taken on a channel rather than a context: the first
+	// starts the drain, a second cuts the drain delay and the grace short
+	// (an operator's second Ctrl-C, or an orchestrator in a hurry).
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	cfg := st.Gateway.WithDefaults()
-	g, err := gateway.Start(ctx, cfg, logger)
+	startCtx, cancelStart := context.WithCancel(context.Background())
+	defer cancelStart()
+	started := make(chan struct{})
+	go func() {
+		// A signal during start-up (an OpenID provider slow to answer,
+		// say) stops waiting for it.
+		select {
+		case <-sigs:
+			cancelStart()
+		case <-started:
+		}
+	}()
+	g, err := gateway.Start(startCtx, cfg, logger)
+	close(started)
 	if err != nil {
 		return envconfig.Explain(err)
 	}
-	<-ctx.Done()
-	stop()
-	logger.Info("shutting down: telling clients to reconnect elsewhere", "grace", cfg.ShutdownGrace)
-	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-	defer cancel()
-	if err := g.Shutdown(drainCtx); err != nil {
-		logger.Warn("grace period over: remaining connections cut", "err", err)
+	if startCtx.Err() != nil {
+		g.Shutdown(context.Background())
+		return nil
 	}
+	<-sigs
+	drain(g, cfg, logger, sigs)
 	logger.Info("stopped")
 	return nil
+}
+
+// drain runs the stop sequence docs/deploy.md describes for operators:
+// /readyz turns 503 at once, clients stay for the drain delay while load
+// balancers take the replica out, then every client is told to reconnect
+// elsewhere and given the grace period to go. A signal in sigs skips what
+// is left of the delay, then of the grace.
+func drain(g *gateway.Gateway, cfg gateway.Config, logger *slog.Logger, sigs <-chan os.Signal) {
+	g.Drain()
+	if cfg.DrainDelay > 0 {
+		logger.Info("draining: waiting for load balancers to stop sending clients", "drain_delay", cfg.DrainDelay)
+		select {
+		case <-time.After(cfg.DrainDelay):
+		case <-sigs:
+			logger.Info("second signal: drain delay skipped")
+		}
+	}
+	logger.Info("shutting down: telling clients to reconnect elsewhere", "grace", cfg.ShutdownGrace)
+	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	go func() {
+		select {
+		case <-sigs:
+			logger.Info("second signal: grace period cut short")
+			cancel()
+		case <-graceCtx.Done():
+		}
+	}()
+	if err := g.Shutdown(graceCtx); err != nil {
+		logger.Warn("grace period over: remaining connections cut", "err", err)
+	}
 }
 
 // load reads the config file TSLM_CONFIG names, if any, then the

@@ -50,6 +50,7 @@ type Vars struct {
 	PongTimeout      time.Duration `env:"PONG_TIMEOUT"`
 	WriteTimeout     time.Duration `env:"WRITE_TIMEOUT"`
 	ShutdownGrace    time.Duration `env:"SHUTDOWN_GRACE"`
+	DrainDelay       time.Duration `env:"DRAIN_DELAY"`
 	HTTPIdleTimeout  time.Duration `env:"HTTP_IDLE_TIMEOUT"`
 	HTTPReadTimeout  time.Duration `env:"HTTP_READ_TIMEOUT"`
 	OperationTimeout time.Duration `env:"OPERATION_TIMEOUT"`
