@@ -204,10 +204,14 @@ func checkBalancer(t *testing.T, project *types.Project, lb, tslm types.ServiceC
 	if err != nil {
 		t.Fatalf("TSLM_TRUSTED_PROXIES = %q: %v", trusted, err)
 	}
+	var wrong []string
 	for a := subnet.Masked().Addr(); subnet.Contains(a); a = a.Next() {
 		if proxies.Trusted(a) != (a == lbAddr) {
-			t.Errorf("TSLM_TRUSTED_PROXIES = %q trusts %s: %v; want lb's address %s alone", trusted, a, proxies.Trusted(a), lbAddr)
+			wrong = append(wrong, a.String())
 		}
+	}
+	if len(wrong) > 0 {
+		t.Errorf("TSLM_TRUSTED_PROXIES = %q is wrong about %d addresses of %s (%s first): want lb's address %s alone trusted", trusted, len(wrong), subnet, wrong[0], lbAddr)
 	}
 }
 
