@@ -49,7 +49,9 @@ func tslmBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "tslm")
-		cmd := exec.Command("go", "build", "-o", binPath, ".")
+		// The Dockerfile's flags, so that integration/docker_test.go's
+		// build of the same packages comes from the build cache.
+		cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = errors.New(string(out))
