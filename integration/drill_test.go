@@ -446,9 +446,11 @@ func (d *drill) logReports() {
 		} else {
 			line += "no subscriber reconnected; "
 		}
-		line += fmt.Sprintf("longest wait between messages p50 %v p99 %v; publish retries: API %d, XADD %d",
-			percentile(r.stalls, 0.50), percentile(r.stalls, 0.99), r.apiRetries, r.xaddRetry)
-		d.t.Log(line)
+		if name != "final" { // the publishers stopped before it
+			line += fmt.Sprintf("longest wait between messages p50 %v p99 %v; publish retries: API %d, XADD %d",
+				percentile(r.stalls, 0.50), percentile(r.stalls, 0.99), r.apiRetries, r.xaddRetry)
+		}
+		d.t.Log(strings.TrimSuffix(line, "; "))
 	}
 }
 
