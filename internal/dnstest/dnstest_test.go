@@ -49,7 +49,7 @@ func addrs(t *testing.T, r *dns.Msg) []string {
 	return out
 }
 
-func TestAnswersWhatIsSet(t *testing.T) {
+func TestAnswersWhatIsSetForTheBalancer(t *testing.T) {
 	srv := dnstest.Start(t)
 	if r := query(t, srv, "tslm", dns.TypeA); r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
 		t.Fatalf("a name never set: %v, want NXDOMAIN", r)
