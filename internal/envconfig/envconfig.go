@@ -132,6 +132,10 @@ var emptyMeansNone = []string{"ALLOWED_ORIGINS"}
 // the variable for its default.
 var zeroMeansUnlimited = []string{"PUBLIC_RATE", "INTERNAL_RATE"}
 
+// zeroIsAValue names the variables whose 0 means none rather than a slip:
+// TSLM_DRAIN_DELAY=0s drains at once, as a replica no balancer checks may.
+var zeroIsAValue = []string{"DRAIN_DELAY"}
+
 // Settings is what Load read.
 type Settings struct {
 	Gateway   gateway.Config
@@ -299,6 +303,9 @@ func checkValues(vars *Vars, environ map[string]string) error {
 			case slices.Contains(zeroMeansUnlimited, name) && n < 0:
 				return fmt.Errorf("%s%s must not be negative (0 means unlimited)", Prefix, name)
 			case slices.Contains(zeroMeansUnlimited, name):
+			case slices.Contains(zeroIsAValue, name) && n < 0:
+				return fmt.Errorf("%s%s must not be negative (0 means none)", Prefix, name)
+			case slices.Contains(zeroIsAValue, name):
 			case n <= 0:
 				return fmt.Errorf("%s%s must be positive: unset it for its default", Prefix, name)
 			}

@@ -102,6 +102,7 @@ func TestLoadNamesTheVariable(t *testing.T) {
 		"TSLM_READERS":      "",
 		// So are empty entries in a list.
 		"TSLM_INTERNAL_ADDRS": "127.0.0.1:8081,",
+		"TSLM_DRAIN_DELAY":    "-1s",
 	}
 	for name, value := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -147,6 +148,19 @@ func TestLoadReadsRequestSettings(t *testing.T) {
 	_, err = Load(map[string]string{"TSLM_SESSION_TTL": "30s"})
 	if err == nil || !strings.Contains(err.Error(), "TSLM_SESSION_TTL") || !strings.Contains(err.Error(), "TSLM_MAX_REQUEST_TIMEOUT") {
 		t.Errorf("a session TTL under the maximum request timeout: %v, want an error naming both variables", err)
+	}
+}
+
+// TestLoadReadsDrainDelay: 0s is a drain delay (none), not a slip.
+func TestLoadReadsDrainDelay(t *testing.T) {
+	for value, want := range map[string]time.Duration{"0s": 0, "3s": 3 * time.Second} {
+		st, err := Load(map[string]string{"TSLM_DRAIN_DELAY": value})
+		if err != nil {
+			t.Fatalf("TSLM_DRAIN_DELAY=%s: %v", value, err)
+		}
+		if got := st.Gateway.DrainDelay; got != want {
+			t.Errorf("TSLM_DRAIN_DELAY=%s: DrainDelay %v, want %v", value, got, want)
+		}
 	}
 }
 
