@@ -21,9 +21,11 @@ func (s *Server) Hang() (thaw func()) {
 	if err := proc.Signal(syscall.SIGSTOP); err != nil {
 		s.t.Fatalf("redistest: SIGSTOP: %v", err)
 	}
+	s.frozen.Store(true)
 	var once sync.Once
 	thaw = func() {
 		once.Do(func() {
+			s.frozen.Store(false)
 			if err := proc.Signal(syscall.SIGCONT); err != nil {
 				s.t.Errorf("redistest: SIGCONT: %v", err)
 			}
