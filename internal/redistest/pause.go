@@ -1,6 +1,8 @@
 package redistest
 
 import (
+	"errors"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -26,7 +28,8 @@ func (s *Server) Hang() (thaw func()) {
 	thaw = func() {
 		once.Do(func() {
 			s.frozen.Store(false)
-			if err := proc.Signal(syscall.SIGCONT); err != nil {
+			// A process killed meanwhile needs no thaw.
+			if err := proc.Signal(syscall.SIGCONT); err != nil && !errors.Is(err, os.ErrProcessDone) {
 				s.t.Errorf("redistest: SIGCONT: %v", err)
 			}
 		})

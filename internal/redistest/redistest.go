@@ -191,6 +191,7 @@ func (s *Server) spawn() error {
 		args = s.commandLine(s)
 	}
 	s.log = new(syncbuf.Buffer)
+	s.frozen.Store(false) // a new process; a Hang of the old one ended with it
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
