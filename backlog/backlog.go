@@ -57,6 +57,14 @@ type Log interface {
 	// nothing after after was lost: see Page.
 	Range(ctx context.Context, channel string, after ID, limit int) (Page, error)
 
+	// Before reports whether the message id is held and, when it is, the
+	// ID of the newest message held before it (Zero when none is). Both
+	// come from one atomic look, so they prove what a Range after prev
+	// would: a reader whose last message is prev lost nothing before id.
+	// The broker asks it when a Read reports a gap, for subscribers that
+	// are behind the reader's cursor because that cursor's entry was lost.
+	Before(ctx context.Context, channel string, id ID) (prev ID, held bool, err error)
+
 	// TailStart returns the ID of the oldest of the newest n messages, or
 	// Zero when the channel holds
 	// none or n < 1. It reads no payload, so that a replay of the newest n

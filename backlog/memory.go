@@ -359,6 +359,23 @@ func (m *Memory) Range(_ context.Context, channel string, after ID, limit int) (
 	return page, nil
 }
 
+func (m *Memory) Before(_ context.Context, channel string, id ID) (ID, bool, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	c, err := m.lookup(channel)
+	if err != nil {
+		return ID{}, false, err
+	}
+	i := sort.Search(len(c.msgs), func(i int) bool { return !c.msgs[i].ID.Less(id) })
+	if i == len(c.msgs) || c.msgs[i].ID != id {
+		return ID{}, false, nil
+	}
+	if i == 0 {
+		return ID{}, true, nil
+	}
+	return c.msgs[i-1].ID, true, nil
+}
+
 func (m *Memory) TailStart(_ context.Context, channel string, n int) (ID, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

@@ -1,6 +1,7 @@
 package backlog_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -216,4 +217,22 @@ func TestMemoryRelease(t *testing.T) {
 	if _, err := m.Release(ctx, "missing", "g", id); err != backlog.ErrNotFound {
 		t.Fatalf("Release on a missing channel: %v, want ErrNotFound", err)
 	}
+}
+
+// TestMemoryLossy: Lossy over the memory backlog shows a loss of the newest
+// entries as the Redis backlog does (TestRedisLosesNewest), and keeps the
+// contract while it lost nothing.
+func TestMemoryLossy(t *testing.T) {
+	backlogtest.RunLoss(t, func(t *testing.T) backlog.Log {
+		return backlogtest.NewLossy(backlog.NewMemory(backlog.MemoryConfig{}))
+	}, func(t *testing.T, ctx context.Context, l backlog.Log, channel string, n int) []backlog.ID {
+		ids, err := l.(*backlogtest.Lossy).LoseNewest(ctx, channel, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	})
+	backlogtest.Run(t, func(t *testing.T) backlog.Log {
+		return backlogtest.NewLossy(backlog.NewMemory(backlog.MemoryConfig{}))
+	})
 }

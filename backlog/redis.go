@@ -469,6 +469,28 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 	return page, nil
 }
 
+func (r *Redis) Before(ctx context.Context, channel string, id ID) (ID, bool, error) {
+	if r.isClosed() {
+		return ID{}, false, ErrClosed
+	}
+	ids, err := beforeScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)}, id.String()).StringSlice()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return ID{}, false, ErrNotFound
+	case err != nil:
+		return ID{}, false, r.wrap(ctx, err)
+	case len(ids) == 0:
+		return ID{}, false, nil
+	case len(ids) == 1:
+		return ID{}, true, nil
+	}
+	prev, err := ParseID(ids[1])
+	if err != nil {
+		return ID{}, false, fmt.Errorf("backlog: redis returned id %q: %w", ids[1], err)
+	}
+	return prev, true, nil
+}
+
 // TailStart walks back from the newest entry in a script, so that only the
 // ID it finds crosses the network, however large the n entries are.
 func (r *Redis) TailStart(ctx context.Context, channel string, n int) (ID, error) {

@@ -202,6 +202,18 @@ end
 return id
 `)
 
+// beforeScript answers Before for entry ARGV[1]: {} when it is not held,
+// {id} when it is the oldest held, {id, prev} otherwise, or nil when the
+// channel does not exist. One XREVRANGE, so both come from one state; no
+// payload crosses the network.
+var beforeScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local es = redis.call('XREVRANGE', KEYS[2], ARGV[1], '-', 'COUNT', 2)
+if #es == 0 or es[1][1] ~= ARGV[1] then return {} end
+if #es == 1 then return {es[1][1]} end
+return {es[1][1], es[2][1]}
+`)
+
 // tailStartChunk bounds the entries one step of tailStartScript reads.
 const tailStartChunk = "64"
 

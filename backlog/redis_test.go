@@ -37,6 +37,34 @@ func TestRedisConformance(t *testing.T) {
 	})
 }
 
+// TestRedisLosesNewest: what the Redis backlog tells once a stream lost its
+// newest entries, as after a failover that lost writes (here by XDEL,
+// which leaves the last generated ID as such a failover would not: the
+// reader's cursor stays past the loss either way).
+func TestRedisLosesNewest(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	rdb := srv.Client()
+	backlogtest.RunLoss(t, func(t *testing.T) backlog.Log {
+		return newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "loss:"})
+	}, func(t *testing.T, ctx context.Context, _ backlog.Log, channel string, n int) []backlog.ID {
+		key := "loss:ch:{" + channel + "}"
+		entries, err := rdb.XRevRangeN(ctx, key, "+", "-", int64(n)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]backlog.ID, len(entries))
+		raw := make([]string, len(entries))
+		for i, e := range entries {
+			ids[len(ids)-1-i], _ = backlog.ParseID(e.ID)
+			raw[i] = e.ID
+		}
+		if err := rdb.XDel(ctx, key, raw...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	})
+}
+
 func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)

@@ -89,6 +89,18 @@ func (g *guardedLog) List(ctx context.Context, prefix, cursor string, limit int)
 	return l.names, l.next, err
 }
 
+func (g *guardedLog) Before(ctx context.Context, channel string, id backlog.ID) (backlog.ID, bool, error) {
+	type before struct {
+		prev backlog.ID
+		held bool
+	}
+	b, err := guard(g, ctx, channel, func(ctx context.Context) (before, error) {
+		prev, held, err := g.log.Before(ctx, channel, id)
+		return before{prev, held}, err
+	})
+	return b.prev, b.held, err
+}
+
 func (g *guardedLog) TailStart(ctx context.Context, channel string, n int) (backlog.ID, error) {
 	return guard(g, ctx, channel, func(ctx context.Context) (backlog.ID, error) { return g.log.TailStart(ctx, channel, n) })
 }

@@ -48,8 +48,15 @@ func news(lastSent backlog.ID, p *Publication) *Publication {
 			return p
 		}
 		return nil
-	case !p.ID.Less(lastSent):
+	case p.ID == lastSent:
 		return p // the loss starts after what it has
+	case !p.Prev.IsZero() && p.Prev == lastSent:
+		return nil // it has the newest message held before the first one after the loss
+	case lastSent.Less(p.ID):
+		// The reader's cursor is past what it has: an entry lost before it
+		// subscribed, or one that never reached it. What is lost to it
+		// starts after its own last message.
+		return newGap(p.Channel, lastSent, p.Resume)
 	case p.Resume.IsZero() || lastSent.Next().Less(p.Resume):
 		// Its replay read the backlog past the reader's cursor, so the
 		// reader's gap starts too early for it; but messages between its

@@ -15,6 +15,13 @@ func gap(after, resume uint64) *Publication {
 	return &Publication{Channel: "c", ID: id(after), Gap: true, Resume: id(resume)}
 }
 
+// gapHeldBefore is gap with Prev, the newest message held before resume.
+func gapHeldBefore(after, resume, prev uint64) *Publication {
+	p := gap(after, resume)
+	p.Prev = id(prev)
+	return p
+}
+
 // describe renders publications as "5" for a message and "gap5>7" for a
 // gap after 5 resuming at 7.
 func describe(pubs []*Publication) string {
@@ -43,7 +50,17 @@ func TestNews(t *testing.T) {
 		{"the last message again", 5, msg(5), ""},
 		{"an older message", 5, msg(3), ""},
 		{"a gap after the last message", 5, gap(5, 9), "gap5>9"},
-		{"a gap after a later message", 5, gap(7, 9), "gap7>9"},
+		// The reader's cursor is past its last message (an entry lost
+		// before it subscribed): its loss starts after its own.
+		{"a gap after a later message", 5, gap(7, 9), "gap5>9"},
+		{"a gap after a later message, held before the resume unknown", 5, gapHeldBefore(7, 9, 0), "gap5>9"},
+		// Its last message was the newest held before the first one after
+		// the loss: it lost nothing (the loss of 6 and 7 was reported by
+		// its subscribe).
+		{"a gap after a later message, its last held before the resume", 5, gapHeldBefore(7, 9, 5), ""},
+		{"a gap after a later message, a newer one held before the resume", 5, gapHeldBefore(7, 9, 6), "gap5>9"},
+		{"a gap after a later message, an older one held before the resume", 5, gapHeldBefore(7, 9, 4), "gap5>9"},
+		{"a gap after the last message, whatever was held before the resume", 5, gapHeldBefore(5, 9, 3), "gap5>9"},
 		{"a gap from before, resuming past the next message", 5, gap(3, 9), "gap5>9"},
 		{"a gap from before, resume unknown", 5, gap(3, 0), "gap5>0"},
 		// Resume 6 is the first message held: if 6 is lastSent's
@@ -82,6 +99,10 @@ func TestMerge(t *testing.T) {
 		// The gap is restated after the last message merged before it, not
 		// after where the merge started.
 		{"an early gap after merged messages", 5, []*Publication{msg(6), msg(7), gap(4, 9), msg(9)}, "6 7 gap7>9 9"},
+		// A replay that ended with the newest message held, below the
+		// reader's lost cursor 7.
+		{"a gap for entries lost before the subscribe", 5, []*Publication{gapHeldBefore(7, 9, 5), msg(9)}, "9"},
+		{"a gap for its last message, lost since", 5, []*Publication{gapHeldBefore(7, 9, 4), msg(9)}, "gap5>9 9"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

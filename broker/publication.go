@@ -25,6 +25,14 @@ type Publication struct {
 	// when unknown: a subscriber already past ID lost something only if
 	// there is room for a message between its last one and Resume.
 	Resume backlog.ID
+	// Prev, for a gap, is the newest message held before Resume when the
+	// reader looked, or Zero when none was (or it could not look). A
+	// subscriber whose last message is Prev lost nothing before Resume,
+	// by the proof a resume after Prev would have: it is behind the
+	// reader because the reader's cursor was among entries lost before it
+	// subscribed, which its subscribe already reported with
+	// resumed:false.
+	Prev backlog.ID
 
 	mu     sync.Mutex
 	frames [3]cachedFrame // one per protocol: v1, legacy, SSE

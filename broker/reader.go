@@ -116,7 +116,7 @@ func (r *reader) run(ctx context.Context) {
 				continue
 			}
 			c := states[i]
-			cursors[i].After = r.deliver(c, b, cursors[i].After)
+			cursors[i].After = r.deliver(ctx, c, b, cursors[i].After)
 			r.mu.Lock()
 			// A channel unfollowed during the Read is gone; if it was
 			// followed anew, that is another channelState with its own
@@ -130,7 +130,7 @@ func (r *reader) run(ctx context.Context) {
 }
 
 // deliver fans one batch out and returns the new cursor.
-func (r *reader) deliver(c *channelState, b backlog.Batch, cursor backlog.ID) backlog.ID {
+func (r *reader) deliver(ctx context.Context, c *channelState, b backlog.Batch, cursor backlog.ID) backlog.ID {
 	if b.Deleted {
 		// Forgotten first: a subscriber joining from now on gets a fresh
 		// state; one that joined before is told below.
@@ -149,6 +149,7 @@ func (r *reader) deliver(c *channelState, b backlog.Batch, cursor backlog.ID) ba
 			resume = b.Messages[0].ID
 		}
 		gap := newGap(c.name, cursor, resume)
+		gap.Prev = r.heldBefore(ctx, c.name, resume)
 		var gaps int64
 		for _, s := range subs {
 			if s.offer(gap) {
@@ -171,6 +172,26 @@ func (r *reader) deliver(c *channelState, b backlog.Batch, cursor backlog.ID) ba
 	}
 	r.hub.stats.delivered.Add(delivered)
 	return cursor
+}
+
+// heldBefore returns the newest message held before resume, the first one
+// after a loss, or Zero when there is none or the backlog cannot tell: a
+// subscriber whose last message it is did not lose anything (see
+// Publication.Prev). Subscribers are behind the reader only after the
+// reader's cursor entry was lost, which is rare, but any of them may be,
+// so the reader asks on every gap: one small round trip, no payload.
+func (r *reader) heldBefore(ctx context.Context, channel string, resume backlog.ID) backlog.ID {
+	if resume.IsZero() {
+		return backlog.Zero
+	}
+	prev, held, err := r.hub.log.Before(ctx, channel, resume)
+	if err != nil || !held {
+		// Without the proof every subscriber behind the reader gets
+		// the gap: a gap too many, never one too few.
+		r.hub.cfg.Logger.Debug("no proof for subscribers behind the reader after a gap", "channel", channel, "err", err, "held", held)
+		return backlog.Zero
+	}
+	return prev
 }
 
 // nextBackoff doubles up to 5s, with jitter so that replicas that lost the

@@ -39,6 +39,7 @@ func Run(t *testing.T, newLog Factory) {
 		{"RangeAndContinuity", testRange},
 		{"MaxLenTrims", testMaxLen},
 		{"TailStart", testTailStart},
+		{"Before", testBefore},
 		{"RetentionTrims", testRetention},
 		{"ReadReturnsNewMessages", testRead},
 		{"ReadBlocksUntilAppend", testReadBlocks},
@@ -288,6 +289,33 @@ func testTailStart(t *testing.T, ctx context.Context, l backlog.Log) {
 			t.Fatal(err)
 		}
 		sameIDs(t, fmt.Sprintf("Range after TailStart(%d).Prev()", c.n), idsOf(page.Messages), ids[max(len(ids)-c.n, 0):])
+	}
+}
+
+func testBefore(t *testing.T, ctx context.Context, l backlog.Log) {
+	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{MaxLen: 3})
+	if _, held, err := l.Before(ctx, ch, backlog.ID{Ms: 1}); err != nil || held {
+		t.Fatalf("Before on an empty channel = held %v, %v; want false, nil", held, err)
+	}
+	ids := mustAppend(t, ctx, l, ch, 5) // the 2 oldest are trimmed
+	for _, c := range []struct {
+		id, prev backlog.ID
+		held     bool
+	}{
+		{ids[4], ids[3], true},
+		{ids[3], ids[2], true},
+		{ids[2], backlog.Zero, true}, // the oldest held
+		{ids[1], backlog.Zero, false},
+		{ids[4].Next(), backlog.Zero, false},
+		{backlog.Zero, backlog.Zero, false},
+	} {
+		prev, held, err := l.Before(ctx, ch, c.id)
+		if err != nil || prev != c.prev || held != c.held {
+			t.Errorf("Before(%v) = %v, %v, %v; want %v, %v, nil", c.id, prev, held, err, c.prev, c.held)
+		}
+	}
+	if _, _, err := l.Before(ctx, channel(t), ids[4]); !errors.Is(err, backlog.ErrNotFound) {
+		t.Errorf("Before on a missing channel: %v, want ErrNotFound", err)
 	}
 }
 

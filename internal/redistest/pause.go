@@ -1,6 +1,8 @@
 package redistest
 
 import (
+	"errors"
+	"os"
 	"sync"
 	"syscall"
 )
@@ -21,10 +23,13 @@ func (s *Server) Hang() (thaw func()) {
 	if err := proc.Signal(syscall.SIGSTOP); err != nil {
 		s.t.Fatalf("redistest: SIGSTOP: %v", err)
 	}
+	s.frozen.Store(true)
 	var once sync.Once
 	thaw = func() {
 		once.Do(func() {
-			if err := proc.Signal(syscall.SIGCONT); err != nil {
+			s.frozen.Store(false)
+			// A process killed meanwhile needs no thaw.
+			if err := proc.Signal(syscall.SIGCONT); err != nil && !errors.Is(err, os.ErrProcessDone) {
 				s.t.Errorf("redistest: SIGCONT: %v", err)
 			}
 		})

@@ -4,24 +4,30 @@
 // with a message saying so; go test -short skips it instead, except when
 // CI=true, so that CI never silently skips Redis.
 //
+// StartCluster and StartSentinel start a Redis Cluster (3 masters, 3
+// replicas) and a Sentinel set (primary, 2 replicas, 3 sentinels) the same
+// way, from the redis-server and redis-cli binaries only.
+//
 // It never touches a shared server such as 127.0.0.1:6379. A Server is
 // meant for one test goroutine; its methods are not safe for concurrent use.
 package redistest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	tcredis "github.com/testcontainers/testcontainers-go/modules/redis"
+
+	"github.com/tslm/tslm/internal/syncbuf"
 )
 
 // Options configures Start. The zero value is a server without persistence.
@@ -44,7 +50,17 @@ type Server struct {
 	port   int
 	cmd    *exec.Cmd
 	exited chan struct{}
-	log    *bytes.Buffer
+	log    *syncbuf.Buffer
+	// commandLine, when set, prepares the server's directory and returns
+	// its arguments (cluster nodes, sentinels); nil is a standalone
+	// server configured by opts.
+	commandLine func(s *Server) []string
+	// busPort is a cluster node's cluster bus port, chosen with port.
+	busPort  int
+	needsBus bool
+	// frozen is set while Hang holds the process stopped; the thaw may
+	// come from another goroutine.
+	frozen atomic.Bool
 
 	// container backend
 	container *tcredis.RedisContainer
@@ -55,16 +71,41 @@ type Server struct {
 // Start starts a server and registers its cleanup with t.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	s := &Server{t: t, opts: opts}
-	t.Cleanup(s.cleanup)
 	if bin, err := exec.LookPath("redis-server"); err == nil {
-		s.bin = bin
-		s.dir = t.TempDir()
+		// The directory first: cleanups run last-registered first, and
+		// the process must be gone before its directory is removed.
+		s := &Server{t: t, opts: opts, bin: bin, dir: t.TempDir()}
+		t.Cleanup(s.cleanup)
 		s.startBinary()
 		return s
 	}
+	s := &Server{t: t, opts: opts}
+	t.Cleanup(s.cleanup)
 	s.startContainer()
 	return s
+}
+
+// startProcess starts a redis-server with the command line commandLine
+// returns, in a directory of its own. Unlike Start it has no container
+// fallback: Cluster and Sentinel sets need the binaries.
+func startProcess(t testing.TB, opts Options, commandLine func(s *Server) []string, needsBus bool) *Server {
+	t.Helper()
+	bin := lookBinary(t, "redis-server")
+	s := &Server{t: t, opts: opts, bin: bin, dir: t.TempDir(), commandLine: commandLine, needsBus: needsBus}
+	t.Cleanup(s.cleanup)
+	s.startBinary()
+	return s
+}
+
+// lookBinary finds name on PATH, or fails or skips t as Start does when no
+// Redis can be had.
+func lookBinary(t testing.TB, name string) string {
+	t.Helper()
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		unavailable(t, name+" is not on PATH (Cluster and Sentinel sets run the binaries, never a container)")
+	}
+	return bin
 }
 
 // unavailable fails t, or skips it under go test -short outside CI.
@@ -103,6 +144,11 @@ func (s *Server) startBinary() {
 				s.t.Fatalf("redistest: free port: %v", err)
 			}
 			s.port = port
+			for s.needsBus && (s.busPort == 0 || s.busPort == s.port) {
+				if s.busPort, err = freePort(); err != nil {
+					s.t.Fatalf("redistest: free port: %v", err)
+				}
+			}
 		}
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 		if lastErr = s.spawn(); lastErr == nil {
@@ -111,7 +157,7 @@ func (s *Server) startBinary() {
 		if s.exited == nil {
 			break
 		}
-		s.port = 0 // retry elsewhere only when the process itself gave up
+		s.port, s.busPort = 0, 0 // retry elsewhere only when the process itself gave up
 	}
 	s.t.Fatalf("redistest: redis-server did not start: %v", lastErr)
 }
@@ -125,17 +171,28 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// spawn runs redis-server and waits until it answers PING.
-func (s *Server) spawn() error {
+// serverArgs are a data node's arguments: loopback only, no RDB snapshots,
+// AOF as opts says.
+func (s *Server) serverArgs() []string {
 	aof := "no"
 	if s.opts.AOF {
 		aof = "yes"
 	}
-	s.log = new(bytes.Buffer)
-	cmd := exec.Command(s.bin,
+	return []string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", aof, "--dir", s.dir,
-		"--protected-mode", "no", "--loglevel", "warning")
+		"--protected-mode", "no", "--loglevel", "warning"}
+}
+
+// spawn runs redis-server and waits until it answers PING.
+func (s *Server) spawn() error {
+	args := s.serverArgs()
+	if s.commandLine != nil {
+		args = s.commandLine(s)
+	}
+	s.log = new(syncbuf.Buffer)
+	s.frozen.Store(false) // a new process; a Hang of the old one ended with it
+	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
 		return err
@@ -245,6 +302,37 @@ func (s *Server) kill() {
 	s.cmd.Process.Kill()
 	<-s.exited
 	s.cmd = nil
+}
+
+// Kill ends the server at once (SIGKILL), as a crash would: writes it had
+// not yet passed to replicas or fsynced are lost. Start brings it back on
+// the same port and directory.
+func (s *Server) Kill() {
+	s.t.Helper()
+	s.needRestart()
+	s.kill()
+}
+
+// Running reports whether the server's process runs (stopped or killed
+// servers do not; a frozen one does).
+func (s *Server) Running() bool {
+	if s.container != nil {
+		return true
+	}
+	return s.cmd != nil
+}
+
+// answers reports whether the server can answer commands: it runs and is
+// not frozen by Hang.
+func (s *Server) answers() bool { return s.Running() && !s.frozen.Load() }
+
+// Log returns what the server has logged (warnings and worse) since it
+// last started; empty with the container backend.
+func (s *Server) Log() string {
+	if s.log == nil {
+		return ""
+	}
+	return s.log.String()
 }
 
 // Start starts a stopped server again on the same port and directory, so

@@ -57,3 +57,18 @@ func TestFlush(t *testing.T) {
 		t.Errorf("DBSIZE after Flush = %d, %v; want 0", n, err)
 	}
 }
+
+// TestKillFrozen: a frozen server can be killed, as a crash of a stuck
+// primary, and started again; the thaw left for cleanup is harmless.
+func TestKillFrozen(t *testing.T) {
+	s := redistest.Start(t, redistest.Options{})
+	s.Hang()
+	s.Kill()
+	if s.Running() {
+		t.Fatal("running after Kill")
+	}
+	s.Start()
+	if err := s.Client().Ping(t.Context()).Err(); err != nil {
+		t.Fatalf("PING after Start: %v", err)
+	}
+}

@@ -38,7 +38,7 @@ func TestUnavailableVerdict(t *testing.T) {
 // with a test that finds no Redis, and checks what go test gets to show:
 // go test ./... prints a package's output only when its binary fails.
 func TestUnavailableReachesGoTest(t *testing.T) {
-	if os.Getenv("REDISTEST_CHILD") == "1" {
+	if os.Getenv("REDISTEST_CHILD") != "" {
 		return // only TestUnavailableChild runs in the child
 	}
 	for _, c := range []struct {
@@ -74,6 +74,64 @@ func TestUnavailableChild(t *testing.T) {
 		t.Skip("run by TestUnavailableReachesGoTest")
 	}
 	unavailable(t, "no backend (simulated)")
+}
+
+// TestSetsNeedBinaries: a Cluster or Sentinel set without redis-server on
+// PATH fails under CI and is skipped under -short, as Start is, rather
+// than falling back to a container.
+func TestSetsNeedBinaries(t *testing.T) {
+	if os.Getenv("REDISTEST_CHILD") != "" {
+		return
+	}
+	for _, set := range []string{"cluster", "sentinel"} {
+		for _, c := range []struct {
+			name     string
+			env      []string
+			args     []string
+			wantFail bool
+		}{
+			{"CI", []string{"CI=true"}, nil, true},
+			{"short", nil, []string{"-test.short"}, false},
+		} {
+			t.Run(set+" "+c.name, func(t *testing.T) {
+				args := append([]string{"-test.run=^TestSetChild$", "-test.v"}, c.args...)
+				cmd := exec.Command(os.Args[0], args...)
+				cmd.Env = append(withoutCI(withoutPath(os.Environ())), "PATH=", "REDISTEST_CHILD="+set)
+				cmd.Env = append(cmd.Env, c.env...)
+				out, err := cmd.CombinedOutput()
+				var exit *exec.ExitError
+				if failed := errors.As(err, &exit); failed != c.wantFail || (err != nil && !failed) {
+					t.Fatalf("child: %v, want failure %v; output:\n%s", err, c.wantFail, out)
+				}
+				if !strings.Contains(string(out), "redis-backed tests NOT run") || !strings.Contains(string(out), "not on PATH") {
+					t.Errorf("child output lacks the message:\n%s", out)
+				}
+			})
+		}
+	}
+}
+
+// TestSetChild is the child of TestSetsNeedBinaries.
+func TestSetChild(t *testing.T) {
+	switch os.Getenv("REDISTEST_CHILD") {
+	case "cluster":
+		StartCluster(t, ClusterOptions{})
+	case "sentinel":
+		StartSentinel(t, SentinelOptions{})
+	default:
+		t.Skip("run by TestSetsNeedBinaries")
+	}
+	t.Error("started without binaries on PATH")
+}
+
+func withoutPath(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "PATH=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 func withoutCI(env []string) []string {
