@@ -246,9 +246,15 @@ func (c *conn) write(frames [][]byte) bool {
 			return false
 		}
 		frames[i] = nil
-		c.queue.done(1, len(f))
+		c.wrote(f)
 	}
 	return true
+}
+
+// wrote does the bookkeeping of one frame written to the socket: its room
+// in the queue is free again. Writer goroutine only.
+func (c *conn) wrote(f []byte) {
+	c.queue.done(1, len(f))
 }
 
 // drop releases frames taken but never to be written.
