@@ -6,6 +6,7 @@ import (
 
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/internal/histogram"
 )
 
 // BenchmarkLiveFrame is one live message's way through a connection, its
@@ -19,14 +20,14 @@ func BenchmarkLiveFrame(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		c := benchConn()
-		var batch [][]byte
+		var batch []queued
 		for pb.Next() {
 			if !c.Deliver(p) {
 				b.Fatal("Deliver refused a frame into an empty queue")
 			}
 			batch = c.queue.take(batch)
-			for _, f := range batch {
-				c.wrote(f)
+			for _, it := range batch {
+				c.wrote(it)
 			}
 		}
 	})
@@ -34,5 +35,5 @@ func BenchmarkLiveFrame(b *testing.B) {
 
 // benchConn is a connection with nothing but what the live path touches.
 func benchConn() *conn {
-	return &conn{enc: v1Encoder, queue: newSendQueue(1024, 4<<20, nil)}
+	return &conn{enc: v1Encoder, queue: newSendQueue(1024, 4<<20, nil), latency: histogram.New(publishToWriteBounds)}
 }
