@@ -60,7 +60,7 @@ func (m *redisMetrics) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if !blocking(cmd) {
 			s.seconds.ObserveDuration(time.Since(start))
 		}
-		if failed(err) {
+		if failed(cmd, err) {
 			s.errors.Add(1)
 		}
 		return err
@@ -78,7 +78,7 @@ func (m *redisMetrics) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 		m.of(label).seconds.ObserveDuration(time.Since(start))
 		for _, cmd := range cmds {
 			// MULTI and EXEC wrap the others, which hold their failure.
-			if name := cmd.Name(); name != "multi" && name != "exec" && failed(cmd.Err()) {
+			if name := cmd.Name(); name != "multi" && name != "exec" && failed(cmd, cmd.Err()) {
 				m.of(name).errors.Add(1)
 			}
 		}
@@ -101,21 +101,44 @@ func blocking(cmd redis.Cmder) bool {
 	return false
 }
 
-// failed reports whether err is a failure: not an empty answer
+// failed reports whether err, cmd's, is a failure: not an empty answer
 // (redis.Nil), a caller that gave up (cancellation), nor an error reply
-// the backlog expects and handles itself (a script to load again, a
-// consumer group to create, a blocked read interrupted on purpose).
-func failed(err error) bool {
+// that its sender expects and handles (expectedReply).
+func failed(cmd redis.Cmder, err error) bool {
 	switch {
 	case err == nil, errors.Is(err, redis.Nil), errors.Is(err, context.Canceled):
 		return false
 	}
-	for _, prefix := range []string{"NOSCRIPT", "NOGROUP", "BUSYGROUP", "UNBLOCKED"} {
-		if redis.HasErrorPrefix(err, prefix) {
-			return false
-		}
+	if _, ok := errors.AsType[redis.Error](err); ok && expectedReply(cmd, err) {
+		return false
 	}
 	return true
+}
+
+// expectedReply reports whether err, an error reply to cmd, is one its
+// sender expects: the backlog loads a script again (NOSCRIPT), creates a
+// consumer group (NOGROUP, BUSYGROUP), interrupts a blocked read on
+// purpose (UNBLOCKED), and reads XINFO STREAM beside EXISTS, for channels
+// whose stream does not exist yet; go-redis sets up connections with
+// CLIENT SETINFO and CLIENT MAINT_NOTIFICATIONS, which older Redis
+// versions refuse and go-redis does without.
+func expectedReply(cmd redis.Cmder, err error) bool {
+	for _, prefix := range []string{"NOSCRIPT", "NOGROUP", "BUSYGROUP", "UNBLOCKED"} {
+		if redis.HasErrorPrefix(err, prefix) {
+			return true
+		}
+	}
+	switch cmd.Name() {
+	case "xinfo":
+		return strings.Contains(err.Error(), "no such key")
+	case "client":
+		args := cmd.Args()
+		if len(args) > 1 {
+			sub, _ := args[1].(string)
+			return strings.EqualFold(sub, "setinfo") || strings.EqualFold(sub, "maint_notifications")
+		}
+	}
+	return false
 }
 
 // redisCollector exposes redisMetrics and the clients' connection pools
@@ -151,7 +174,9 @@ func (c *redisCollector) Collect(ch chan<- prometheus.Metric) {
 		if snap := s.seconds.Snapshot(); snap.Count() > 0 {
 			ch <- prometheus.MustNewConstHistogram(descRedisSeconds, snap.Count(), snap.Sum, snap.Cumulative(), name)
 		}
-		ch <- prometheus.MustNewConstMetric(descRedisErrors, prometheus.CounterValue, float64(s.errors.Load()), name)
+		if name != pipelineLabel && name != transactionLabel { // failures count by command
+			ch <- prometheus.MustNewConstMetric(descRedisErrors, prometheus.CounterValue, float64(s.errors.Load()), name)
+		}
 		return true
 	})
 	for pool, st := range c.pools() {
