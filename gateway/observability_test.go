@@ -59,6 +59,9 @@ func TestObservability(t *testing.T) {
 	// Live delivery on the public listener of a message from each path.
 	sub := wsDial(t, "ws://"+public+"/v1/ws")
 	wsRoundTrip(t, sub, `{"type":"subscribe","ref":"s","channel":"obs"}`, "ack")
+	// Commands run in order: once this is answered the subscription is
+	// live, so that its messages are timed as live ones.
+	wsRoundTrip(t, sub, `{"type":"unsubscribe","ref":"u","channel":"other"}`, "ack")
 	app := wsDial(t, "ws://"+internal+"/v1/ws")
 	first := wsRoundTrip(t, app, `{"type":"publish","ref":"p","channel":"obs","data":{"via":"websocket"}}`, "ack")["id"].(string)
 	api(http.MethodPost, "/v1/channels/obs/messages", `{"via":"api"}`, http.StatusCreated)

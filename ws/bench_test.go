@@ -143,7 +143,7 @@ func TestDeliverAllocs(t *testing.T) {
 					t.Fatal("Deliver refused a frame into an empty queue")
 				}
 				batch = c.queue.take(batch)
-				c.wrote(batch[0])
+				c.wrote(batch[0], time.Now())
 			})
 			if allocs != 0 {
 				t.Errorf("delivering an encoded publication allocates %v times, want 0", allocs)

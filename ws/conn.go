@@ -257,25 +257,27 @@ func (c *conn) write(frames []queued) bool {
 			}
 		default:
 		}
-		c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		now := time.Now()
+		c.ws.SetWriteDeadline(now.Add(c.srv.cfg.WriteTimeout))
 		if err := c.ws.WriteMessage(websocket.TextMessage, it.frame); err != nil {
 			c.fail(err)
 			return false
 		}
 		frames[i] = queued{}
-		c.wrote(it)
+		c.wrote(it, now)
 	}
 	return true
 }
 
-// wrote does the bookkeeping of one frame written to the socket: it is
-// counted, a live message is timed from its publication, and its room in
-// the queue is free again. Writer goroutine only: nothing here is shared
-// with another connection, as it runs once per delivered message.
-func (c *conn) wrote(it queued) {
+// wrote does the bookkeeping of one frame written to the socket from now
+// on: it is counted, a live message is timed from its publication to now,
+// and its room in the queue is free again. Writer goroutine only: nothing
+// here is shared with another connection, as it runs once per delivered
+// message.
+func (c *conn) wrote(it queued, now time.Time) {
 	c.framesOut++
 	if it.published > 0 {
-		c.latency.Observe(secondsSince(it.published))
+		c.latency.Observe(secondsFrom(it.published, now))
 	}
 	c.queue.done(1, len(it.frame))
 }

@@ -38,11 +38,13 @@ func publishedMs(p *broker.Publication) uint64 {
 	return p.ID.Ms
 }
 
-// secondsSince is the time from ms (Unix milliseconds, the backlog's
-// clock) to now (the gateway's), never below 0: clocks apart would make it
-// negative.
-func secondsSince(ms int64) float64 {
-	return float64(max(time.Now().UnixMicro()-ms*1000, 0)) / 1e6
+// secondsFrom is the time in seconds from ms (Unix milliseconds, the
+// backlog's clock) to now (the gateway's), never below 0: clocks apart
+// would make it negative. The writers pass the time they read anyway for
+// the write's deadline: reading the clock costs as much as the rest of a
+// frame's bookkeeping, and a message's ID has millisecond resolution.
+func secondsFrom(ms int64, now time.Time) float64 {
+	return float64(max(now.UnixMicro()-ms*1000, 0)) / 1e6
 }
 
 // Who ended a connection, and over what.

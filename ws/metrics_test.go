@@ -84,6 +84,7 @@ func TestPublishToWriteAndQueueFill(t *testing.T) {
 	ts.create(t, "c", 0)
 	sub := ts.dial(t)
 	sub.subscribe("c", nil)
+	sub.roundTrip() // commands run in order: the subscription is live, not replaying
 	ids := ts.publish(t, "c", 3)
 	if got := sub.messages("c", 3); fmt.Sprint(got) != fmt.Sprint(ids) {
 		t.Fatalf("received %v, want %v", got, ids)

@@ -266,9 +266,10 @@ type Stats struct {
 	Ends map[End]int64
 	// PublishToWrite holds, for every live message written to a client,
 	// the seconds from its publication (its ID's time: Redis's clock with
-	// the Redis backlog) to its write to the socket (the gateway's clock);
-	// clocks apart make it off by their difference, and a negative time
-	// counts as 0. Replayed messages are not timed.
+	// the Redis backlog) to its write to the socket (the gateway's clock:
+	// when a WebSocket frame's write starts, when an event stream's batch
+	// is flushed); clocks apart make it off by their difference, and a
+	// negative time counts as 0. Replayed messages are not timed.
 	PublishToWrite histogram.Snapshot
 	// QueueFill holds the fill of every open connection's and stream's
 	// send queue: the larger of its frame and byte shares of

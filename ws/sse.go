@@ -657,19 +657,22 @@ func (st *stream) write(w http.ResponseWriter, rc *http.ResponseController, curs
 			st.failWrite(err)
 			return false
 		}
-		items[i] = queued{}
+		items[i].frame = nil // its published time stays, for below
 		st.framesOut++
-		if it.published > 0 {
-			// Timed once written to the response, before the flush
-			// below: the batch goes out in one.
-			st.latency.Observe(secondsSince(it.published))
-		}
 		st.queue.done(1, len(item))
 	}
-	rc.SetWriteDeadline(time.Now().Add(st.srv.cfg.WriteTimeout))
+	now := time.Now()
+	rc.SetWriteDeadline(now.Add(st.srv.cfg.WriteTimeout))
 	if err := rc.Flush(); err != nil {
 		st.failWrite(err)
 		return false
+	}
+	// Live messages are timed to the flush that puts them on the socket.
+	for i, it := range items {
+		if it.published > 0 {
+			st.latency.Observe(secondsFrom(it.published, now))
+		}
+		items[i] = queued{}
 	}
 	return true
 }
