@@ -127,8 +127,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// constHistogram exposes a histogram snapshot; one with no bounds yet (no
-// observation) shows its buckets empty all the same.
+// constHistogram exposes a histogram snapshot.
 func constHistogram(desc *prometheus.Desc, s histogram.Snapshot, labels ...string) prometheus.Metric {
 	return prometheus.MustNewConstHistogram(desc, s.Count(), s.Sum, s.Cumulative(), labels...)
 }
