@@ -64,9 +64,9 @@ type Subscription struct {
 	held       int64             // bytes of the replay budget reserved for pending
 	startGap   *Publication      // a loss to report before pending
 	paging     bool              // more may follow pending in the backlog
-	floor      backlog.ID        // live messages at or before it are not wanted
 	history    bool              // since or last: the replay's size is measured
-	replaySent int64             // messages the replay sent
+	replaySent int32             // messages the replay sent (within a channel's max_len and overtakes)
+	floor      backlog.ID        // live messages at or before it are not wanted
 	lastSent   backlog.ID        // after live is set, guarded by mu
 
 	mu       sync.Mutex
