@@ -35,6 +35,11 @@ type RedisConfig struct {
 	// tests; nil means time.Now. It is the gateway's clock, not Redis's,
 	// since deadlines are set by it; idle times (Reclaim) are Redis's.
 	Now func() time.Time
+	// Hooks are added to the client NewRedis derives from the one it is
+	// given, which runs the scripts that change channels (see
+	// Redis.writer), so that they see every command; the caller adds them
+	// to its own client, whose hooks the Read connections inherit.
+	Hooks []redis.Hook
 }
 
 // MaxKeyPrefixLen is the longest RedisConfig.KeyPrefix in bytes.
@@ -105,7 +110,21 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{})}
 	r.conns, _ = client.(conner)
 	r.writer, r.ownsWriter = withoutRetries(client)
+	if r.ownsWriter {
+		for _, h := range cfg.Hooks {
+			r.writer.AddHook(h)
+		}
+	}
 	return r
+}
+
+// WriterPoolStats are the connection pool counters of the client NewRedis
+// derived for writes, or nil when it writes with the client it was given.
+func (r *Redis) WriterPoolStats() *redis.PoolStats {
+	if !r.ownsWriter {
+		return nil
+	}
+	return r.writer.PoolStats()
 }
 
 // withoutRetries returns a client like c that never retries a command by

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tslm/tslm/backlog"
+	"github.com/tslm/tslm/internal/histogram"
 )
 
 // Config tunes a Hub. Zero values mean the documented defaults.
@@ -221,7 +222,21 @@ type hubStats struct {
 	timeouts        atomic.Int64
 	repliesDropped  atomic.Int64
 	servings        atomic.Int64
+
+	// Read from the backlog by the readers (reader.go) and sent by
+	// replays (replay.go).
+	read           atomic.Int64
+	fullReads      atomic.Int64
+	readerLag      *histogram.Histogram
+	replayMessages *histogram.Histogram
 }
+
+// Histogram bounds: a reader's lag in seconds, and the messages of one
+// replay.
+var (
+	readerLagBounds      = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+	replayMessagesBounds = []float64{0, 1, 10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000}
+)
 
 // Stats is a snapshot of the hub's counters, for metrics.
 type Stats struct {
@@ -250,6 +265,24 @@ type Stats struct {
 	// or held as an early reply that no request claimed.
 	RepliesDropped int64
 	Servings       int64 // open Servings
+
+	// MessagesRead counts the entries the readers took from the backlog
+	// for live delivery, session inboxes aside: each entry once per
+	// replica that follows its channel, whoever appended it.
+	MessagesRead int64
+	// FullReads counts the channels' batches that came back with
+	// Config.ReadBatch entries: the reader was at least that far behind
+	// the channel's newest entry, and reads again at once.
+	FullReads int64
+	// ReaderLag holds, for every batch a reader took, how long its first
+	// entry had been in the backlog, in seconds: the gateway's clock now
+	// minus the millisecond time of the entry's ID (Redis's clock, with
+	// the Redis backlog). Negative ages (clocks apart) count as 0.
+	ReaderLag histogram.Snapshot
+	// ReplayMessages holds, for every subscription that asked for history
+	// (since or last), the messages its replay sent before it went live
+	// or ended.
+	ReplayMessages histogram.Snapshot
 }
 
 // New starts a hub over log. Close stops it; it does not close log.
@@ -263,6 +296,8 @@ func New(log backlog.Log, cfg Config) *Hub {
 		budget: newReplayBudget(cfg.ReplayBytes), replica: newReplicaID(),
 		servings: make(map[string]map[*Serving]struct{}),
 	}
+	h.stats.readerLag = histogram.New(readerLagBounds)
+	h.stats.replayMessages = histogram.New(replayMessagesBounds)
 	h.mu.Lock()
 	for range cfg.Readers {
 		h.startReaderLocked()
@@ -356,6 +391,11 @@ func (h *Hub) Stats() Stats {
 		Timeouts:        h.stats.timeouts.Load(),
 		RepliesDropped:  h.stats.repliesDropped.Load(),
 		Servings:        h.stats.servings.Load(),
+
+		MessagesRead:   h.stats.read.Load(),
+		FullReads:      h.stats.fullReads.Load(),
+		ReaderLag:      h.stats.readerLag.Snapshot(),
+		ReplayMessages: h.stats.replayMessages.Snapshot(),
 	}
 }
 

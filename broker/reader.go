@@ -110,6 +110,7 @@ func (r *reader) run(ctx context.Context) {
 			continue
 		}
 		backoff = 0
+		r.account(batches)
 		for _, b := range batches {
 			i, ok := index[b.Channel]
 			if !ok {
@@ -192,6 +193,30 @@ func (r *reader) heldBefore(ctx context.Context, channel string, resume backlog.
 		return backlog.Zero
 	}
 	return prev
+}
+
+// account counts what one Read took: once per batch, not per message, as
+// the readers share these atomics.
+func (r *reader) account(batches []backlog.Batch) {
+	now := time.Now().UnixMicro()
+	var read int64
+	for _, b := range batches {
+		if len(b.Messages) == 0 {
+			continue
+		}
+		age := now - int64(b.Messages[0].ID.Ms)*1000
+		r.hub.stats.readerLag.Observe(float64(max(age, 0)) / 1e6)
+		if len(b.Messages) >= r.hub.cfg.ReadBatch {
+			r.hub.stats.fullReads.Add(1)
+		}
+		if !IsReserved(b.Channel) {
+			// Replies, not messages: tslm_replies_total counts them.
+			read += int64(len(b.Messages))
+		}
+	}
+	if read > 0 {
+		r.hub.stats.read.Add(read)
+	}
 }
 
 // nextBackoff doubles up to 5s, with jitter so that replicas that lost the

@@ -44,6 +44,9 @@ func (s *Subscription) Replay(ctx context.Context) error {
 		s.mu.Lock()
 		s.state = replayDone
 		s.mu.Unlock()
+		if s.history {
+			s.hub.stats.replayMessages.Observe(float64(s.replaySent))
+		}
 		close(s.replayed)
 	}()
 	err := s.replay(ctx)
@@ -172,6 +175,7 @@ func (s *Subscription) send(ctx context.Context, p *Publication) error {
 		s.hub.stats.gaps.Add(1)
 	} else {
 		s.hub.stats.delivered.Add(1)
+		s.replaySent++
 	}
 	return nil
 }

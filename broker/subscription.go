@@ -60,12 +60,14 @@ type Subscription struct {
 
 	// Owned by the goroutine that calls Subscribe and then Replay, until
 	// live is set (or by Close when Replay never started).
-	pending  []backlog.Message // read from the backlog, not yet sent
-	held     int64             // bytes of the replay budget reserved for pending
-	startGap *Publication      // a loss to report before pending
-	paging   bool              // more may follow pending in the backlog
-	floor    backlog.ID        // live messages at or before it are not wanted
-	lastSent backlog.ID        // after live is set, guarded by mu
+	pending    []backlog.Message // read from the backlog, not yet sent
+	held       int64             // bytes of the replay budget reserved for pending
+	startGap   *Publication      // a loss to report before pending
+	paging     bool              // more may follow pending in the backlog
+	history    bool              // since or last: the replay's size is measured
+	replaySent int32             // messages the replay sent (within a channel's max_len and overtakes)
+	floor      backlog.ID        // live messages at or before it are not wanted
+	lastSent   backlog.ID        // after live is set, guarded by mu
 
 	mu       sync.Mutex
 	state    replayState
@@ -127,6 +129,7 @@ func (s *Subscription) position(ctx context.Context, from From) (SubscribeResult
 		return SubscribeResult{}, err
 	}
 	res := SubscribeResult{Head: info.LastID}
+	s.history = from.Since != nil || from.Last > 0
 	switch {
 	case from.Since != nil:
 		continuous, err := s.readPage(ctx, *from.Since)

@@ -169,6 +169,14 @@ type Config struct {
 	// "/tslm.js" on the public listener (see clients/js). Off by default:
 	// a production gateway serves no pages.
 	Demo bool
+
+	// Pprof serves net/http/pprof's profiles under /debug/pprof/ on the
+	// internal listener, never on the public one. Off by default.
+	Pprof bool
+	// AccessLog logs a line when a WebSocket connection or an event
+	// stream opens and one when it ends (see ws.Config.AccessLog); nil
+	// means on. See docs/observability.md.
+	AccessLog *bool
 }
 
 // Unlimited, as PublicRate or InternalRate, means no command rate limit.
@@ -277,8 +285,16 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.BlockInterval, redisDef.BlockInterval)
 	orDefault(&c.MaxReadLimit, apiDef.MaxReadLimit)
 	orDefault(&c.MaxListLimit, apiDef.MaxListLimit)
+	if c.AccessLog == nil {
+		on := true
+		c.AccessLog = &on
+	}
 	return c
 }
+
+// accessLogOn reports whether the access log is on: AccessLog, or its
+// default.
+func (c *Config) accessLogOn() bool { return c.AccessLog == nil || *c.AccessLog }
 
 func orDefault[T int | int64 | float64 | time.Duration](v *T, def T) {
 	if *v == 0 {

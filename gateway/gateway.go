@@ -108,6 +108,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	internalMux.HandleFunc("GET /healthz", healthz)
 	internalMux.HandleFunc("GET /readyz", g.readyz)
 	internalMux.Handle("GET /metrics", promhttp.HandlerFor(g.metricsRegistry(), promhttp.HandlerOpts{}))
+	if cfg.Pprof {
+		registerPprof(internalMux)
+	}
 	g.api.Register(internalMux)
 
 	if g.publicLn, err = listen(cfg.PublicAddrs, publicTLS); err != nil {
@@ -212,6 +215,7 @@ func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) w
 		HandshakeTimeout: g.cfg.HandshakeTimeout,
 		SendBudget:       g.budget,
 		Names:            g.cfg.Names,
+		AccessLog:        g.cfg.accessLogOn(),
 		Logger:           g.logger,
 	}
 	if g.authn != nil {
@@ -383,5 +387,8 @@ func (g *Gateway) metricsRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	reg.MustRegister(&collector{hub: g.hub, servers: map[string]*ws.Server{"public": g.public, "internal": g.internal}, api: g.api, budget: g.budget})
+	if r, ok := g.log.(closeBoth); ok {
+		reg.MustRegister(r.collector())
+	}
 	return reg
 }

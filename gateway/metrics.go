@@ -7,6 +7,7 @@ import (
 
 	"github.com/tslm/tslm/broker"
 	"github.com/tslm/tslm/httpapi"
+	"github.com/tslm/tslm/internal/histogram"
 	"github.com/tslm/tslm/ws"
 )
 
@@ -45,11 +46,22 @@ var (
 	descErrors        = prometheus.NewDesc("tslm_errors_total", "Error frames sent, by error code.", []string{"listener", "code"}, nil)
 	descAuth          = prometheus.NewDesc("tslm_auth_total", "Credentials checked (upgrade headers, auth frames, HTTP API requests), by result: ok or refused.", []string{"listener", "result"}, nil)
 	descBudget        = prometheus.NewDesc("tslm_send_budget_bytes", "Bytes queued for the clients of both listeners (state used) against TSLM_SEND_QUEUE_BUDGET (state limit).", []string{"state"}, nil)
+
+	descPublished      = prometheus.NewDesc("tslm_messages_published_total", "Messages this replica appended to the backlog for its clients, by path: api (HTTP API) or websocket (publish frames, both listeners). Idempotent retries are not counted; publishers' direct XADDs cannot be told apart in Redis: see tslm_messages_read_total.", []string{"path"}, nil)
+	descRead           = prometheus.NewDesc("tslm_messages_read_total", "Entries this replica's readers took from the backlog for live delivery, whoever appended them (a gateway or a publisher's XADD), once per replica following the channel; session inboxes excluded.", nil, nil)
+	descFullReads      = prometheus.NewDesc("tslm_reader_full_reads_total", "Channel batches that came back holding TSLM_READ_BATCH entries: the reader was at least that far behind, and read again at once.", nil, nil)
+	descReaderLag      = prometheus.NewDesc("tslm_reader_lag_seconds", "For each batch a reader took from the backlog, how long its first entry had waited there: the gateway's clock minus the entry ID's time (Redis's clock).", nil, nil)
+	descReplayMessages = prometheus.NewDesc("tslm_replay_messages", "Messages each replay sent before going live or ending, for subscriptions with since or last.", nil, nil)
+	descPublishToWrite = prometheus.NewDesc("tslm_publish_to_write_seconds", "For each live message written to a client, the time from its publication (its ID's time: Redis's clock) to its write to the socket (the gateway's clock); replays excluded.", []string{"listener"}, nil)
+	descQueueFill      = prometheus.NewDesc("tslm_send_queue_fill_ratio", "Fill of every open connection's send queue at scrape time: the larger of its share of TSLM_SEND_QUEUE frames and of TSLM_SEND_QUEUE_BYTES; at 1 the next live message closes it as a slow consumer.", []string{"listener"}, nil)
+	descSlowConsumers  = prometheus.NewDesc("tslm_slow_consumer_closes_total", "Connections and event streams closed as slow consumers (close code 4000).", []string{"listener"}, nil)
+	descEnded          = prometheus.NewDesc("tslm_connections_closed_total", "Connections (transport ws) and event streams (sse) that ended, by close code and by whom: the server's code, the client's close frame's (1005: none given; other: a code outside RFC 6455's and TSLM's), or 1006 when the connection went without a close frame.", []string{"listener", "transport", "code", "by"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descChannels, descSubscriptions, descDelivered, descReplayBytes, descOverflows, descReplayRefused, descGaps, descReadErrors,
-		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descStreams, descStreamsTotal, descCommands, descCloses, descRefused, descErrors, descAuth, descBudget} {
+		descSessions, descPending, descReplies, descRefusals, descTimeouts, descDropped, descServings, descOpen, descAccepted, descStreams, descStreamsTotal, descCommands, descCloses, descRefused, descErrors, descAuth, descBudget,
+		descPublished, descRead, descFullReads, descReaderLag, descReplayMessages, descPublishToWrite, descQueueFill, descSlowConsumers, descEnded} {
 		ch <- d
 	}
 }
@@ -73,8 +85,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descServings, prometheus.GaugeValue, float64(hs.Servings))
 	ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(c.budget.Used()), "used")
 	ch <- prometheus.MustNewConstMetric(descBudget, prometheus.GaugeValue, float64(c.budget.Limit()), "limit")
+	ch <- prometheus.MustNewConstMetric(descRead, prometheus.CounterValue, float64(hs.MessagesRead))
+	ch <- prometheus.MustNewConstMetric(descFullReads, prometheus.CounterValue, float64(hs.FullReads))
+	ch <- constHistogram(descReaderLag, hs.ReaderLag)
+	ch <- constHistogram(descReplayMessages, hs.ReplayMessages)
+	var wsPublished int64
 	for name, srv := range c.servers {
 		st := srv.Stats()
+		wsPublished += st.Published
+		ch <- constHistogram(descPublishToWrite, st.PublishToWrite, name)
+		ch <- constHistogram(descQueueFill, st.QueueFill, name)
+		ch <- prometheus.MustNewConstMetric(descSlowConsumers, prometheus.CounterValue, float64(st.Closes[ws.CodeSlowConsumer]), name)
+		for end, n := range st.Ends {
+			ch <- prometheus.MustNewConstMetric(descEnded, prometheus.CounterValue, float64(n), name, end.Transport, end.Code, end.By)
+		}
 		ch <- prometheus.MustNewConstMetric(descOpen, prometheus.GaugeValue, float64(st.Open), name)
 		ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(st.Accepted), name)
 		ch <- prometheus.MustNewConstMetric(descStreams, prometheus.GaugeValue, float64(st.Streams), name)
@@ -97,4 +121,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descAuth, prometheus.CounterValue, float64(ok), name, "ok")
 		ch <- prometheus.MustNewConstMetric(descAuth, prometheus.CounterValue, float64(refused), name, "refused")
 	}
+	ch <- prometheus.MustNewConstMetric(descPublished, prometheus.CounterValue, float64(wsPublished), "websocket")
+	if c.api != nil {
+		ch <- prometheus.MustNewConstMetric(descPublished, prometheus.CounterValue, float64(c.api.Stats().Published), "api")
+	}
+}
+
+// constHistogram exposes a histogram snapshot.
+func constHistogram(desc *prometheus.Desc, s histogram.Snapshot, labels ...string) prometheus.Metric {
+	return prometheus.MustNewConstHistogram(desc, s.Count(), s.Sum, s.Cumulative(), labels...)
 }

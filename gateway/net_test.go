@@ -122,9 +122,15 @@ func TestPerIPLimitBehindProxy(t *testing.T) {
 			break
 		}
 	}
-	waitUntil(t, "a close logged", func() bool { return strings.Contains(logs.String(), "closing connection") })
-	if !strings.Contains(logs.String(), "client=198.51.100.1") {
-		t.Errorf("close log does not name the client: %s", logs.String())
+	waitUntil(t, "a close logged", func() bool { return strings.Contains(logs.String(), "code=1008") })
+	closed := ""
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "code=1008") {
+			closed = l
+		}
+	}
+	if !strings.Contains(closed, "msg=\"connection closed\"") || !strings.Contains(closed, "client=198.51.100.1") || !strings.Contains(closed, "by=server") {
+		t.Errorf("the access log's close line does not name the client and the server as closer: %s", closed)
 	}
 }
 

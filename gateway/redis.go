@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tslm/tslm/backlog"
@@ -16,8 +17,12 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	if err != nil {
 		return &ConfigError{Field: "RedisURL", Err: err}
 	}
-	r := backlog.NewRedis(client, g.redisConfig())
-	g.log = closeBoth{Redis: r, client: client}
+	metrics := &redisMetrics{}
+	client.AddHook(metrics)
+	cfg := g.redisConfig()
+	cfg.Hooks = []redis.Hook{metrics}
+	r := backlog.NewRedis(client, cfg)
+	g.log = closeBoth{Redis: r, client: client, metrics: metrics}
 	pingCtx, cancel := context.WithTimeout(ctx, g.cfg.OperationTimeout)
 	defer cancel()
 	if err := r.Ping(pingCtx); err != nil {
@@ -29,10 +34,20 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 }
 
 // closeBoth closes the client the gateway opened along with the backlog,
-// which does not own it.
+// which does not own it. It holds the metrics of both clients.
 type closeBoth struct {
 	*backlog.Redis
-	client redis.UniversalClient
+	client  redis.UniversalClient
+	metrics *redisMetrics
+}
+
+// collector exposes the Redis metrics: commands and both clients' pools
+// ("client" for reads and readers, "writer" for the scripts that change
+// channels).
+func (c closeBoth) collector() prometheus.Collector {
+	return &redisCollector{metrics: c.metrics, pools: func() map[string]*redis.PoolStats {
+		return map[string]*redis.PoolStats{"client": c.client.PoolStats(), "writer": c.Redis.WriterPoolStats()}
+	}}
 }
 
 func (c closeBoth) Close() error {

@@ -76,6 +76,7 @@ type API struct {
 	cfg Config
 
 	authOK, authRefused atomic.Int64
+	published           atomic.Int64
 }
 
 // New returns the API over hub.
@@ -293,6 +294,7 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, err)
 			return
 		}
+		a.published.Add(1)
 		writeJSON(w, http.StatusCreated, publishResponse{ID: id.String()})
 		return
 	}
@@ -308,6 +310,8 @@ func (a *API) publish(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusCreated
 	if duplicate {
 		status = http.StatusOK
+	} else {
+		a.published.Add(1)
 	}
 	writeJSON(w, status, publishResponse{ID: id.String(), Duplicate: &duplicate})
 }

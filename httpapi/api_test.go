@@ -401,6 +401,12 @@ func TestPublish(t *testing.T) {
 			t.Errorf("got data %v, want %v", gotData, wantData)
 		}
 	})
+
+	t.Run("counted", func(t *testing.T) {
+		if got := f.api.Stats().Published; got != int64(len(wantIDs)) {
+			t.Errorf("Stats().Published = %d, want %d (refusals are not publishes)", got, len(wantIDs))
+		}
+	})
 }
 
 func TestMessages(t *testing.T) {

@@ -25,11 +25,14 @@ type Stats struct {
 	// AuthOK and AuthRefused count the credentials checked, one per
 	// request that carried one.
 	AuthOK, AuthRefused int64
+	// Published counts the messages published (appended to the backlog;
+	// a duplicate of an idempotent publish is not).
+	Published int64
 }
 
 // Stats returns the API's counters.
 func (a *API) Stats() Stats {
-	return Stats{AuthOK: a.authOK.Load(), AuthRefused: a.authRefused.Load()}
+	return Stats{AuthOK: a.authOK.Load(), AuthRefused: a.authRefused.Load(), Published: a.published.Load()}
 }
 
 // listener is the internal listener's share of every decision: it allows

@@ -94,6 +94,9 @@ func TestIdempotentPublish(t *testing.T) {
 	if got := f.stored(t, "once"); !slices.Equal(got, []string{first.ID}) {
 		t.Fatalf("stored %v, want only %s", got, first.ID)
 	}
+	if got := f.api.Stats().Published; got != 1 {
+		t.Errorf("Stats().Published = %d after a publish and its retries, want 1", got)
+	}
 	// Without the header, the answer is as before: no duplicate field.
 	status, body := f.doWith(t, http.MethodPost, "/v1/channels/once/messages", `1`, nil)
 	if status != http.StatusCreated || strings.Contains(string(body), "duplicate") {

@@ -653,7 +653,9 @@ anonymous = ["subscribe"]
 	anon.expect(map[string]any{"type": "message", "channel": ssoChannel, "id": id})
 	brief.expectClose(4501)
 	eventually(t, 10*time.Second, "the expired connection's close to be logged", func() bool {
-		return slices.ContainsFunc(p.logLines(), func(l map[string]any) bool { return l["msg"] == "closing connection" })
+		return slices.ContainsFunc(p.logLines(), func(l map[string]any) bool {
+			return l["msg"] == "connection closed" && l["code"] == 4501.0 && l["by"] == "server" && l["subject"] == "newsreader"
+		})
 	})
 
 	out := p.output()

@@ -31,7 +31,7 @@ func (s *benchSink) Replay(ctx context.Context, p *broker.Publication) error {
 }
 
 func (s *benchSink) drain(delivered *atomic.Int64, stop <-chan struct{}) {
-	var batch [][]byte
+	var batch []queued
 	for {
 		select {
 		case <-stop:
@@ -39,8 +39,8 @@ func (s *benchSink) drain(delivered *atomic.Int64, stop <-chan struct{}) {
 		case <-s.q.ready:
 			batch = s.q.take(batch)
 			bytes := 0
-			for _, f := range batch {
-				bytes += len(f)
+			for _, it := range batch {
+				bytes += len(it.frame)
 			}
 			s.q.done(len(batch), bytes)
 			delivered.Add(int64(len(batch)))
@@ -135,19 +135,20 @@ func TestDeliverAllocs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p.Frame(tt.enc) // the first subscriber of this protocol encodes
-			c := &conn{enc: tt.enc, queue: newSendQueue(1024, 4<<20, nil)}
-			var batch [][]byte
+			c := benchConn()
+			c.enc = tt.enc
+			var batch []queued
 			allocs := testing.AllocsPerRun(1000, func() {
 				if !c.Deliver(p) {
 					t.Fatal("Deliver refused a frame into an empty queue")
 				}
 				batch = c.queue.take(batch)
-				c.queue.done(1, len(batch[0]))
+				c.wrote(batch[0], time.Now())
 			})
 			if allocs != 0 {
 				t.Errorf("delivering an encoded publication allocates %v times, want 0", allocs)
 			}
-			if len(batch) != 1 || string(batch[0]) != string(p.Frame(tt.enc)) {
+			if len(batch) != 1 || string(batch[0].frame) != string(p.Frame(tt.enc)) {
 				t.Errorf("took %q, want the cached frame", batch)
 			}
 		})

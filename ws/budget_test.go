@@ -70,7 +70,7 @@ func TestSendQueueBudget(t *testing.T) {
 
 	// q1's writer writes its frame: its bytes go back to the budget.
 	batch := q1.take(nil)
-	q1.done(len(batch), len(batch[0]))
+	q1.done(len(batch), len(batch[0].frame))
 	if got := b.Used(); got != 4 {
 		t.Errorf("Used() after q1's write = %d, want 4", got)
 	}
@@ -132,7 +132,7 @@ func TestSendQueuePushBudget(t *testing.T) {
 			default:
 			}
 			batch := q.take(nil)
-			q.done(1, len(batch[0]))
+			q.done(1, len(batch[0].frame))
 			if err := <-done; err != nil {
 				t.Fatalf("push = %v after the writer wrote, want nil", err)
 			}

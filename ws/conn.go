@@ -13,6 +13,7 @@ import (
 
 	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/broker"
+	"github.com/tslm/tslm/internal/histogram"
 )
 
 // closeGrace is how long the server waits for the client to answer its close
@@ -56,6 +57,15 @@ type conn struct {
 	closeOnce sync.Once
 	closing   chan struct{} // closed by close
 	reason    CloseReason   // set before closing is closed
+
+	// For metrics and the access log (metrics.go): framesIn is the
+	// reader goroutine's, framesOut and writeErr the writer's, read
+	// once both have returned; latency is the writer's, read at scrape.
+	opened    time.Time
+	framesIn  int64
+	framesOut int64
+	writeErr  error
+	latency   *histogram.Histogram
 }
 
 var _ broker.Sink = (*conn)(nil)
@@ -74,6 +84,8 @@ func newConn(s *Server, ws *websocket.Conn, who *auth.Principal) *conn {
 		subs:     make(map[string]*broker.Subscription),
 		servings: make(map[string]*broker.Serving),
 		closing:  make(chan struct{}),
+		opened:   time.Now(),
+		latency:  histogram.New(publishToWriteBounds),
 	}
 	if c.legacy {
 		c.enc = legacyEncoder
@@ -90,12 +102,13 @@ func newConn(s *Server, ws *websocket.Conn, who *auth.Principal) *conn {
 func (c *conn) serve() {
 	c.startAuth()
 	defer c.stopAuth()
+	c.logOpen()
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
 		c.writeLoop()
 	}()
-	c.readLoop()
+	readErr := c.readLoop()
 	c.cancel()
 	for _, sub := range c.subs {
 		sub.Close()
@@ -104,9 +117,12 @@ func (c *conn) serve() {
 	<-writerDone
 	c.queue.release()
 	c.ws.Close()
+	c.recordEnd(c.ending(readErr))
 }
 
-func (c *conn) readLoop() {
+// readLoop reads and runs commands until the connection fails, and returns
+// why.
+func (c *conn) readLoop() error {
 	cfg := &c.srv.cfg
 	idle := cfg.PingInterval + cfg.PongTimeout
 	c.ws.SetReadLimit(cfg.MaxFrameBytes)
@@ -123,8 +139,9 @@ func (c *conn) readLoop() {
 				// gorilla has sent 1009 itself.
 				c.srv.stats.closes[CloseTooBig].Add(1)
 			}
-			return
+			return err
 		}
+		c.framesIn++
 		select {
 		case <-c.closing:
 			continue // wait for the client's close frame
@@ -181,7 +198,7 @@ func (c *conn) writeLoop() {
 			c.logClose()
 		}
 	}()
-	var batch [][]byte
+	var batch []queued
 	for {
 		select {
 		case <-c.queue.ready:
@@ -191,7 +208,7 @@ func (c *conn) writeLoop() {
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.fail()
+				c.fail(err)
 				return
 			}
 		case <-c.closing:
@@ -230,8 +247,8 @@ func (c *conn) writeLoop() {
 // once the connection is closed as a slow consumer (or for the budget):
 // trickling through a full batch would hold the close back by up to a
 // write timeout per frame.
-func (c *conn) write(frames [][]byte) bool {
-	for i, f := range frames {
+func (c *conn) write(frames []queued) bool {
+	for i, it := range frames {
 		select {
 		case <-c.closing:
 			if c.reason.dropsQueue() {
@@ -240,30 +257,46 @@ func (c *conn) write(frames [][]byte) bool {
 			}
 		default:
 		}
-		c.ws.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-		if err := c.ws.WriteMessage(websocket.TextMessage, f); err != nil {
-			c.fail()
+		now := time.Now()
+		c.ws.SetWriteDeadline(now.Add(c.srv.cfg.WriteTimeout))
+		if err := c.ws.WriteMessage(websocket.TextMessage, it.frame); err != nil {
+			c.fail(err)
 			return false
 		}
-		frames[i] = nil
-		c.queue.done(1, len(f))
+		frames[i] = queued{}
+		c.wrote(it, now)
 	}
 	return true
 }
 
+// wrote does the bookkeeping of one frame written to the socket from now
+// on: it is counted, a live message is timed from its publication to now,
+// and its room in the queue is free again. Writer goroutine only: nothing
+// here is shared with another connection, as it runs once per delivered
+// message.
+func (c *conn) wrote(it queued, now time.Time) {
+	c.framesOut++
+	if it.published > 0 {
+		c.latency.Observe(secondsFrom(it.published, now))
+	}
+	c.queue.done(1, len(it.frame))
+}
+
 // drop releases frames taken but never to be written.
-func (c *conn) drop(frames [][]byte) {
+func (c *conn) drop(frames []queued) {
 	bytes := 0
-	for _, f := range frames {
-		bytes += len(f)
+	for _, it := range frames {
+		bytes += len(it.frame)
 	}
 	clear(frames)
 	c.queue.done(len(frames), bytes)
 }
 
-// fail ends a connection whose writes fail: the socket closes, which ends
-// the reader, and the queue closes, which stops a replay filling it.
-func (c *conn) fail() {
+// fail ends a connection whose writes fail with err: the socket closes,
+// which ends the reader, and the queue closes, which stops a replay
+// filling it. Writer goroutine only.
+func (c *conn) fail(err error) {
+	c.writeErr = err
 	c.queue.close()
 	c.ws.Close()
 }
@@ -282,9 +315,13 @@ func (c *conn) close(reason CloseReason) {
 	})
 }
 
-// logClose logs why the server closed the connection, if it did; shutdown
-// closes are not logged one by one. Writer goroutine only, once.
+// logClose logs why the server closed the connection, if it did, unless
+// the access log tells it when the connection has ended; shutdown closes
+// are not logged one by one. Writer goroutine only, once.
 func (c *conn) logClose() {
+	if c.srv.cfg.AccessLog {
+		return
+	}
 	select {
 	case <-c.closing:
 	default:
@@ -297,14 +334,16 @@ func (c *conn) logClose() {
 
 // Deliver implements broker.Sink for live publications.
 func (c *conn) Deliver(p *broker.Publication) bool {
-	return c.offer(p.Frame(c.enc))
+	return c.offered(c.queue.offerLive(p.Frame(c.enc), publishedMs(p)))
 }
 
 // offer queues a frame that must not wait (a live message, an answer); a
 // full queue closes the connection as a slow consumer, an exhausted send
 // budget with CloseBudget.
-func (c *conn) offer(frame []byte) bool {
-	switch err := c.queue.offer(frame); {
+func (c *conn) offer(frame []byte) bool { return c.offered(c.queue.offer(frame)) }
+
+func (c *conn) offered(err error) bool {
+	switch {
 	case err == nil:
 		return true
 	case errors.Is(err, errBudget):

@@ -10,7 +10,9 @@
 // (close code 4000), and the client resumes with since. A SendBudget
 // shared by every connection of the process bounds their queued bytes
 // together; a frame it has no room for closes the connection with 4001.
-// The writer logs the close. Server is safe for concurrent use.
+// The writer logs the server's close, or, with Config.AccessLog, the
+// reader logs every connection's end once the writer has returned, with
+// who ended it (metrics.go). Server is safe for concurrent use.
 //
 // Requests (requests.go) follow the same rules: a session's answers come
 // from hub goroutines and are queued without waiting, like live messages

@@ -125,6 +125,7 @@ func (c *conn) publish(ref, channel string, data []byte, ack func(id string) []b
 		c.replyError(ref, err)
 		return
 	}
+	c.srv.stats.published.Add(1)
 	c.reply(ack(id.String()))
 }
 
@@ -139,6 +140,9 @@ func (c *conn) publishOnce(ref, channel string, data []byte, key string) {
 	if err != nil {
 		c.replyError(ref, err)
 		return
+	}
+	if !duplicate {
+		c.srv.stats.published.Add(1)
 	}
 	c.reply(encodeAck(ackFrame{Ref: ref, Channel: channel, ID: id.String(), Duplicate: &duplicate}))
 }

@@ -14,6 +14,14 @@ var (
 	errBudget      = errors.New("send budget exhausted")
 )
 
+// queued is a frame waiting for the writer. published is the millisecond
+// time of a live message's ID (when Redis stored it), 0 for every other
+// frame: the writer times the message from there to its write.
+type queued struct {
+	frame     []byte
+	published int64
+}
+
 // sendQueue holds the frames waiting for a connection's writer, bounded in
 // frames and in bytes. Live messages are offered without waiting (a full
 // queue means a slow consumer); replies and replays wait for room.
@@ -31,7 +39,7 @@ type sendQueue struct {
 	budget              *SendBudget // nil: no shared bound
 
 	mu     sync.Mutex
-	frames [][]byte // waiting for the writer
+	frames []queued // waiting for the writer
 	held   int      // frames queued and not yet written, taken ones included
 	bytes  int      // their bytes
 	closed bool
@@ -54,15 +62,15 @@ func newSendQueue(maxFrames, maxBytes int, budget *SendBudget) *sendQueue {
 // errBudget when only the shared budget has no room. It expects q.mu held.
 // A frame larger than maxBytes still goes into an empty queue, or it could
 // never be sent; the budget makes no such exception, as it bounds memory.
-func (q *sendQueue) add(frame []byte) error {
-	n := len(frame)
+func (q *sendQueue) add(it queued) error {
+	n := len(it.frame)
 	if q.held >= q.maxFrames || (q.bytes+n > q.maxBytes && q.held > 0) {
 		return errQueueFull
 	}
 	if !q.budget.acquire(n) {
 		return errBudget
 	}
-	q.frames = append(q.frames, frame)
+	q.frames = append(q.frames, it)
 	q.held++
 	q.bytes += n
 	return nil
@@ -71,13 +79,20 @@ func (q *sendQueue) add(frame []byte) error {
 // offer queues frame unless the queue is full (errQueueFull) or the budget
 // is exhausted (errBudget). A closed queue swallows it: the connection is
 // going away and the client will resume.
-func (q *sendQueue) offer(frame []byte) error {
+func (q *sendQueue) offer(frame []byte) error { return q.offerItem(queued{frame: frame}) }
+
+// offerLive is offer for a live message published at ms (its ID's time).
+func (q *sendQueue) offerLive(frame []byte, ms uint64) error {
+	return q.offerItem(queued{frame: frame, published: int64(ms)})
+}
+
+func (q *sendQueue) offerItem(it queued) error {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return nil
 	}
-	err := q.add(frame)
+	err := q.add(it)
 	q.mu.Unlock()
 	if err == nil {
 		signal(q.ready)
@@ -99,7 +114,7 @@ func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Durati
 			q.mu.Unlock()
 			return errQueueClosed
 		}
-		err := q.add(frame)
+		err := q.add(queued{frame: frame})
 		empty := q.held == 0
 		q.mu.Unlock()
 		switch {
@@ -130,7 +145,7 @@ func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Durati
 
 // take moves every waiting frame into dst (reusing its array) and returns
 // it. The frames still count against the bounds until done.
-func (q *sendQueue) take(dst [][]byte) [][]byte {
+func (q *sendQueue) take(dst []queued) []queued {
 	q.mu.Lock()
 	dst = append(dst[:0], q.frames...)
 	clear(q.frames)
@@ -148,6 +163,15 @@ func (q *sendQueue) done(frames, bytes int) {
 	q.mu.Unlock()
 	q.budget.release(bytes)
 	signal(q.space)
+}
+
+// fill is how full the queue is: the larger of its frame and byte shares
+// of the bounds, at most 1.
+func (q *sendQueue) fill() float64 {
+	q.mu.Lock()
+	held, bytes := q.held, q.bytes
+	q.mu.Unlock()
+	return min(max(float64(held)/float64(q.maxFrames), float64(bytes)/float64(q.maxBytes)), 1)
 }
 
 // release closes the queue and gives back to the budget every byte it

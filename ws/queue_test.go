@@ -52,7 +52,7 @@ func TestSendQueueOffer(t *testing.T) {
 				t.Fatalf("take returned %d frames, want %d", len(got), len(accepted))
 			}
 			for i := range got {
-				if string(got[i]) != string(accepted[i]) {
+				if string(got[i].frame) != string(accepted[i]) {
 					t.Errorf("frame %d = %q, want %q (order kept)", i, got[i], accepted[i])
 				}
 			}
@@ -75,7 +75,7 @@ func TestSendQueueTake(t *testing.T) {
 	}
 	q.offer([]byte("a"))
 	q.offer([]byte("b"))
-	dst := make([][]byte, 0, 8)
+	dst := make([]queued, 0, 8)
 	got := q.take(dst)
 	if len(got) != 2 || &got[:1][0] != &dst[:1][0] {
 		t.Errorf("take returned %d frames in a new array, want 2 in dst's", len(got))
@@ -115,7 +115,7 @@ func TestSendQueueHeldUntilDone(t *testing.T) {
 			if q.offer([]byte("c")) == nil {
 				t.Fatal("offer accepted while the taken batch still fills the queue")
 			}
-			q.done(1, len(batch[0]))
+			q.done(1, len(batch[0].frame))
 			if q.offer([]byte("c")) != nil {
 				t.Fatal("offer refused after one frame was written")
 			}
@@ -141,7 +141,7 @@ func TestSendQueuePush(t *testing.T) {
 		if err := q.push(context.Background(), []byte("a"), patience); err != nil {
 			t.Fatalf("push = %v, want nil", err)
 		}
-		if got := q.take(nil); len(got) != 1 || string(got[0]) != "a" {
+		if got := q.take(nil); len(got) != 1 || string(got[0].frame) != "a" {
 			t.Errorf("queued %q, want [a]", got)
 		}
 	})
@@ -165,14 +165,14 @@ func TestSendQueuePush(t *testing.T) {
 				t.Fatalf("push into a full queue returned %v without waiting", err)
 			default:
 			}
-			if got := q.take(nil); len(got) != 1 || string(got[0]) != "x" {
+			if got := q.take(nil); len(got) != 1 || string(got[0].frame) != "x" {
 				t.Fatalf("took %q, want [x]", got)
 			}
 			q.done(1, 1)
 			if err := <-done; err != nil {
 				t.Fatalf("push = %v after the writer wrote, want nil", err)
 			}
-			if got := q.take(nil); len(got) != 1 || string(got[0]) != "y" {
+			if got := q.take(nil); len(got) != 1 || string(got[0].frame) != "y" {
 				t.Errorf("queued %q, want [y]", got)
 			}
 		})
@@ -271,7 +271,10 @@ func TestSendQueueClosed(t *testing.T) {
 		t.Errorf("push to a closed queue = %v, want errQueueClosed", err)
 	}
 	// What was queued before close is still there for a draining writer.
-	if got := q.take(nil); len(got) != 1 || string(got[0]) != "before" {
+	if got := q.take(nil); len(got) != 1 || string(got[0].frame) != "before" {
 		t.Errorf("take after close = %q, want [before]", got)
 	}
 }
+
+// String shows a queued frame in test failures.
+func (it queued) String() string { return string(it.frame) }

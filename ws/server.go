@@ -15,6 +15,7 @@ import (
 	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/broker"
 	"github.com/tslm/tslm/internal/clientip"
+	"github.com/tslm/tslm/internal/histogram"
 )
 
 // Ops is a set of client operations a listener allows: auth's, so that
@@ -118,6 +119,13 @@ type Config struct {
 	// Names are what operators call the settings a refusal points to, so
 	// that whoever reads one knows what to change.
 	Names SettingNames
+	// AccessLog logs one line when a connection or an event stream opens
+	// ("connection opened") and one when it ends ("connection closed"),
+	// at Info: the client's address, the subject of its credentials and,
+	// at the end, its duration, close code, reason, who closed it and its
+	// frame counts; never a credential, a payload or the URL. It replaces
+	// the line logged when the server closes a connection. Off by default.
+	AccessLog bool
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -205,6 +213,9 @@ type Server struct {
 	draining bool
 	drained  chan struct{} // closed once draining and every slot is free
 	drainOne sync.Once
+	// closedLatency holds the publish-to-write times of the connections
+	// and streams that have ended (metrics.go).
+	closedLatency histogram.Snapshot
 
 	stats serverStats
 
@@ -224,6 +235,9 @@ type serverStats struct {
 	authOK, authRefused atomic.Int64
 
 	streams, streamsAccepted atomic.Int64
+
+	published atomic.Int64
+	ends      endCounts
 }
 
 // Stats is a snapshot of a Server's counters, for metrics.
@@ -242,6 +256,25 @@ type Stats struct {
 	// Refused, their closes in Closes by the close code a WebSocket would
 	// have had, their error events in Errors.
 	Streams, StreamsAccepted int64
+
+	// Published counts the messages clients published (appended to the
+	// backlog; a duplicate of an idempotent publish is not).
+	Published int64
+	// Ends counts the connections and streams that ended, by transport,
+	// by whom and close code, the client's included (Closes counts the
+	// server's closes alone).
+	Ends map[End]int64
+	// PublishToWrite holds, for every live message written to a client,
+	// the seconds from its publication (its ID's time: Redis's clock with
+	// the Redis backlog) to its write to the socket (the gateway's clock:
+	// when a WebSocket frame's write starts, when an event stream's batch
+	// is flushed); clocks apart make it off by their difference, and a
+	// negative time counts as 0. Replayed messages are not timed.
+	PublishToWrite histogram.Snapshot
+	// QueueFill holds the fill of every open connection's and stream's
+	// send queue: the larger of its frame and byte shares of
+	// SendQueueFrames and SendQueueBytes, from 0 (empty) to 1.
+	QueueFill histogram.Snapshot
 }
 
 // New returns a Server over hub.
@@ -324,7 +357,18 @@ func (s *Server) Stats() Stats {
 
 		Streams:         s.stats.streams.Load(),
 		StreamsAccepted: s.stats.streamsAccepted.Load(),
+
+		Published: s.stats.published.Load(),
+		Ends:      make(map[End]int64),
 	}
+	s.stats.ends.snapshot(st.Ends)
+	// Under the lock, so that a connection's times are counted once, as
+	// open or as gone.
+	s.mu.Lock()
+	st.PublishToWrite = histogram.Snapshot{Bounds: publishToWriteBounds, Counts: make([]uint64, len(publishToWriteBounds)+1)}
+	s.collectLatencyLocked(&st.PublishToWrite)
+	st.QueueFill = s.queueFillLocked()
+	s.mu.Unlock()
 	for r := range s.stats.refused {
 		if n := s.stats.refused[r].Load(); n > 0 {
 			st.Refused[refusalNames[r]] = n

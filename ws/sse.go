@@ -18,6 +18,7 @@ import (
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
 	"github.com/tslm/tslm/internal/bearer"
+	"github.com/tslm/tslm/internal/histogram"
 )
 
 // Server-Sent Events, docs/protocol.md "Server-Sent Events (fallback)": a
@@ -360,6 +361,15 @@ type stream struct {
 	reason    CloseReason
 	end       []byte      // the last event, set before closing is closed
 	endCode   broker.Code // its error code; empty for shutdown
+
+	// For metrics and the access log (metrics.go): framesOut and
+	// writeErr are the writer's, read once it has returned; latency is
+	// the writer's, read at scrape.
+	remote    string
+	opened    time.Time
+	framesOut int64
+	writeErr  error
+	latency   *histogram.Histogram
 }
 
 var _ broker.Sink = (*stream)(nil)
@@ -394,6 +404,9 @@ func (s *Server) openStream(w http.ResponseWriter, r *http.Request, req *sseRequ
 		ctx:     ctx,
 		cancel:  cancel,
 		closing: make(chan struct{}),
+		remote:  r.RemoteAddr,
+		opened:  time.Now(),
+		latency: histogram.New(publishToWriteBounds),
 	}
 	for _, c := range req.channels {
 		sub, res, err := s.hub.Subscribe(ctx, c.name, c.from, st)
@@ -434,6 +447,7 @@ func (st *stream) serve(w http.ResponseWriter, rc *http.ResponseController) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	st.logOpen()
 	st.startAuth()
 	replays := make(chan struct{})
 	go func() {
@@ -452,6 +466,7 @@ func (st *stream) serve(w http.ResponseWriter, rc *http.ResponseController) {
 	// The connection may serve another request: no deadline of this
 	// stream's may cut it.
 	rc.SetWriteDeadline(time.Time{})
+	st.recordEnd(st.ending())
 }
 
 // replay announces and replays each channel in turn; live messages of the
@@ -529,7 +544,7 @@ func endEvent(reason CloseReason) (broker.Code, []byte) {
 
 // Deliver implements broker.Sink for live publications.
 func (st *stream) Deliver(p *broker.Publication) bool {
-	switch err := st.queue.offer(p.Frame(sseEncoder)); {
+	switch err := st.queue.offerLive(p.Frame(sseEncoder), publishedMs(p)); {
 	case err == nil:
 		return true
 	case errors.Is(err, errBudget):
@@ -581,7 +596,7 @@ func (st *stream) writeLoop(w http.ResponseWriter, rc *http.ResponseController) 
 	ping := time.NewTicker(cfg.PingInterval)
 	defer ping.Stop()
 	cursor := newCursor(st.channels)
-	var batch [][]byte
+	var batch []queued
 	for {
 		select {
 		case <-st.queue.ready:
@@ -594,7 +609,7 @@ func (st *stream) writeLoop(w http.ResponseWriter, rc *http.ResponseController) 
 				return
 			}
 		case <-st.closing:
-			if st.reason != CloseShutdown {
+			if st.reason != CloseShutdown && !cfg.AccessLog {
 				st.srv.cfg.Logger.Info("closing event stream", "reason", st.reason.String(), "client", st.client.String())
 			}
 			if st.reason.dropsQueue() {
@@ -614,8 +629,9 @@ func (st *stream) writeLoop(w http.ResponseWriter, rc *http.ResponseController) 
 }
 
 // write writes items and flushes; false when the client is gone.
-func (st *stream) write(w http.ResponseWriter, rc *http.ResponseController, cursor *sseCursor, items [][]byte) bool {
-	for i, item := range items {
+func (st *stream) write(w http.ResponseWriter, rc *http.ResponseController, cursor *sseCursor, items []queued) bool {
+	for i, it := range items {
+		item := it.frame
 		select {
 		case <-st.closing:
 			if st.reason.dropsQueue() {
@@ -638,36 +654,55 @@ func (st *stream) write(w http.ResponseWriter, rc *http.ResponseController, curs
 			_, err = w.Write(item)
 		}
 		if err != nil {
-			st.fail()
+			st.failWrite(err)
 			return false
 		}
-		items[i] = nil
+		items[i].frame = nil // its published time stays, for below
+		st.framesOut++
 		st.queue.done(1, len(item))
 	}
-	rc.SetWriteDeadline(time.Now().Add(st.srv.cfg.WriteTimeout))
-	if rc.Flush() != nil {
-		st.fail()
+	now := time.Now()
+	rc.SetWriteDeadline(now.Add(st.srv.cfg.WriteTimeout))
+	if err := rc.Flush(); err != nil {
+		st.failWrite(err)
 		return false
+	}
+	// Live messages are timed to the flush that puts them on the socket.
+	for i, it := range items {
+		if it.published > 0 {
+			st.latency.Observe(secondsFrom(it.published, now))
+		}
+		items[i] = queued{}
 	}
 	return true
 }
 
 func (st *stream) writeRaw(w http.ResponseWriter, rc *http.ResponseController, b []byte) bool {
 	rc.SetWriteDeadline(time.Now().Add(st.srv.cfg.WriteTimeout))
-	if _, err := w.Write(b); err != nil || rc.Flush() != nil {
-		st.fail()
+	_, err := w.Write(b)
+	if err == nil {
+		err = rc.Flush()
+	}
+	if err != nil {
+		st.failWrite(err)
 		return false
 	}
 	return true
 }
 
-func (st *stream) drop(items [][]byte) {
+func (st *stream) drop(items []queued) {
 	n := 0
 	for _, it := range items {
-		n += len(it)
+		n += len(it.frame)
 	}
 	clear(items)
 	st.queue.done(len(items), n)
+}
+
+// failWrite is fail for a write that failed with err. Writer only.
+func (st *stream) failWrite(err error) {
+	st.writeErr = err
+	st.fail()
 }
 
 func (st *stream) fail() {
@@ -760,6 +795,7 @@ func (s *Server) forgetStream(st *stream) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.streams, st)
+	st.latency.AddTo(&s.closedLatency)
 	s.stats.streams.Add(-1)
 	s.unreserve(st.client)
 }

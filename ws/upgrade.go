@@ -216,6 +216,7 @@ func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)
+	c.latency.AddTo(&s.closedLatency)
 	s.stats.open.Add(-1)
 	s.unreserve(c.client)
 }
@@ -232,6 +233,7 @@ func (s *Server) checkDrained() {
 // goes out at once.
 func (s *Server) closeUnadmitted(c *websocket.Conn) {
 	s.stats.closes[CloseShutdown].Add(1)
+	s.stats.ends.add(false, ending{code: CloseShutdown.Code()})
 	msg := websocket.FormatCloseMessage(CloseShutdown.Code(), CloseShutdown.String())
 	c.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
 	c.Close()

@@ -102,7 +102,9 @@ type Vars struct {
 	HandshakeTimeout    time.Duration `env:"HANDSHAKE_TIMEOUT"`
 	SendQueueBudget     int64         `env:"SEND_QUEUE_BUDGET"`
 
-	Demo bool `env:"DEMO"`
+	Demo      bool  `env:"DEMO"`
+	Pprof     bool  `env:"PPROF"`
+	AccessLog *bool `env:"ACCESS_LOG"`
 
 	LogLevel  string `env:"LOG_LEVEL"`
 	LogFormat string `env:"LOG_FORMAT"`

@@ -300,6 +300,9 @@ func defaultMatches(doc string, v reflect.Value) bool {
 	if strings.HasPrefix(doc, "*(") {
 		return v.IsZero()
 	}
+	if v.Kind() == reflect.Pointer {
+		return !v.IsNil() && defaultMatches(doc, v.Elem())
+	}
 	switch v.Kind() {
 	case reflect.Slice:
 		return doc == strings.Join(v.Interface().([]string), ",")
@@ -379,5 +382,28 @@ func TestLoadReadsDemo(t *testing.T) {
 	}
 	if _, err := Load(map[string]string{"TSLM_DEMO": "yes please"}); err == nil || !strings.Contains(err.Error(), "TSLM_DEMO") {
 		t.Errorf("TSLM_DEMO=yes please: error %v, want one naming TSLM_DEMO", err)
+	}
+}
+
+// TestLoadReadsSwitches: TSLM_PPROF is off unless set; TSLM_ACCESS_LOG is
+// on unless set to false, and an unset one leaves the config file's
+// choice (nil: the default) alone.
+func TestLoadReadsSwitches(t *testing.T) {
+	st, err := Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Gateway.Pprof || st.Gateway.AccessLog != nil || !*st.Gateway.WithDefaults().AccessLog {
+		t.Errorf("unset: Pprof %v, AccessLog %v; want off, and nil meaning on", st.Gateway.Pprof, st.Gateway.AccessLog)
+	}
+	st, err = Load(map[string]string{"TSLM_PPROF": "true", "TSLM_ACCESS_LOG": "false"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Gateway.Pprof || st.Gateway.AccessLog == nil || *st.Gateway.WithDefaults().AccessLog {
+		t.Errorf("set: Pprof %v, AccessLog %v; want on, and off", st.Gateway.Pprof, st.Gateway.AccessLog)
+	}
+	if _, err := Load(map[string]string{"TSLM_ACCESS_LOG": "sometimes"}); err == nil || !strings.Contains(err.Error(), "TSLM_ACCESS_LOG") {
+		t.Errorf("TSLM_ACCESS_LOG=sometimes: error %v, want one naming the variable", err)
 	}
 }
