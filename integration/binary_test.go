@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,51 +13,21 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/tslm/tslm/internal/gobuild"
 )
 
-// The binary is built at most once per package run, on first use, into
-// binDir, which TestMain removes: it is about 20 MB with -race.
-var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
-)
+// tslm is the gateway binary, built with -race on first use; TestMain
+// removes it once every process started from it was killed by its test's
+// cleanup.
+var tslm = gobuild.New("github.com/tslm/tslm/cmd/tslm", nil, "-race")
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	// Every process started from the binary was killed by its test's
-	// cleanup, which ran before m.Run returned.
-	if binDir != "" {
-		if err := os.RemoveAll(binDir); err != nil {
-			fmt.Fprintf(os.Stderr, "removing the test binary: %v\n", err)
-			code = max(code, 1)
-		}
-	}
-	os.Exit(code)
-}
+// echoResponder is examples/echo-responder, as users build it.
+var echoResponder = gobuild.New("github.com/tslm/tslm/examples/echo-responder", nil)
 
-// tslmBinary builds cmd/tslm once per test run.
-func tslmBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tslm-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir = dir
-		binPath = filepath.Join(dir, "tslm")
-		out, err := exec.Command("go", "build", "-race", "-o", binPath, "github.com/tslm/tslm/cmd/tslm").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building cmd/tslm: %v", buildErr)
-	}
-	return binPath
-}
+func TestMain(m *testing.M) { gobuild.Main(m, tslm, echoResponder) }
+
+func tslmBinary(t *testing.T) string { return tslm.Path(t) }
 
 // process is the real gateway binary, with its JSON log lines collected.
 type process struct {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -425,29 +424,11 @@ func TestThousandConcurrentRequests(t *testing.T) {
 	}
 }
 
-// buildEchoResponder builds examples/echo-responder once per test binary.
-var buildEchoResponder = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "tslm-echo-responder")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "echo-responder")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/tslm/tslm/examples/echo-responder").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
 // startEchoResponder runs the example as users would, with env, until the
 // test ends.
 func startEchoResponder(t testing.TB, env map[string]string, channels ...string) {
 	t.Helper()
-	bin, err := buildEchoResponder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, channels...)
+	cmd := exec.Command(echoResponder.Path(t), channels...)
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

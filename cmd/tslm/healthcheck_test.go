@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,55 +12,23 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tslm/tslm/gateway"
+	"github.com/tslm/tslm/internal/gobuild"
 	"github.com/tslm/tslm/internal/redistest"
 	"github.com/tslm/tslm/internal/tlsreload/tlstest"
 )
 
-// The binary under test is built once, static as the Dockerfile builds it,
-// and removed by TestMain.
-var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
-)
+// tslm is built static with the Dockerfile's flags, so that
+// integration/docker_test.go's build of the same packages comes from the
+// build cache.
+var tslm = gobuild.New(".", []string{"CGO_ENABLED=0"}, "-trimpath")
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		if err := os.RemoveAll(binDir); err != nil {
-			fmt.Fprintf(os.Stderr, "removing the test binary: %v\n", err)
-			code = max(code, 1)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gobuild.Main(m, tslm) }
 
-func tslmBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "tslm-healthcheck"); buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "tslm")
-		// The Dockerfile's flags, so that integration/docker_test.go's
-		// build of the same packages comes from the build cache.
-		cmd := exec.Command("go", "build", "-trimpath", "-o", binPath, ".")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building cmd/tslm: %v", buildErr)
-	}
-	return binPath
-}
+func tslmBinary(t *testing.T) string { return tslm.Path(t) }
 
 // runHealthcheck runs "tslm healthcheck args..." with env as its only TSLM_*
 // variables, as the image's HEALTHCHECK runs it in the gateway's container.

@@ -10,9 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,46 +19,19 @@ import (
 
 	"github.com/tslm/tslm/gateway"
 	"github.com/tslm/tslm/internal/envconfig"
+	"github.com/tslm/tslm/internal/gobuild"
 	"github.com/tslm/tslm/internal/syncbuf"
 	"github.com/tslm/tslm/responder"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
-)
+// tslmctl is built as users run it (without -race: the client package's
+// tests check its concurrency, and a race build starts several times
+// slower, for dozens of runs here).
+var tslmctlBin = gobuild.New("github.com/tslm/tslm/cmd/tslmctl", nil)
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gobuild.Main(m, tslmctlBin) }
 
-// binary builds tslmctl once per test run, as users run it (without
-// -race: the client package's tests check its concurrency, and a race
-// build starts several times slower, for dozens of runs here).
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "tslmctl-bin")
-		if buildErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "tslmctl")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/tslm/tslm/cmd/tslmctl").CombinedOutput()
-		if err != nil {
-			buildErr = errors.New(string(out))
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building cmd/tslmctl: %v", buildErr)
-	}
-	return binPath
-}
+func binary(t *testing.T) string { return tslmctlBin.Path(t) }
 
 type gw struct {
 	public, internal, api string
