@@ -32,7 +32,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c := &conn{s: s, ws: ws, out: make(chan []byte, s.cfg.SendQueue), done: make(chan struct{}), subs: make(map[string]*channel)}
 	s.mu.Lock()
 	if s.closed {
+		// Upgraded while Close ran: it goes as the others did.
 		s.mu.Unlock()
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server closing"), time.Now().Add(time.Second))
 		ws.Close()
 		return
 	}
