@@ -45,14 +45,15 @@ func (s spec) connections() int {
 
 // bench is one run against one target.
 type bench struct {
-	spec     spec
-	tgt      *target
-	progress io.Writer
-	names    []string
-	subs     []*subscriber
-	pubs     []*publisher
-	httpc    *http.Client
-	hist     histogram
+	spec       spec
+	tgt        *target
+	progress   io.Writer
+	cpuprofile string // where the server's CPU profile goes, "" for none
+	names      []string
+	subs       []*subscriber
+	pubs       []*publisher
+	httpc      *http.Client
+	hist       histogram
 
 	delivered atomic.Uint64 // message frames received
 	accepted  atomic.Uint64 // of which new and in order

@@ -52,6 +52,7 @@ type options struct {
 	allowRemote bool
 	maxConns    int
 	compare     string
+	cpuprofile  string
 
 	startedRedis string // the URL of the redis-server -start-redis started
 
@@ -119,6 +120,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.spec.maxLen, "max-len", 1000, "max_len of the channels the run creates")
 	fs.BoolVar(&o.spec.allowGaps, "allow-gaps", false, "do not fail a run for gap frames (and the losses they announce)")
 	fs.StringVar(&o.spec.redisPrefix, "redis-prefix", "tslm:", "the gateway's TSLM_REDIS_PREFIX, for -publish xadd")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each server the tool starts, over publishing and draining, to `PREFIX`-<target>.pprof (go tool pprof)")
 	fs.IntVar(&o.spec.dialers, "dialers", 64, "connections opened (and channels created) at a time")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -257,6 +259,9 @@ func execute(ctx context.Context, o *options, stderr io.Writer) ([]*Result, erro
 			return results, err
 		}
 		r := &bench{spec: o.spec, tgt: t, progress: stderr}
+		if o.cpuprofile != "" {
+			r.cpuprofile = o.cpuprofile + "-" + t.name + ".pprof"
+		}
 		res, err := r.measure(ctx)
 		t.close()
 		if err != nil {

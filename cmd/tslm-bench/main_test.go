@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -96,11 +97,16 @@ func TestBare(t *testing.T) {
 	if !strings.Contains(log, "delivered") || !strings.Contains(log, "verified") {
 		t.Errorf("no progress or summary on stderr:\n%s", log)
 	}
-	code, res, log = benchRun(t, args("-target", "bare", "-scenario", "spread", "-channels", "6", "-publish", "ws"), 0, 0)
+	prefix := filepath.Join(t.TempDir(), "prof")
+	code, res, log = benchRun(t, args("-target", "bare", "-scenario", "spread", "-channels", "6", "-publish", "ws", "-cpuprofile", prefix), 0, 0)
 	if code != 0 || len(res) != 1 {
 		t.Fatalf("exit %d; log:\n%s", code, log)
 	}
 	checkResult(t, res[0], "bare", 6, 1, false)
+	// A CPU profile is gzipped protocol buffers.
+	if b, err := os.ReadFile(prefix + "-bare.pprof"); err != nil || len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("-cpuprofile: %d bytes, %v; want a gzipped profile", len(b), err)
+	}
 }
 
 // TestVerificationFails runs the bare broadcaster losing, then repeating,

@@ -68,6 +68,13 @@ func (r *bench) measure(ctx context.Context) (*Result, error) {
 		}
 		return s
 	}
+	profiling := r.cpuprofile != "" && r.tgt.child != nil
+	if profiling {
+		if err := r.tgt.child.command("cpuprofile " + r.cpuprofile); err != nil {
+			r.tearDown(ctx)
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+	}
 	s0 := observe(r.sample(ctx, probe))
 	var stop atomic.Bool
 	published := make(chan struct{})
@@ -118,6 +125,13 @@ publishing:
 		}
 	}
 	s2 := observe(r.sample(ctx, probe))
+	if profiling {
+		if err := r.tgt.child.command("stop"); err != nil {
+			fmt.Fprintf(r.progress, "tslm-bench: [%s] -cpuprofile: %v\n", r.tgt.name, err)
+		} else {
+			fmt.Fprintf(r.progress, "tslm-bench: [%s] CPU profile of publishing and draining in %s\n", r.tgt.name, r.cpuprofile)
+		}
+	}
 	r.tearDown(ctx)
 	res := r.result(s0, s1, s2, expected, maxClients)
 	res.ConnectS = round3(connectTime.Seconds())

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,7 +42,9 @@ type serveAddrs struct {
 }
 
 // serveMain runs the child: it serves until its stdin closes (the tool
-// closes it, or died) and returns the exit code.
+// closes it, or died) and returns the exit code. Meanwhile it obeys the
+// lines of its stdin, each answered with a line "ok" or "error: …":
+// "cpuprofile PATH" starts a CPU profile into PATH, "stop" ends it.
 func serveMain(kind string) int {
 	addrs, stop, err := startServing(kind)
 	if err != nil {
@@ -49,7 +52,39 @@ func serveMain(kind string) int {
 		return 1
 	}
 	json.NewEncoder(os.Stdout).Encode(addrs)
-	io.Copy(io.Discard, os.Stdin)
+	var profile *os.File
+	stopProfile := func() {
+		if profile != nil {
+			pprof.StopCPUProfile()
+			profile.Close()
+			profile = nil
+		}
+	}
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		cmd, arg, _ := strings.Cut(sc.Text(), " ")
+		err := error(nil)
+		switch cmd {
+		case "cpuprofile":
+			stopProfile()
+			if profile, err = os.Create(arg); err == nil {
+				if err = pprof.StartCPUProfile(profile); err != nil {
+					profile.Close()
+					profile = nil
+				}
+			}
+		case "stop":
+			stopProfile()
+		default:
+			err = fmt.Errorf("unknown command %q", cmd)
+		}
+		if err != nil {
+			fmt.Printf("error: %v\n", err)
+		} else {
+			fmt.Println("ok")
+		}
+	}
+	stopProfile()
 	stop()
 	return 0
 }
@@ -94,10 +129,11 @@ func startServing(kind string) (serveAddrs, func(), error) {
 
 // child is a server process started by the tool.
 type child struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	exited chan struct{}
-	addrs  serveAddrs
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	exited  chan struct{}
+	addrs   serveAddrs
+	answers chan string // the lines of its stdout after the first
 }
 
 // startChild starts this binary as server kind with the extra environment
@@ -124,15 +160,21 @@ func startChild(kind string, env []string) (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	c := &child{cmd: cmd, stdin: stdin, exited: make(chan struct{})}
+	c := &child{cmd: cmd, stdin: stdin, exited: make(chan struct{}), answers: make(chan string, 1)}
 	first := make(chan error, 1)
 	go func() {
-		line, err := bufio.NewReader(stdout).ReadBytes('\n')
-		if err == nil {
-			err = json.Unmarshal(line, &c.addrs)
+		sc := bufio.NewScanner(stdout)
+		err := errors.New("exited")
+		if sc.Scan() {
+			err = json.Unmarshal(sc.Bytes(), &c.addrs)
 		}
 		first <- err
-		io.Copy(io.Discard, stdout)
+		for sc.Scan() {
+			select {
+			case c.answers <- sc.Text():
+			default: // nobody asked
+			}
+		}
 		cmd.Wait()
 		close(c.exited)
 	}()
@@ -149,6 +191,25 @@ func startChild(kind string, env []string) (*child, error) {
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// command sends the child one command line (see serveMain) and waits for
+// its answer.
+func (c *child) command(line string) error {
+	if _, err := io.WriteString(c.stdin, line+"\n"); err != nil {
+		return err
+	}
+	select {
+	case a := <-c.answers:
+		if a != "ok" {
+			return errors.New(a)
+		}
+		return nil
+	case <-c.exited:
+		return errors.New("the server exited")
+	case <-time.After(30 * time.Second):
+		return errors.New("no answer from the server after 30s")
+	}
+}
 
 // stop closes the child's stdin, which shuts it down, and waits for it;
 // a child that takes longer than 15s is killed.
