@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -172,5 +174,32 @@ func TestStartRedis(t *testing.T) {
 	checkResult(t, res[0], "self-redis", 1, 4, true)
 	if !strings.Contains(log, "started redis-server at redis://127.0.0.1:") {
 		t.Errorf("the log does not say where Redis runs:\n%s", log)
+	}
+}
+
+// TestURLTarget loads a gateway the tool did not start, named by its
+// URLs and process, as users load a deployment; the run's channels are
+// deleted afterwards.
+func TestURLTarget(t *testing.T) {
+	gw, err := startChild("gateway", append(gatewayEnv(100), "TSLM_REDIS_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.stop)
+	api := "http://" + gw.addrs.Internal
+	code, res, log := benchRun(t, args("-target", "ws://"+gw.addrs.Public+"/v1/ws", "-api", api,
+		"-gateway-pid", strconv.Itoa(gw.pid()), "-scenario", "spread", "-channels", "3", "-publish", "ws"), 0, 0)
+	if code != 0 || len(res) != 1 {
+		t.Fatalf("exit %d; log:\n%s", code, log)
+	}
+	checkResult(t, res[0], "ws://"+gw.addrs.Public+"/v1/ws", 3, 1, false)
+	resp, err := http.Get(api + "/v1/channels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list struct{ Channels []json.RawMessage }
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Channels) != 0 {
+		t.Fatalf("channels left on the gateway: %d (%v)", len(list.Channels), err)
 	}
 }
