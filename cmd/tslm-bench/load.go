@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -48,7 +49,8 @@ type bench struct {
 	spec       spec
 	tgt        *target
 	progress   io.Writer
-	cpuprofile string // where the server's CPU profile goes, "" for none
+	cpuprofile string        // where the server's CPU profile goes, "" for none
+	xadd       *redis.Client // -publish xadd's connections, nil otherwise
 	names      []string
 	subs       []*subscriber
 	pubs       []*publisher

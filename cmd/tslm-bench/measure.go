@@ -31,6 +31,9 @@ func (r *bench) sample(ctx context.Context, probe *redisProbe) sample {
 	if probe != nil {
 		if rs, err := probe.sample(ctx); err == nil {
 			s.redis, s.redisClients, s.haveRedis = rs.cpu, rs.clients, true
+			if r.xadd != nil { // the tool's publishers are not the gateway's connections
+				s.redisClients -= int(r.xadd.PoolStats().TotalConns)
+			}
 		}
 	}
 	return s

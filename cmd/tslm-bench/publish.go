@@ -36,6 +36,7 @@ func (r *bench) newPublishers(ctx context.Context) error {
 		}
 		opts.PoolSize = r.spec.publishers
 		rdb = redis.NewClient(opts)
+		r.xadd = rdb
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			rdb.Close()
 			return fmt.Errorf("redis: %w", err)
