@@ -1,0 +1,299 @@
+// Command tslm-bench drives a TSLM gateway, or the bare broadcaster it
+// starts as the ceiling, with WebSocket subscribers and publishers, and
+// measures what it delivers, how fast, and what it costs: delivered
+// messages per second, end-to-end latency percentiles, CPU per delivered
+// message of the gateway and of Redis (and of the tool itself, apart),
+// the gateway's memory and its Redis connections. Every run checks that
+// each subscriber received every acknowledged message of its channel
+// once and in order, and exits 1 when one was lost or duplicated.
+//
+//	tslm-bench -target self-redis -start-redis -scenario spread -compare bare
+//	tslm-bench -target ws://127.0.0.1:8080/v1/ws -api http://127.0.0.1:8081 -gateway-pid 4242
+//
+// A progress line goes to standard error every second, then a summary
+// for humans; one JSON line per run goes to standard output.
+//
+// Exit codes: 0 every run verified, 1 a run failed its verification or
+// could not run, 2 a usage error.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if kind := os.Getenv(serveVar); kind != "" {
+		os.Exit(serveMain(kind))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// options are the command line's.
+type options struct {
+	spec        spec
+	target      string
+	api         string
+	redisURL    string
+	gatewayPID  int
+	startRedis  bool
+	allowRemote bool
+	maxConns    int
+	compare     string
+	cpuprofile  string
+
+	startedRedis string // the URL of the redis-server -start-redis started
+
+	// Tests only: the bare broadcaster loses or repeats every n-th
+	// delivery (bare.Config), so that the verification can be seen to
+	// catch it.
+	loseEvery, repeatEvery int
+}
+
+const usageText = `tslm-bench: load a TSLM gateway (or the bare broadcaster) and measure it.
+
+usage: tslm-bench -target TARGET [-scenario fanout|spread] [flags]
+
+Targets:
+  bare                     the bare broadcaster: gorilla/websocket, no backlog (the ceiling)
+  self-memory              a gateway on the in-memory backlog
+  self-redis=redis://…     a gateway on that Redis (or -start-redis for one of its own)
+  ws://HOST:PORT/v1/ws     a running gateway's public listener (with -api, -redis, -gateway-pid)
+The tool starts bare and self-* itself, each in a process of its own on
+loopback, so that their CPU and memory are theirs alone; self-* gateways
+read the TSLM_* variables of the environment (not TSLM_CONFIG).
+
+Scenarios: fanout = 1 channel × 1000 subscribers, spread = 1000 channels ×
+1 subscriber; -channels and -subscribers (per channel) change the counts.
+
+Exit codes: 0 every run verified, 1 a run failed or lost/duplicated a
+message, 2 usage error.
+
+flags:
+`
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// parseArgs reads the command line into options.
+func parseArgs(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("tslm-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.target, "target", "", "what to load: bare, self-memory, self-redis[=URL], or a gateway's public ws:// URL")
+	fs.StringVar(&o.api, "api", "http://127.0.0.1:8081", "with a URL target: the gateway's internal listener (HTTP API, and /v1/ws for -publish ws)")
+	fs.StringVar(&o.redisURL, "redis", "", "with a URL target: its Redis, for -publish xadd and Redis's CPU and connections")
+	fs.IntVar(&o.gatewayPID, "gateway-pid", 0, "with a URL target: the gateway's process on this machine, for its CPU and memory")
+	fs.BoolVar(&o.startRedis, "start-redis", false, "for -target self-redis: start redis-server from PATH on a free loopback port, without persistence")
+	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow addresses that are not loopback")
+	fs.IntVar(&o.maxConns, "max-conns", 20000, "refuse a run that needs more WebSocket connections than this")
+	fs.StringVar(&o.compare, "compare", "", `"bare": run the same load against the bare broadcaster first, and report the target's ratios to it`)
+	fs.StringVar(&o.spec.scenario, "scenario", "fanout", "fanout (1 channel × N subscribers) or spread (N channels × 1 subscriber)")
+	fs.IntVar(&o.spec.channels, "channels", 0, "channels (default: the scenario's)")
+	fs.IntVar(&o.spec.subscribers, "subscribers", 0, "subscribers per channel, one connection each (default: the scenario's)")
+	fs.IntVar(&o.spec.publishers, "publishers", 8, "publishers, each with one publish in flight, each cycling over every channel")
+	fs.StringVar(&o.spec.publish, "publish", "api", "how publishers publish: api (HTTP POST), ws (the internal WebSocket) or xadd (straight into Redis)")
+	fs.Float64Var(&o.spec.rate, "rate", 0, "messages per second from all publishers together; 0 = as fast as they go")
+	fs.IntVar(&o.spec.size, "size", 64, "bytes of each message's data (at least the ~50 its header takes)")
+	fs.DurationVar(&o.spec.duration, "duration", 10*time.Second, "how long to publish; the run then stops by itself")
+	fs.DurationVar(&o.spec.drain, "drain", 10*time.Second, "the longest wait for deliveries after publishing stops")
+	fs.IntVar(&o.spec.maxLen, "max-len", 1000, "max_len of the channels the run creates")
+	fs.BoolVar(&o.spec.allowGaps, "allow-gaps", false, "do not fail a run for gap frames (and the losses they announce)")
+	fs.StringVar(&o.spec.redisPrefix, "redis-prefix", "tslm:", "the gateway's TSLM_REDIS_PREFIX, for -publish xadd")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each server the tool starts, over publishing and draining, to `PREFIX`-<target>.pprof (go tool pprof)")
+	fs.IntVar(&o.spec.dialers, "dialers", 64, "connections opened (and channels created) at a time")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, &usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return o, o.check()
+}
+
+// check completes and validates o.
+func (o *options) check() error {
+	sp := &o.spec
+	switch sp.scenario {
+	case "fanout":
+		sp.channels, sp.subscribers = or(sp.channels, 1), or(sp.subscribers, 1000)
+	case "spread":
+		sp.channels, sp.subscribers = or(sp.channels, 1000), or(sp.subscribers, 1)
+	default:
+		return usagef("-scenario %q: want fanout or spread", sp.scenario)
+	}
+	switch {
+	case o.target == "":
+		return usagef("-target is required: bare, self-memory, self-redis[=URL] or a ws:// URL")
+	case sp.channels < 1 || sp.subscribers < 1 || sp.publishers < 1:
+		return usagef("-channels, -subscribers and -publishers must be at least 1")
+	case sp.duration <= 0 || sp.drain < 0 || sp.rate < 0 || sp.size < 0 || sp.maxLen < 1 || sp.dialers < 1:
+		return usagef("-duration must be positive; -drain, -rate and -size not negative; -max-len and -dialers at least 1")
+	case sp.publish != "api" && sp.publish != "ws" && sp.publish != "xadd":
+		return usagef("-publish %q: want api, ws or xadd", sp.publish)
+	case o.compare != "" && o.compare != "bare":
+		return usagef("-compare %q: only bare can be compared with", o.compare)
+	case o.compare == "bare" && o.target == "bare":
+		return usagef("-compare bare: the target is bare already")
+	case sp.connections() > o.maxConns:
+		return usagef("the run needs %d connections, over -max-conns %d", sp.connections(), o.maxConns)
+	}
+	selfRedis := o.target == "self-redis" || strings.HasPrefix(o.target, "self-redis=")
+	urlTarget := strings.HasPrefix(o.target, "ws://") || strings.HasPrefix(o.target, "wss://")
+	if !urlTarget && o.target != "bare" && o.target != "self-memory" && !selfRedis {
+		return usagef("-target %q: want bare, self-memory, self-redis[=URL] or a ws:// URL", o.target)
+	}
+	if o.target == "self-redis" && !o.startRedis {
+		return usagef("-target self-redis needs a Redis: self-redis=redis://HOST:PORT, or -start-redis")
+	}
+	if o.startRedis && o.target != "self-redis" {
+		return usagef("-start-redis is for -target self-redis (without a URL)")
+	}
+	if !urlTarget && (o.gatewayPID != 0 || o.redisURL != "") {
+		return usagef("-gateway-pid and -redis are for a URL target: the tool knows its own servers")
+	}
+	redisURL := o.redisURL
+	if selfRedis {
+		redisURL = strings.TrimPrefix(strings.TrimPrefix(o.target, "self-redis"), "=")
+	}
+	if sp.publish == "xadd" && !(selfRedis || urlTarget && o.redisURL != "") {
+		return usagef("-publish xadd needs a Redis target: self-redis, or a URL target with -redis")
+	}
+	if !o.allowRemote {
+		checks := map[string]string{}
+		if urlTarget {
+			checks["-target"], checks["-api"] = o.target, o.api
+		}
+		if redisURL != "" {
+			checks["-redis"] = redisURL
+		}
+		for name, u := range checks {
+			if err := checkLoopback(name, u); err != nil {
+				return &usageError{err.Error()}
+			}
+		}
+	}
+	return nil
+}
+
+func or(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+// run runs the command line args and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseArgs(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "tslm-bench: %v (see -h)\n", err)
+		return 2
+	}
+	results, err := execute(ctx, o, stderr)
+	for _, res := range results {
+		json.NewEncoder(stdout).Encode(res)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "tslm-bench:", err)
+		return 1
+	}
+	for _, res := range results {
+		if !res.Verify.OK {
+			return 1
+		}
+	}
+	return 0
+}
+
+// execute runs the bare broadcaster if compared with, then the target,
+// and returns their results in that order.
+func execute(ctx context.Context, o *options, stderr io.Writer) ([]*Result, error) {
+	if err := raiseFileLimit(o.spec.connections()); err != nil {
+		return nil, err
+	}
+	if o.startRedis {
+		r, err := startRedis(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer r.stop()
+		o.startedRedis = r.url
+		fmt.Fprintf(stderr, "tslm-bench: started redis-server at %s\n", r.url)
+	}
+	var results []*Result
+	names := []string{o.target}
+	if o.compare == "bare" {
+		names = []string{"bare", o.target}
+	}
+	for _, name := range names {
+		t, err := openTarget(ctx, name, o)
+		if err != nil {
+			return results, err
+		}
+		r := &bench{spec: o.spec, tgt: t, progress: stderr}
+		if o.cpuprofile != "" {
+			r.cpuprofile = o.cpuprofile + "-" + t.name + ".pprof"
+		}
+		res, err := r.measure(ctx)
+		t.close()
+		if err != nil {
+			return results, fmt.Errorf("%s: %w", name, err)
+		}
+		if name != "bare" && len(results) > 0 {
+			res.compare(results[0])
+		}
+		summarize(stderr, res)
+		results = append(results, res)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return results, nil
+}
+
+// raiseFileLimit makes sure this process may open conns connections and
+// some files besides, raising its soft limit up to the hard one.
+func raiseFileLimit(conns int) error {
+	need := uint64(conns) + 256
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return nil // not knowable: let the connections tell
+	}
+	if lim.Cur >= need {
+		return nil
+	}
+	if lim.Max < need {
+		return fmt.Errorf("%d connections need about %d open files; the hard limit is %d: raise it (ulimit -Hn, or LimitNOFILE in systemd) and run again",
+			conns, need, lim.Max)
+	}
+	lim.Cur = need
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+}

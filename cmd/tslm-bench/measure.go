@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+)
+
+// sample is one reading of the counters and of the processes.
+type sample struct {
+	at                   time.Time
+	delivered, published uint64
+	self                 time.Duration
+	gateway, redis       time.Duration
+	haveGateway          bool
+	haveRedis            bool
+	redisClients         int
+	rss, peakRSS         uint64
+}
+
+func (r *bench) sample(ctx context.Context, probe *redisProbe) sample {
+	s := sample{at: time.Now(), delivered: r.delivered.Load(), published: r.published.Load(), self: selfCPU()}
+	if r.tgt.pid != 0 {
+		if cpu, err := procCPU(r.tgt.pid); err == nil {
+			s.gateway, s.haveGateway = cpu, true
+		}
+		s.rss, s.peakRSS, _ = procRSS(r.tgt.pid)
+	}
+	if probe != nil {
+		if rs, err := probe.sample(ctx); err == nil {
+			s.redis, s.redisClients, s.haveRedis = rs.cpu, rs.clients, true
+			if r.xadd != nil { // the tool's publishers are not the gateway's connections
+				s.redisClients -= int(r.xadd.PoolStats().TotalConns)
+			}
+		}
+	}
+	return s
+}
+
+// measure runs the load once against r.tgt and returns its result; an
+// error means no result (a target that would not start, a subscriber
+// that could not connect), not a failed verification.
+func (r *bench) measure(ctx context.Context) (*Result, error) {
+	var probe *redisProbe
+	if r.tgt.redisURL != "" {
+		var err error
+		if probe, err = newRedisProbe(r.tgt.redisURL); err != nil {
+			return nil, err
+		}
+		defer probe.close()
+	}
+	setUpStart := time.Now()
+	err := r.setUp(ctx)
+	if err == nil {
+		err = r.newPublishers(ctx)
+	}
+	if err != nil {
+		r.tearDown(ctx)
+		return nil, err
+	}
+	connectTime := time.Since(setUpStart)
+	fmt.Fprintf(r.progress, "tslm-bench: [%s] %d channels, %d connections subscribed in %.1fs; publishing for %s\n",
+		r.tgt.name, len(r.names), len(r.subs), connectTime.Seconds(), r.spec.duration)
+
+	maxClients := -1
+	observe := func(s sample) sample {
+		if s.haveRedis {
+			maxClients = max(maxClients, s.redisClients)
+		}
+		return s
+	}
+	profiling := r.cpuprofile != "" && r.tgt.child != nil
+	if profiling {
+		if err := r.tgt.child.command("cpuprofile " + r.cpuprofile); err != nil {
+			r.tearDown(ctx)
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+	}
+	s0 := observe(r.sample(ctx, probe))
+	var stop atomic.Bool
+	published := make(chan struct{})
+	go func() { r.publish(&stop); close(published) }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	window := time.NewTimer(r.spec.duration)
+	prev := s0
+	interrupted := false
+publishing:
+	for {
+		select {
+		case <-tick.C:
+			s := observe(r.sample(ctx, probe))
+			r.printProgress(r.progress, prev, s, s0)
+			prev = s
+		case <-window.C:
+			break publishing
+		case <-ctx.Done():
+			interrupted = true
+			break publishing
+		}
+	}
+	stop.Store(true)
+	<-published
+	s1 := observe(r.sample(ctx, probe))
+
+	// Drain: wait for what was published to arrive, until nothing moves
+	// for two seconds, or for spec.drain at most.
+	var expected uint64
+	for _, p := range r.pubs {
+		for _, seq := range p.acked {
+			expected += seq * uint64(r.spec.subscribers)
+		}
+	}
+	drainEnd := time.Now().Add(r.spec.drain)
+	lastMove, lastAccepted := time.Now(), r.accepted.Load()
+	for r.accepted.Load() < expected && time.Now().Before(drainEnd) && time.Since(lastMove) < 2*time.Second && ctx.Err() == nil {
+		select {
+		case <-tick.C:
+			s := observe(r.sample(ctx, probe))
+			r.printProgress(r.progress, prev, s, s0)
+			prev = s
+		case <-time.After(10 * time.Millisecond):
+		}
+		if a := r.accepted.Load(); a != lastAccepted {
+			lastMove, lastAccepted = time.Now(), a
+		}
+	}
+	s2 := observe(r.sample(ctx, probe))
+	if profiling {
+		if err := r.tgt.child.command("stop"); err != nil {
+			fmt.Fprintf(r.progress, "tslm-bench: [%s] -cpuprofile: %v\n", r.tgt.name, err)
+		} else {
+			fmt.Fprintf(r.progress, "tslm-bench: [%s] CPU profile of publishing and draining in %s\n", r.tgt.name, r.cpuprofile)
+		}
+	}
+	r.tearDown(ctx)
+	res := r.result(s0, s1, s2, expected, maxClients)
+	res.ConnectS = round3(connectTime.Seconds())
+	res.Interrupted = interrupted
+	res.Verify = r.verify()
+	return res, nil
+}
+
+// printProgress writes one line about the second from a to b.
+func (r *bench) printProgress(w io.Writer, a, b, start sample) {
+	dt := b.at.Sub(a.at).Seconds()
+	if dt <= 0 {
+		return
+	}
+	line := fmt.Sprintf("tslm-bench: [%s] %3.0fs  delivered %s/s  published %s/s  p99 %.2f ms",
+		r.tgt.name, b.at.Sub(start.at).Seconds(), si(float64(b.delivered-a.delivered)/dt),
+		si(float64(b.published-a.published)/dt), float64(r.hist.quantile(0.99))/1e6)
+	if a.haveGateway && b.haveGateway {
+		line += fmt.Sprintf("  gateway %3.0f%% CPU %s RSS", 100*(b.gateway-a.gateway).Seconds()/dt, mib(b.rss))
+	}
+	if a.haveRedis && b.haveRedis {
+		line += fmt.Sprintf("  redis %3.0f%% CPU %d clients", 100*(b.redis-a.redis).Seconds()/dt, b.redisClients)
+	}
+	line += fmt.Sprintf("  load %3.0f%% CPU", 100*(b.self-a.self).Seconds()/dt)
+	fmt.Fprintln(w, line)
+}
+
+// si writes n with a k or M suffix.
+func si(n float64) string {
+	switch {
+	case n >= 1e6:
+		return fmt.Sprintf("%.2fM", n/1e6)
+	case n >= 1e4:
+		return fmt.Sprintf("%.1fk", n/1e3)
+	}
+	return fmt.Sprintf("%.0f", n)
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
