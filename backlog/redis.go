@@ -263,42 +263,32 @@ func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (
 	return created, nil
 }
 
+// Info runs infoScript: one round trip answering counts and IDs only, so
+// that a subscribe costs Redis a small reply however large the channel's
+// messages are (docs/redis.md, "What a subscribe costs").
 func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
 	if r.isClosed() {
 		return Info{}, ErrClosed
 	}
-	// A channel's stream appears with its first message (with its Create
-	// when it has an Expiry), and XINFO STREAM fails on a missing key;
-	// EXISTS in the same transaction tells that apart from any other
-	// failure without parsing error text.
-	key := r.streamKey(channel)
-	pipe := r.client.TxPipeline()
-	meta := pipe.HMGet(ctx, r.metaKey(channel), "max_len", "retention_ms", "created_ms", "expiry_ms")
-	held := pipe.Exists(ctx, key)
-	stream := pipe.XInfoStream(ctx, key)
-	pipe.Exec(ctx) // errors are read per command below
-	vals, err := meta.Result()
+	vals, err := infoScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)}).Slice()
+	if errors.Is(err, redis.Nil) {
+		return Info{}, ErrNotFound
+	}
 	if err != nil {
 		return Info{}, r.wrap(ctx, err)
 	}
-	info, ok := parseMeta(vals)
+	if len(vals) != 7 {
+		return Info{}, fmt.Errorf("backlog: info script returned %v", vals)
+	}
+	info, ok := parseMeta(vals[:4])
 	if !ok {
 		return Info{}, ErrNotFound
 	}
-	if n, err := held.Result(); err != nil {
-		return Info{}, r.wrap(ctx, err)
-	} else if n == 0 {
-		return info, nil
-	}
-	xi, err := stream.Result()
-	if err != nil {
-		return Info{}, r.wrap(ctx, err)
-	}
-	info.Length = xi.Length
-	info.LastID, _ = ParseID(xi.LastGeneratedID)
-	if xi.Length > 0 {
-		info.FirstID, _ = ParseID(xi.FirstEntry.ID)
-	}
+	info.Length, _ = vals[4].(int64)
+	first, _ := vals[5].(string)
+	last, _ := vals[6].(string)
+	info.FirstID, _ = ParseID(first)
+	info.LastID, _ = ParseID(last)
 	return info, nil
 }
 
@@ -399,9 +389,13 @@ func (r *Redis) Delete(ctx context.Context, channel string) error {
 }
 
 // Range pipelines EXISTS meta, the XRANGE itself and then the continuity
-// probe, in that order: the probe runs after the read, and since Redis
+// proof, in that order: the proof runs after the read, and since Redis
 // only removes from a stream's head, an after entry (or an untouched
-// stream) seen by the probe was there for the read too.
+// stream) seen by the proof was there for the read too. From Zero the
+// three run in a transaction, as entries-added == length proves nothing
+// about a read that a delete and create of the channel came between.
+// The proof is a script, so that it answers 1 or 0 rather than the entry
+// it looks at or XINFO STREAM's first and last entries.
 func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) (Page, error) {
 	if r.isClosed() {
 		return Page{}, ErrClosed
@@ -411,30 +405,21 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 	if !after.IsZero() {
 		start = "(" + after.String()
 	}
-	// From Zero the proof is XINFO STREAM, checked for a missing stream as
-	// in Info: that takes a transaction, so that EXISTS and XINFO see the
-	// same state.
-	pipe := r.client.Pipeline()
-	if after.IsZero() {
-		pipe = r.client.TxPipeline()
-	}
-	exists := pipe.Exists(ctx, r.metaKey(channel))
-	var msgs *redis.XMessageSliceCmd
-	if limit > 0 {
-		msgs = pipe.XRangeN(ctx, key, start, "+", int64(limit))
-	} else {
-		msgs = pipe.XRange(ctx, key, start, "+")
-	}
-	var held *redis.XMessageSliceCmd
-	var stream *redis.XInfoStreamCmd
-	var streamExists *redis.IntCmd
-	if after.IsZero() {
-		streamExists = pipe.Exists(ctx, key)
-		stream = pipe.XInfoStream(ctx, key)
-	} else {
-		held = pipe.XRangeN(ctx, key, after.String(), after.String(), 1)
-	}
-	pipe.Exec(ctx)
+	var (
+		exists *redis.IntCmd
+		msgs   *redis.XMessageSliceCmd
+		proof  *redis.Cmd
+	)
+	r.pipelineWith(ctx, continuityScript, after.IsZero(), func(pipe redis.Pipeliner) *redis.Cmd {
+		exists = pipe.Exists(ctx, r.metaKey(channel))
+		if limit > 0 {
+			msgs = pipe.XRangeN(ctx, key, start, "+", int64(limit))
+		} else {
+			msgs = pipe.XRange(ctx, key, start, "+")
+		}
+		proof = continuityScript.EvalSha(ctx, pipe, []string{r.metaKey(channel), key}, after.String())
+		return proof
+	})
 	if n, err := exists.Result(); err != nil {
 		return Page{}, r.wrap(ctx, err)
 	} else if n == 0 {
@@ -444,29 +429,33 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 	if err != nil {
 		return Page{}, r.wrap(ctx, err)
 	}
-	page := Page{Messages: messagesOf(xs)}
-	if held != nil {
-		hs, err := held.Result()
-		if err != nil {
-			return Page{}, r.wrap(ctx, err)
-		}
-		page.Continuous = len(hs) > 0
-	} else {
-		n, err := streamExists.Result()
-		if err != nil {
-			return Page{}, r.wrap(ctx, err)
-		}
-		if n == 0 { // nothing was ever appended, so nothing was lost
-			page.Continuous = true
-			return page, nil
-		}
-		xi, err := stream.Result()
-		if err != nil {
-			return Page{}, r.wrap(ctx, err)
-		}
-		page.Continuous = xi.EntriesAdded == xi.Length
+	continuous, err := proof.Int64()
+	if err != nil {
+		return Page{}, r.wrap(ctx, err)
 	}
-	return page, nil
+	return Page{Messages: messagesOf(xs), Continuous: continuous == 1}, nil
+}
+
+// pipelineWith runs the commands queue adds in one pipeline (a MULTI/EXEC
+// transaction when tx), where queue's returned command runs script by
+// EVALSHA. When Redis lost the script (a first use since a restart, SCRIPT
+// FLUSH), it loads it and runs the pipeline once more: a pipeline cannot
+// fall back to EVAL as Script.Run does. Errors are left in the commands.
+func (r *Redis) pipelineWith(ctx context.Context, script *redis.Script, tx bool, queue func(redis.Pipeliner) *redis.Cmd) {
+	for attempt := 0; ; attempt++ {
+		pipe := r.client.Pipeline()
+		if tx {
+			pipe = r.client.TxPipeline()
+		}
+		cmd := queue(pipe)
+		pipe.Exec(ctx)
+		if attempt > 0 || !redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			return
+		}
+		if err := script.Load(ctx, r.client).Err(); err != nil {
+			return
+		}
+	}
 }
 
 func (r *Redis) Before(ctx context.Context, channel string, id ID) (ID, bool, error) {

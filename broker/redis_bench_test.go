@@ -209,7 +209,8 @@ func (discardSink) Replay(context.Context, *broker.Publication) error { return n
 
 // BenchmarkRedisSubscribeCost measures what one subscribe/unsubscribe cycle
 // costs Redis on a channel whose messages are 60 KB each (issue 18): bytes
-// Redis sends and receives, and commands it runs, from INFO stats. Only a
+// Redis sends and receives, and commands it runs, from INFO stats, and
+// its CPU time, from INFO cpu. Only a
 // subscribe that replays messages should cost their bytes; the others
 // should cost a few small replies. "followed" keeps another subscriber on
 // the channel, so that the cycle does not start and stop following it.
@@ -257,7 +258,7 @@ func BenchmarkRedisSubscribeCost(b *testing.B) {
 				defer keep.Close()
 			}
 			keys := []string{"total_net_output_bytes", "total_net_input_bytes", "total_commands_processed"}
-			before := redisStats(b, stats, keys...)
+			before, cpu0 := redisStats(b, stats, keys...), redisCPU(b, stats)
 			for b.Loop() {
 				sub, _, err := hub.Subscribe(ctx, channel, c.from, discardSink{})
 				if err != nil {
@@ -268,8 +269,9 @@ func BenchmarkRedisSubscribeCost(b *testing.B) {
 				}
 				sub.Close()
 			}
-			after := redisStats(b, stats, keys...)
+			after, cpu := redisStats(b, stats, keys...), redisCPU(b, stats)-cpu0
 			n := float64(b.N)
+			b.ReportMetric(float64(cpu.Microseconds())/n, "redis-cpu-µs/cycle")
 			b.ReportMetric((after[0]-before[0])/n, "redis-out-B/cycle")
 			b.ReportMetric((after[1]-before[1])/n, "redis-in-B/cycle")
 			b.ReportMetric((after[2]-before[2])/n, "redis-cmds/cycle")
