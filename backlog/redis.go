@@ -31,6 +31,10 @@ type RedisConfig struct {
 	// MaxRequests bounds each channel's request queue (see Requests);
 	// 0 means DefaultMaxRequests. Enqueue past it fails with ErrLimit.
 	MaxRequests int
+	// MaxChannels bounds how many channels may exist, counted in the
+	// registry shared by every replica (see redis_channels.go); 0 means
+	// 100 000. Creating one more fails with ErrLimit.
+	MaxChannels int
 	// Now is the clock that judges request deadlines, injectable for
 	// tests; nil means time.Now. It is the gateway's clock, not Redis's,
 	// since deadlines are set by it; idle times (Reclaim) are Redis's.
@@ -239,13 +243,31 @@ func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (
 	if cfg.Expiry > 0 {
 		expiry = max(cfg.Expiry.Milliseconds(), 1)
 	}
+	existingOnly, err := r.reserve(ctx, channel, expiry)
+	if err != nil {
+		return false, err
+	}
+	only := "0"
+	if existingOnly {
+		only = "1"
+	}
 	vals, err := createScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel), r.reqKey(channel)},
-		cfg.MaxLen, cfg.Retention.Milliseconds(), expiry).Slice()
+		cfg.MaxLen, cfg.Retention.Milliseconds(), expiry, only).Slice()
 	if err != nil {
 		return false, r.wrap(ctx, err)
 	}
 	if len(vals) != 2 {
 		return false, fmt.Errorf("backlog: create script returned %v", vals)
+	}
+	if vals[0] == int64(-1) {
+		return false, ErrLimit
+	}
+	if existingOnly {
+		// The channel exists without a member (made by hand, or before
+		// the registry): counting it is the truth, limit or not.
+		if _, err := r.register(ctx, channel, expiry, true); err != nil {
+			return false, err
+		}
 	}
 	created := vals[0] == int64(1)
 	retention, _ := vals[1].(string)
@@ -372,7 +394,9 @@ const tombstoneTTL = time.Hour
 // groups too: Claims blocked on it fail and find the channel gone. The channel's idempotency keys are left
 // to expire: the append script ignores them once the channel is created
 // again. Its retention registry member is left to TrimExpired, which drops
-// members without meta; removing it here would race with a Create.
+// members without meta; removing it here would race with a Create. Its
+// channel registry member is checked at once (see forget), which frees
+// its slot under the channel limit.
 func (r *Redis) Delete(ctx context.Context, channel string) error {
 	if r.isClosed() {
 		return ErrClosed
@@ -385,6 +409,9 @@ func (r *Redis) Delete(ctx context.Context, channel string) error {
 	if n == 0 {
 		return ErrNotFound
 	}
+	// The channel is gone whatever happens to its member: a failure here
+	// leaves the member to its next check, at most channelRecheck away.
+	_ = r.forget(ctx, channel)
 	return nil
 }
 
@@ -511,8 +538,11 @@ func messagesOf(xs []redis.XMessage) []Message {
 const trimBatch = 256
 
 // TrimExpired walks the retention registry with SSCAN and runs the trim
-// script for each member, pipelined. Replicas racing on one channel are
-// harmless: XTRIM MINID is idempotent and each script runs atomically.
+// script for each member, pipelined, then checks the channel registry's
+// members that are due (checkDue), which frees the slots of expired
+// channels. Replicas racing on one channel are harmless: XTRIM MINID is
+// idempotent, each script runs atomically, and a check changes a member
+// only if nobody else did since it looked.
 func (r *Redis) TrimExpired(ctx context.Context) error {
 	if r.isClosed() {
 		return ErrClosed
@@ -527,7 +557,9 @@ func (r *Redis) TrimExpired(ctx context.Context) error {
 			return err
 		}
 		if cursor = next; cursor == 0 {
-			return nil
+			// Expired channels leave the registry here, at their check.
+			_, err := r.checkDue(ctx)
+			return err
 		}
 	}
 }

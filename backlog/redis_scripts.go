@@ -42,7 +42,8 @@ end
 `
 
 // createScript makes the meta hash unless it exists. KEYS[3] is the
-// request queue. ARGV: max_len, retention_ms, expiry_ms. created_ms is
+// request queue. ARGV: max_len, retention_ms, expiry_ms, and '1' to only
+// refresh a channel that exists (the channel limit is reached). created_ms is
 // Redis's clock, the same clock as entry IDs.
 // A stream without meta is no channel's (a deleted channel's tombstone, or
 // entries a publisher added after the delete): the new channel starts
@@ -60,13 +61,14 @@ end
 // LastID stays 0-0, a resume from 0-0 is proved). Create of an existing
 // expiring channel restarts its countdown, whatever ARGV says.
 // Returns {1, retention_ms} when created, {0, the stored retention_ms}
-// when the channel existed.
+// when the channel existed, {-1, '0'} when it did not and ARGV[4] is '1'.
 var createScript = redis.NewScript(luaRefresh + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local m = redis.call('HMGET', KEYS[1], 'retention_ms', 'expiry_ms')
   refresh(m[2], KEYS[1], KEYS[2], KEYS[3])
   return {0, m[1] or '0'}
 end
+if ARGV[4] == '1' then return {-1, '0'} end
 local ex = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
