@@ -221,11 +221,11 @@ return {es[1][1], es[2][1]}
 // luaStreamInfo returns the fields of XINFO STREAM key named in want (a
 // set of field names) as a table, so that a script hands the client only
 // those, and the ID of the stream's oldest entry as 'first-entry-id'.
-// XINFO STREAM copies the entries it shows into the script, at a cost of
-// about 1.5 ns a byte (ten times what sending them costs Redis: see
-// docs/redis.md), so it runs in FULL form with COUNT 1, which shows the
-// oldest entry only, rather than in the plain form, which shows the oldest
-// and the newest. A channel's stream has no consumer groups, so the FULL
+// XINFO STREAM copies the entries it shows into the script, at about
+// 1.4 ns a byte, more than sending them would cost Redis (docs/redis.md,
+// "What a subscribe costs"), so it runs in FULL form with COUNT 1, which
+// shows the oldest entry only, rather than in the plain form, which shows
+// the oldest and the newest. A channel's stream has no consumer groups, so the FULL
 // form adds nothing else.
 const luaStreamInfo = `
 local function streamInfo(key, want)
