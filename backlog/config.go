@@ -6,7 +6,7 @@ import "time"
 // default, as NewMemory applies them.
 func (c MemoryConfig) WithDefaults() MemoryConfig {
 	if c.MaxChannels <= 0 {
-		c.MaxChannels = 100_000
+		c.MaxChannels = defaultMaxChannels
 	}
 	if c.BlockInterval <= 0 {
 		c.BlockInterval = defaultBlockInterval
@@ -38,11 +38,17 @@ func (c RedisConfig) WithDefaults() RedisConfig {
 	if c.MaxRequests <= 0 {
 		c.MaxRequests = DefaultMaxRequests
 	}
+	if c.MaxChannels <= 0 {
+		c.MaxChannels = defaultMaxChannels
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
 	return c
 }
+
+// defaultMaxChannels is both backlogs' channel limit by default.
+const defaultMaxChannels = 100_000
 
 // defaultBlockInterval is how long a Read waits for news before returning
 // empty, in both backlogs: long enough that an idle replica costs little,

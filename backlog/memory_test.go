@@ -15,6 +15,12 @@ func TestMemoryConformance(t *testing.T) {
 	})
 }
 
+func TestMemoryChannelLimitConformance(t *testing.T) {
+	backlogtest.RunLimit(t, func(t *testing.T, maxChannels int) backlog.Log {
+		return backlog.NewMemory(backlog.MemoryConfig{MaxChannels: maxChannels})
+	})
+}
+
 func TestMemoryChannelLimit(t *testing.T) {
 	m := backlog.NewMemory(backlog.MemoryConfig{MaxChannels: 2})
 	defer m.Close()

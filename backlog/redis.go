@@ -31,6 +31,10 @@ type RedisConfig struct {
 	// MaxRequests bounds each channel's request queue (see Requests);
 	// 0 means DefaultMaxRequests. Enqueue past it fails with ErrLimit.
 	MaxRequests int
+	// MaxChannels bounds how many channels may exist, counted in the
+	// registry shared by every replica (see redis_channels.go); 0 means
+	// 100 000. Creating one more fails with ErrLimit.
+	MaxChannels int
 	// Now is the clock that judges request deadlines, injectable for
 	// tests; nil means time.Now. It is the gateway's clock, not Redis's,
 	// since deadlines are set by it; idle times (Reclaim) are Redis's.
@@ -258,13 +262,31 @@ func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (
 	if cfg.Expiry > 0 {
 		expiry = max(cfg.Expiry.Milliseconds(), 1)
 	}
+	existingOnly, err := r.reserve(ctx, channel, expiry)
+	if err != nil {
+		return false, err
+	}
+	only := "0"
+	if existingOnly {
+		only = "1"
+	}
 	vals, err := createScript.Run(ctx, r.writer, []string{r.metaKey(channel), r.streamKey(channel), r.reqKey(channel)},
-		cfg.MaxLen, cfg.Retention.Milliseconds(), expiry).Slice()
+		cfg.MaxLen, cfg.Retention.Milliseconds(), expiry, only).Slice()
 	if err != nil {
 		return false, r.wrap(ctx, err)
 	}
 	if len(vals) != 2 {
 		return false, fmt.Errorf("backlog: create script returned %v", vals)
+	}
+	if vals[0] == int64(-1) {
+		return false, ErrLimit
+	}
+	if existingOnly {
+		// The channel exists without a member (made by hand, or before
+		// the registry): counting it is the truth, limit or not.
+		if _, err := r.register(ctx, channel, expiry, true); err != nil {
+			return false, err
+		}
 	}
 	created := vals[0] == int64(1)
 	retention, _ := vals[1].(string)
@@ -282,42 +304,32 @@ func (r *Redis) Create(ctx context.Context, channel string, cfg ChannelConfig) (
 	return created, nil
 }
 
+// Info runs infoScript: one round trip answering counts and IDs only, so
+// that a subscribe costs Redis a small reply however large the channel's
+// messages are (docs/redis.md, "What a subscribe costs").
 func (r *Redis) Info(ctx context.Context, channel string) (Info, error) {
 	if r.isClosed() {
 		return Info{}, ErrClosed
 	}
-	// A channel's stream appears with its first message (with its Create
-	// when it has an Expiry), and XINFO STREAM fails on a missing key;
-	// EXISTS in the same transaction tells that apart from any other
-	// failure without parsing error text.
-	key := r.streamKey(channel)
-	pipe := r.client.TxPipeline()
-	meta := pipe.HMGet(ctx, r.metaKey(channel), "max_len", "retention_ms", "created_ms", "expiry_ms")
-	held := pipe.Exists(ctx, key)
-	stream := pipe.XInfoStream(ctx, key)
-	pipe.Exec(ctx) // errors are read per command below
-	vals, err := meta.Result()
+	vals, err := infoScript.Run(ctx, r.client, []string{r.metaKey(channel), r.streamKey(channel)}).Slice()
+	if errors.Is(err, redis.Nil) {
+		return Info{}, ErrNotFound
+	}
 	if err != nil {
 		return Info{}, r.wrap(ctx, err)
 	}
-	info, ok := parseMeta(vals)
+	if len(vals) != 7 {
+		return Info{}, fmt.Errorf("backlog: info script returned %v", vals)
+	}
+	info, ok := parseMeta(vals[:4])
 	if !ok {
 		return Info{}, ErrNotFound
 	}
-	if n, err := held.Result(); err != nil {
-		return Info{}, r.wrap(ctx, err)
-	} else if n == 0 {
-		return info, nil
-	}
-	xi, err := stream.Result()
-	if err != nil {
-		return Info{}, r.wrap(ctx, err)
-	}
-	info.Length = xi.Length
-	info.LastID, _ = ParseID(xi.LastGeneratedID)
-	if xi.Length > 0 {
-		info.FirstID, _ = ParseID(xi.FirstEntry.ID)
-	}
+	info.Length, _ = vals[4].(int64)
+	first, _ := vals[5].(string)
+	last, _ := vals[6].(string)
+	info.FirstID, _ = ParseID(first)
+	info.LastID, _ = ParseID(last)
 	return info, nil
 }
 
@@ -401,7 +413,9 @@ const tombstoneTTL = time.Hour
 // groups too: Claims blocked on it fail and find the channel gone. The channel's idempotency keys are left
 // to expire: the append script ignores them once the channel is created
 // again. Its retention registry member is left to TrimExpired, which drops
-// members without meta; removing it here would race with a Create.
+// members without meta; removing it here would race with a Create. Its
+// channel registry member is checked at once (see forget), which frees
+// its slot under the channel limit.
 func (r *Redis) Delete(ctx context.Context, channel string) error {
 	if r.isClosed() {
 		return ErrClosed
@@ -414,13 +428,20 @@ func (r *Redis) Delete(ctx context.Context, channel string) error {
 	if n == 0 {
 		return ErrNotFound
 	}
+	// The channel is gone whatever happens to its member: a failure here
+	// leaves the member to its next check, at most channelRecheck away.
+	_ = r.forget(ctx, channel)
 	return nil
 }
 
 // Range pipelines EXISTS meta, the XRANGE itself and then the continuity
-// probe, in that order: the probe runs after the read, and since Redis
+// proof, in that order: the proof runs after the read, and since Redis
 // only removes from a stream's head, an after entry (or an untouched
-// stream) seen by the probe was there for the read too.
+// stream) seen by the proof was there for the read too. From Zero the
+// three run in a transaction, as entries-added == length proves nothing
+// about a read that a delete and create of the channel came between.
+// The proof is a script, so that it answers 1 or 0 rather than the entry
+// it looks at or XINFO STREAM's first and last entries.
 func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) (Page, error) {
 	if r.isClosed() {
 		return Page{}, ErrClosed
@@ -430,30 +451,21 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 	if !after.IsZero() {
 		start = "(" + after.String()
 	}
-	// From Zero the proof is XINFO STREAM, checked for a missing stream as
-	// in Info: that takes a transaction, so that EXISTS and XINFO see the
-	// same state.
-	pipe := r.client.Pipeline()
-	if after.IsZero() {
-		pipe = r.client.TxPipeline()
-	}
-	exists := pipe.Exists(ctx, r.metaKey(channel))
-	var msgs *redis.XMessageSliceCmd
-	if limit > 0 {
-		msgs = pipe.XRangeN(ctx, key, start, "+", int64(limit))
-	} else {
-		msgs = pipe.XRange(ctx, key, start, "+")
-	}
-	var held *redis.XMessageSliceCmd
-	var stream *redis.XInfoStreamCmd
-	var streamExists *redis.IntCmd
-	if after.IsZero() {
-		streamExists = pipe.Exists(ctx, key)
-		stream = pipe.XInfoStream(ctx, key)
-	} else {
-		held = pipe.XRangeN(ctx, key, after.String(), after.String(), 1)
-	}
-	pipe.Exec(ctx)
+	var (
+		exists *redis.IntCmd
+		msgs   *redis.XMessageSliceCmd
+		proof  *redis.Cmd
+	)
+	r.pipelineWith(ctx, continuityScript, after.IsZero(), func(pipe redis.Pipeliner) *redis.Cmd {
+		exists = pipe.Exists(ctx, r.metaKey(channel))
+		if limit > 0 {
+			msgs = pipe.XRangeN(ctx, key, start, "+", int64(limit))
+		} else {
+			msgs = pipe.XRange(ctx, key, start, "+")
+		}
+		proof = continuityScript.EvalSha(ctx, pipe, []string{r.metaKey(channel), key}, after.String())
+		return proof
+	})
 	if n, err := exists.Result(); err != nil {
 		return Page{}, r.wrap(ctx, err)
 	} else if n == 0 {
@@ -463,29 +475,33 @@ func (r *Redis) Range(ctx context.Context, channel string, after ID, limit int) 
 	if err != nil {
 		return Page{}, r.wrap(ctx, err)
 	}
-	page := Page{Messages: messagesOf(xs)}
-	if held != nil {
-		hs, err := held.Result()
-		if err != nil {
-			return Page{}, r.wrap(ctx, err)
-		}
-		page.Continuous = len(hs) > 0
-	} else {
-		n, err := streamExists.Result()
-		if err != nil {
-			return Page{}, r.wrap(ctx, err)
-		}
-		if n == 0 { // nothing was ever appended, so nothing was lost
-			page.Continuous = true
-			return page, nil
-		}
-		xi, err := stream.Result()
-		if err != nil {
-			return Page{}, r.wrap(ctx, err)
-		}
-		page.Continuous = xi.EntriesAdded == xi.Length
+	continuous, err := proof.Int64()
+	if err != nil {
+		return Page{}, r.wrap(ctx, err)
 	}
-	return page, nil
+	return Page{Messages: messagesOf(xs), Continuous: continuous == 1}, nil
+}
+
+// pipelineWith runs the commands queue adds in one pipeline (a MULTI/EXEC
+// transaction when tx), where queue's returned command runs script by
+// EVALSHA. When Redis lost the script (a first use since a restart, SCRIPT
+// FLUSH), it loads it and runs the pipeline once more: a pipeline cannot
+// fall back to EVAL as Script.Run does. Errors are left in the commands.
+func (r *Redis) pipelineWith(ctx context.Context, script *redis.Script, tx bool, queue func(redis.Pipeliner) *redis.Cmd) {
+	for attempt := 0; ; attempt++ {
+		pipe := r.client.Pipeline()
+		if tx {
+			pipe = r.client.TxPipeline()
+		}
+		cmd := queue(pipe)
+		pipe.Exec(ctx)
+		if attempt > 0 || !redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			return
+		}
+		if err := script.Load(ctx, r.client).Err(); err != nil {
+			return
+		}
+	}
 }
 
 func (r *Redis) Before(ctx context.Context, channel string, id ID) (ID, bool, error) {
@@ -541,8 +557,11 @@ func messagesOf(xs []redis.XMessage) []Message {
 const trimBatch = 256
 
 // TrimExpired walks the retention registry with SSCAN and runs the trim
-// script for each member, pipelined. Replicas racing on one channel are
-// harmless: XTRIM MINID is idempotent and each script runs atomically.
+// script for each member, pipelined, then checks the channel registry's
+// members that are due (checkDue), which frees the slots of expired
+// channels. Replicas racing on one channel are harmless: XTRIM MINID is
+// idempotent, each script runs atomically, and a check changes a member
+// only if nobody else did since it looked.
 func (r *Redis) TrimExpired(ctx context.Context) error {
 	if r.isClosed() {
 		return ErrClosed
@@ -557,7 +576,9 @@ func (r *Redis) TrimExpired(ctx context.Context) error {
 			return err
 		}
 		if cursor = next; cursor == 0 {
-			return nil
+			// Expired channels leave the registry here, at their check.
+			_, err := r.checkDue(ctx)
+			return err
 		}
 	}
 }

@@ -6,10 +6,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The Lua scripts behind Create, Append, AppendIdempotent, Delete and
-// TrimExpired, and the proving read behind Read. Each touches only keys of
-// one channel, which share a Cluster hash tag, so every script is
-// Cluster-safe: KEYS[1] is the meta hash, KEYS[2] the stream (the read
+// The Lua scripts behind Create, Info, Append, AppendIdempotent, Delete,
+// Range's proof, Before, TailStart and TrimExpired, and the proving read
+// behind Read. A script that only looks answers IDs and counts, never an
+// entry's payload, unless returning entries is its purpose. Each touches
+// only keys of one channel, which share a Cluster hash tag, so every
+// script is Cluster-safe: KEYS[1] is the meta hash, KEYS[2] the stream (the read
 // takes them the other way round), then the request queue and an
 // idempotency key where a script needs them.
 //
@@ -40,7 +42,8 @@ end
 `
 
 // createScript makes the meta hash unless it exists. KEYS[3] is the
-// request queue. ARGV: max_len, retention_ms, expiry_ms. created_ms is
+// request queue. ARGV: max_len, retention_ms, expiry_ms, and '1' to only
+// refresh a channel that exists (the channel limit is reached). created_ms is
 // Redis's clock, the same clock as entry IDs.
 // A stream without meta is no channel's (a deleted channel's tombstone, or
 // entries a publisher added after the delete): the new channel starts
@@ -58,13 +61,14 @@ end
 // LastID stays 0-0, a resume from 0-0 is proved). Create of an existing
 // expiring channel restarts its countdown, whatever ARGV says.
 // Returns {1, retention_ms} when created, {0, the stored retention_ms}
-// when the channel existed.
+// when the channel existed, {-1, '0'} when it did not and ARGV[4] is '1'.
 var createScript = redis.NewScript(luaRefresh + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local m = redis.call('HMGET', KEYS[1], 'retention_ms', 'expiry_ms')
   refresh(m[2], KEYS[1], KEYS[2], KEYS[3])
   return {0, m[1] or '0'}
 end
+if ARGV[4] == '1' then return {-1, '0'} end
 local ex = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -212,6 +216,66 @@ local es = redis.call('XREVRANGE', KEYS[2], ARGV[1], '-', 'COUNT', 2)
 if #es == 0 or es[1][1] ~= ARGV[1] then return {} end
 if #es == 1 then return {es[1][1]} end
 return {es[1][1], es[2][1]}
+`)
+
+// luaStreamInfo returns the fields of XINFO STREAM key named in want (a
+// set of field names) as a table, so that a script hands the client only
+// those, and the ID of the stream's oldest entry as 'first-entry-id'.
+// XINFO STREAM copies the entries it shows into the script, at about
+// 1.4 ns a byte, more than sending them would cost Redis (docs/redis.md,
+// "What a subscribe costs"), so it runs in FULL form with COUNT 1, which
+// shows the oldest entry only, rather than in the plain form, which shows
+// the oldest and the newest. A channel's stream has no consumer groups, so the FULL
+// form adds nothing else.
+const luaStreamInfo = `
+local function streamInfo(key, want)
+  local info = redis.call('XINFO', 'STREAM', key, 'FULL', 'COUNT', 1)
+  local out = {}
+  for i = 1, #info, 2 do
+    local k, v = info[i], info[i + 1]
+    if k == 'entries' then
+      if #v > 0 then out['first-entry-id'] = v[1][1] end
+    elseif want[k] then
+      out[k] = v
+    end
+  end
+  return out
+end
+`
+
+// infoScript answers Info with counts and IDs, no payload: {max_len,
+// retention_ms, created_ms, expiry_ms, length, first ID, last generated
+// ID}, each meta field nil when unset, '0-0' for IDs the stream has not
+// (a channel whose stream does not exist yet is empty), or nil when the
+// meta KEYS[1] does not exist. KEYS[2] is the stream. The last generated
+// ID, which Info's LastID is (it stays when a publisher's trim or a loss
+// removed the newest entries), is only in XINFO STREAM.
+var infoScript = redis.NewScript(luaStreamInfo + `
+local m = redis.call('HMGET', KEYS[1], 'max_len', 'retention_ms', 'created_ms', 'expiry_ms')
+if not (m[1] or m[2] or m[3] or m[4]) then return false end
+local len, first, last = 0, '0-0', '0-0'
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local info = streamInfo(KEYS[2], {['length'] = true, ['last-generated-id'] = true})
+  len, last = info['length'], info['last-generated-id']
+  first = info['first-entry-id'] or '0-0'
+end
+return {m[1], m[2], m[3], m[4], len, first, last}
+`)
+
+// continuityScript is Range's proof, run after its XRANGE: 1 when the
+// entry ARGV[1] is held in stream KEYS[2] (Redis removes only from a
+// stream's head, so whatever followed it then is held too), or ARGV[1] is
+// 0-0 and nothing was ever removed (entries-added equals length, or the
+// stream does not exist); else 0. Only that answer crosses the network,
+// not the entry it looks at.
+var continuityScript = redis.NewScript(luaStreamInfo + `
+local after = ARGV[1]
+if after ~= '0-0' then
+  return #redis.call('XRANGE', KEYS[2], after, after) > 0 and 1 or 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 1 end
+local info = streamInfo(KEYS[2], {['entries-added'] = true, ['length'] = true})
+return info['entries-added'] == info['length'] and 1 or 0
 `)
 
 // tailStartChunk bounds the entries one step of tailStartScript reads.

@@ -37,6 +37,13 @@ func TestRedisConformance(t *testing.T) {
 	})
 }
 
+func TestRedisChannelLimitConformance(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	backlogtest.RunLimit(t, func(t *testing.T, maxChannels int) backlog.Log {
+		return newRedis(t, srv, backlog.RedisConfig{MaxChannels: maxChannels})
+	})
+}
+
 // TestRedisLosesNewest: what the Redis backlog tells once a stream lost its
 // newest entries, as after a failover that lost writes (here by XDEL,
 // which leaves the last generated ID as such a failover would not: the

@@ -605,9 +605,14 @@ func (c *channelState) subscribers() []*Subscription {
 	return nil
 }
 
-// acquire returns the followed state of channel, starting to follow it for
-// the first local subscriber. Every successful acquire needs a release.
-func (h *Hub) acquire(ctx context.Context, name string) (*channelState, error) {
+// join registers s with the followed state of channel, starting to follow
+// it for the first local subscriber; success needs a release of s.ch.
+// When this call started following, it returns the Info the reader starts
+// from, so that the subscribe need not ask again: s is registered before
+// the reader starts, so every message after that Info's LastID reaches s
+// live, as if the Info were read after the registration. Otherwise info
+// is nil.
+func (h *Hub) join(ctx context.Context, name string, s *Subscription) (info *backlog.Info, err error) {
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -620,17 +625,20 @@ func (h *Hub) acquire(ctx context.Context, name string) (*channelState, error) {
 	}
 	c.refs++
 	h.mu.Unlock()
+	s.ch = c
 
 	if !ok {
 		// The reader starts at the current head: messages after it reach
 		// subscribers live, older ones come from their replay. Other
 		// subscribers may be waiting on this, so the first one leaving
 		// must not cancel it; the operation timeout bounds it.
-		info, err := h.log.Info(context.WithoutCancel(ctx), name)
+		got, err := h.log.Info(context.WithoutCancel(ctx), name)
 		if err != nil {
 			c.initErr = err
 		} else {
-			c.reader.follow(c, info.LastID)
+			info = &got
+			c.add(s)
+			c.reader.follow(c, got.LastID)
 		}
 		close(c.ready)
 	} else {
@@ -640,12 +648,15 @@ func (h *Hub) acquire(ctx context.Context, name string) (*channelState, error) {
 			h.release(c)
 			return nil, fromBacklog(ctx, name, ctx.Err())
 		}
+		if c.initErr == nil {
+			c.add(s)
+		}
 	}
 	if c.initErr != nil {
 		h.release(c)
 		return nil, c.initErr
 	}
-	return c, nil
+	return info, nil
 }
 
 func (h *Hub) release(c *channelState) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -457,4 +458,67 @@ func TestLastIsBounded(t *testing.T) {
 	if _, _, err := h.Subscribe(t.Context(), "bounded", broker.From{Last: 6}, newRecorder()); !errors.Is(err, broker.ErrLimit) {
 		t.Errorf("last over the limit: %v, want ErrLimit", err)
 	}
+}
+
+// infoLog counts Info calls, and appends a message to the channel right
+// after an Info has read it when appendAfterInfo is set: a publish that
+// lands between the Info a subscribe starts from and its registration.
+type infoLog struct {
+	*backlog.Memory
+	infos           atomic.Int64
+	appendAfterInfo atomic.Bool
+	appended        chan backlog.ID
+}
+
+func (l *infoLog) Info(ctx context.Context, channel string) (backlog.Info, error) {
+	l.infos.Add(1)
+	info, err := l.Memory.Info(ctx, channel)
+	if err == nil && l.appendAfterInfo.CompareAndSwap(true, false) {
+		id, err := l.Memory.Append(ctx, channel, []byte(`"raced"`))
+		if err != nil {
+			return info, err
+		}
+		l.appended <- id
+	}
+	return info, err
+}
+
+// TestSubscribeAsksInfoOnce: a subscribe reads the channel's Info once,
+// whether it starts following the channel or joins a channel already
+// followed, since on Redis each Info is a round trip of every subscribe.
+func TestSubscribeAsksInfoOnce(t *testing.T) {
+	log := &infoLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), appended: make(chan backlog.ID, 1)}
+	h := broker.New(log, broker.Config{})
+	t.Cleanup(func() { h.Close(); log.Close() })
+	create(t, h, "once", 10)
+	ids := publish(t, h, "once", 3)
+	since := ids[0]
+	for _, from := range []broker.From{{}, {Since: &since}, {Last: 2}} {
+		first, _ := subscribe(t, h, "once", from, newRecorder())
+		second, _ := subscribe(t, h, "once", from, newRecorder())
+		first.Close()
+		second.Close()
+		if n := log.infos.Swap(0); n != 2 {
+			t.Errorf("two subscribes from %+v read Info %d times, want 2", from, n)
+		}
+	}
+}
+
+// TestSubscribeGetsWhatFollowsItsHead: the first subscriber of a channel
+// takes its head from the Info its reader starts from; a message appended
+// right after that Info is delivered to it live, nothing is skipped.
+func TestSubscribeGetsWhatFollowsItsHead(t *testing.T) {
+	log := &infoLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), appended: make(chan backlog.ID, 1)}
+	h := broker.New(log, broker.Config{})
+	t.Cleanup(func() { h.Close(); log.Close() })
+	create(t, h, "raced", 10)
+	publish(t, h, "raced", 2)
+	log.appendAfterInfo.Store(true)
+	rec := newRecorder()
+	_, res := subscribe(t, h, "raced", broker.From{}, rec)
+	raced := <-log.appended
+	if !res.Head.Less(raced) {
+		t.Fatalf("head %v is not before the message appended after its Info, %v", res.Head, raced)
+	}
+	checkSequence(t, rec.waitFor(t, 1), []backlog.ID{raced})
 }

@@ -184,3 +184,97 @@ func BenchmarkRedisDelivery(b *testing.B) {
 		})
 	}
 }
+
+// redisStats reads counters of INFO stats.
+func redisStats(b *testing.B, c *redis.Client, keys ...string) []float64 {
+	info, err := c.Info(context.Background(), "stats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]float64, len(keys))
+	for _, line := range strings.Split(info, "\r\n") {
+		for i, key := range keys {
+			if v, ok := strings.CutPrefix(line, key+":"); ok {
+				out[i], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return out
+}
+
+type discardSink struct{}
+
+func (discardSink) Deliver(*broker.Publication) bool                  { return true }
+func (discardSink) Replay(context.Context, *broker.Publication) error { return nil }
+
+// BenchmarkRedisSubscribeCost measures what one subscribe/unsubscribe cycle
+// costs Redis on a channel whose messages are 60 KB each (issue 18): bytes
+// Redis sends and receives, and commands it runs, from INFO stats, and
+// its CPU time, from INFO cpu. Only a
+// subscribe that replays messages should cost their bytes; the others
+// should cost a few small replies. "followed" keeps another subscriber on
+// the channel, so that the cycle does not start and stop following it.
+func BenchmarkRedisSubscribeCost(b *testing.B) {
+	srv := redistest.Start(b, redistest.Options{})
+	ctx := context.Background()
+	stats := srv.Client()
+	uc, err := backlog.NewRedisClient(srv.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	client := uc.(*redis.Client)
+	defer client.Close()
+	log := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: "subcost:"})
+	defer log.Close()
+	hub := broker.New(log, broker.Config{})
+	defer hub.Close()
+	const channel = "big"
+	if _, err := hub.Create(ctx, channel, broker.ChannelOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(`"` + strings.Repeat("x", 60<<10) + `"`)
+	var newest backlog.ID
+	for range 3 {
+		if newest, err = log.Append(ctx, channel, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		from     broker.From
+		followed bool
+	}{
+		{"live", broker.From{}, false},
+		{"live/followed", broker.From{}, true},
+		{"since=newest", broker.From{Since: &newest}, false},
+		{"last=1", broker.From{Last: 1}, false},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			if c.followed {
+				keep, _, err := hub.Subscribe(ctx, channel, broker.From{}, discardSink{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer keep.Close()
+			}
+			keys := []string{"total_net_output_bytes", "total_net_input_bytes", "total_commands_processed"}
+			before, cpu0 := redisStats(b, stats, keys...), redisCPU(b, stats)
+			for b.Loop() {
+				sub, _, err := hub.Subscribe(ctx, channel, c.from, discardSink{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := sub.Replay(ctx); err != nil {
+					b.Fatal(err)
+				}
+				sub.Close()
+			}
+			after, cpu := redisStats(b, stats, keys...), redisCPU(b, stats)-cpu0
+			n := float64(b.N)
+			b.ReportMetric(float64(cpu.Microseconds())/n, "redis-cpu-µs/cycle")
+			b.ReportMetric((after[0]-before[0])/n, "redis-out-B/cycle")
+			b.ReportMetric((after[1]-before[1])/n, "redis-in-B/cycle")
+			b.ReportMetric((after[2]-before[2])/n, "redis-cmds/cycle")
+		})
+	}
+}

@@ -103,18 +103,18 @@ func (h *Hub) Subscribe(ctx context.Context, channel string, from From, sink Sin
 // subscribe is Subscribe without the checks on a client's wishes: sessions
 // follow their inboxes with it.
 func (h *Hub) subscribe(ctx context.Context, channel string, from From, sink Sink) (*Subscription, SubscribeResult, error) {
-	c, err := h.acquire(ctx, channel)
-	if err != nil {
-		return nil, SubscribeResult{}, err
-	}
-	s := &Subscription{hub: h, ch: c, sink: sink, replayed: make(chan struct{})}
+	s := &Subscription{hub: h, sink: sink, replayed: make(chan struct{})}
 	s.stopped, s.stop = context.WithCancel(context.Background())
 	// Registering before reading the backlog is what makes the merge
 	// gap-free: every message the reader delivers from now on is buffered,
 	// and every message before it is in what we read next.
-	c.add(s)
+	info, err := h.join(ctx, channel, s)
+	if err != nil {
+		s.stop()
+		return nil, SubscribeResult{}, err
+	}
 	h.stats.subscriptions.Add(1)
-	res, err := s.position(ctx, from)
+	res, err := s.position(ctx, from, info)
 	if err != nil {
 		s.Close()
 		return nil, SubscribeResult{}, err
@@ -122,11 +122,18 @@ func (h *Hub) subscribe(ctx context.Context, channel string, from From, sink Sin
 	return s, res, nil
 }
 
-func (s *Subscription) position(ctx context.Context, from From) (SubscribeResult, error) {
+// position reads where the subscription starts. info is the channel's
+// Info when join read it for the reader (which then started after s was
+// registered, so it holds for s as if read now); otherwise position asks,
+// after the registration. Either way a subscribe asks once.
+func (s *Subscription) position(ctx context.Context, from From, info *backlog.Info) (SubscribeResult, error) {
 	log, name := s.hub.log, s.ch.name
-	info, err := log.Info(ctx, name)
-	if err != nil {
-		return SubscribeResult{}, err
+	if info == nil {
+		got, err := log.Info(ctx, name)
+		if err != nil {
+			return SubscribeResult{}, err
+		}
+		info = &got
 	}
 	res := SubscribeResult{Head: info.LastID}
 	s.history = from.Since != nil || from.Last > 0

@@ -155,7 +155,8 @@ type Config struct {
 	// listeners together; 0 means 1 GiB. See ws.SendBudget.
 	SendQueueBudget int64
 
-	// MaxChannels bounds the in-memory backlog: see backlog.MemoryConfig.
+	// MaxChannels bounds the channels of either backlog: see
+	// backlog.MemoryConfig and backlog.RedisConfig.
 	MaxChannels int
 	// BlockInterval is how long a backlog read waits for news before it
 	// is renewed: see backlog.RedisConfig.

@@ -168,6 +168,19 @@ func TestRequestSettingsReachTheirPackages(t *testing.T) {
 	}
 }
 
+// TestMaxChannelsReachesBothBacklogs: TSLM_MAX_CHANNELS bounds the Redis
+// backlog too, not only the in-memory one.
+func TestMaxChannelsReachesBothBacklogs(t *testing.T) {
+	g := &Gateway{cfg: Config{MaxChannels: 42}.WithDefaults()}
+	if m, r := g.memoryConfig().MaxChannels, g.redisConfig().MaxChannels; m != 42 || r != 42 {
+		t.Errorf("MaxChannels passed on as %d (memory) and %d (Redis), want 42", m, r)
+	}
+	d := &Gateway{cfg: Config{}.WithDefaults()}
+	if m, r := d.memoryConfig().MaxChannels, d.redisConfig().WithDefaults().MaxChannels; m != 100_000 || r != 100_000 {
+		t.Errorf("default MaxChannels %d (memory) and %d (Redis), want 100000", m, r)
+	}
+}
+
 // TestRequestDefaults holds the request defaults to those of design: the
 // packages apply them, WithDefaults reports them.
 func TestRequestDefaults(t *testing.T) {

@@ -185,7 +185,8 @@ func (g *Gateway) memoryConfig() backlog.MemoryConfig {
 func (g *Gateway) redisConfig() backlog.RedisConfig {
 	// Every hub reader holds one dedicated connection between its Reads;
 	// the cap only bounds connections left over when readers are fewer.
-	return backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval, MaxRequests: g.cfg.MaxQueuedRequests}
+	return backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval, MaxRequests: g.cfg.MaxQueuedRequests,
+		MaxChannels: g.cfg.MaxChannels}
 }
 
 func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) ws.Config {
