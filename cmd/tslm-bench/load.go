@@ -111,7 +111,7 @@ func (r *bench) setUp(ctx context.Context) error {
 	}
 	body := fmt.Sprintf(`{"max_len":%d}`, r.spec.maxLen)
 	err := r.each(ctx, len(r.names), func(ctx context.Context, i int) error {
-		return r.call(ctx, http.MethodPut, r.tgt.api+"/v1/channels/"+r.names[i], body, http.StatusCreated)
+		return r.call(ctx, http.MethodPut, r.tgt.api+"/v1/channels/"+r.names[i], []byte(body), http.StatusCreated)
 	})
 	if err != nil {
 		return fmt.Errorf("creating channels: %w", err)
@@ -173,8 +173,8 @@ func (r *bench) each(ctx context.Context, n int, f func(ctx context.Context, i i
 }
 
 // call makes one HTTP request of the API and expects status want (or 200).
-func (r *bench) call(ctx context.Context, method, url, body string, want int) error {
-	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+func (r *bench) call(ctx context.Context, method, url string, body []byte, want int) error {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -257,7 +257,7 @@ func (r *bench) tearDown(ctx context.Context) {
 	}
 	if r.tgt.outlives {
 		r.each(context.WithoutCancel(ctx), len(r.names), func(ctx context.Context, i int) error {
-			r.call(ctx, http.MethodDelete, r.tgt.api+"/v1/channels/"+r.names[i], "", http.StatusNoContent)
+			r.call(ctx, http.MethodDelete, r.tgt.api+"/v1/channels/"+r.names[i], nil, http.StatusNoContent)
 			return nil
 		})
 	}

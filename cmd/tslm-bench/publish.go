@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -69,20 +67,7 @@ func (r *bench) newPublishers(ctx context.Context) error {
 }
 
 func (r *bench) publishAPI(ctx context.Context, channel string, payload []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.tgt.api+"/v1/channels/"+channel+"/messages", bytes.NewReader(payload))
-	if err != nil {
-		return err
-	}
-	resp, err := r.httpc.Do(req)
-	if err != nil {
-		return err
-	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("HTTP %d %s", resp.StatusCode, bytes.TrimSpace(b))
-	}
-	return nil
+	return r.call(ctx, http.MethodPost, r.tgt.api+"/v1/channels/"+channel+"/messages", payload, http.StatusCreated)
 }
 
 // wsPublisher connects one WebSocket publisher to the internal listener.
