@@ -11,3 +11,17 @@ func MemoryHeld(m *Memory) int {
 	defer m.mu.RUnlock()
 	return len(m.channels)
 }
+
+// MemoryWaiting returns how many blocked Read cursors are registered on
+// channel, so tests can check that Reads leave no registration behind.
+func MemoryWaiting(m *Memory, channel string) int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	m.wmu.Lock()
+	defer m.wmu.Unlock()
+	c, ok := m.channels[channel]
+	if !ok || c.waiters.first.w == nil {
+		return 0
+	}
+	return 1 + len(c.waiters.more)
+}

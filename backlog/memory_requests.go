@@ -146,8 +146,8 @@ func (m *Memory) Claim(ctx context.Context, channel, group, consumer string, n i
 			return nil, err
 		}
 		out := q.claim(group, consumer, n, m.cfg.Now())
-		// appended closes on Delete and Close too, which must end the wait.
-		wake, gone := q.enqueued, m.appended
+		// removed closes on Delete and Close, which must end the wait.
+		wake, gone := q.enqueued, m.removed
 		m.mu.Unlock()
 		if len(out) > 0 || timeout == nil {
 			return out, nil

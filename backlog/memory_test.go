@@ -242,3 +242,65 @@ func TestMemoryLossy(t *testing.T) {
 		return backlogtest.NewLossy(backlog.NewMemory(backlog.MemoryConfig{}))
 	})
 }
+
+// TestMemoryReadWakesFollowers: Reads are woken per channel, so several
+// blocked on one channel must all get its append, whichever of them
+// registered first, and Reads that return or are cancelled must leave no
+// registration behind.
+func TestMemoryReadWakesFollowers(t *testing.T) {
+	m := backlog.NewMemory(backlog.MemoryConfig{BlockInterval: time.Minute})
+	defer m.Close()
+	ctx := t.Context()
+	for _, ch := range []string{"shared", "other"} {
+		if _, err := m.Create(ctx, ch, backlog.ChannelConfig{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const readers = 3
+	got := make(chan []backlog.Batch, readers)
+	for range readers {
+		go func() {
+			batches, err := m.Read(ctx, []backlog.Cursor{{Channel: "other"}, {Channel: "shared"}}, 10)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- batches
+		}()
+	}
+	readCtx, cancel := context.WithCancel(ctx)
+	cancelled := make(chan error, 1)
+	go func() {
+		_, err := m.Read(readCtx, []backlog.Cursor{{Channel: "shared"}}, 10)
+		cancelled <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for backlog.MemoryWaiting(m, "shared") != readers+1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Reads registered on the channel, want %d", backlog.MemoryWaiting(m, "shared"), readers+1)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-cancelled; err != context.Canceled {
+		t.Fatalf("cancelled Read: %v, want context.Canceled", err)
+	}
+	id, err := m.Append(ctx, "shared", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range readers {
+		select {
+		case batches := <-got:
+			if len(batches) != 1 || batches[0].Channel != "shared" || len(batches[0].Messages) != 1 || batches[0].Messages[0].ID != id {
+				t.Fatalf("Read = %+v, want the one message appended to shared", batches)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a Read following the channel was not woken by its append")
+		}
+	}
+	for _, ch := range []string{"shared", "other"} {
+		if n := backlog.MemoryWaiting(m, ch); n != 0 {
+			t.Errorf("%d registrations left on %s after every Read returned", n, ch)
+		}
+	}
+}
