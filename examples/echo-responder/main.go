@@ -5,10 +5,9 @@
 //	go run ./examples/echo-responder orders
 //
 // With TSLM_REDIS_URL set (one server, or a Sentinel set) it serves
-// straight from Redis (docs/redis.md),
-// with the gateway's key prefix TSLM_REDIS_PREFIX (default "tslm:") in the
-// consumer group "tslm", which it shares with apps serving through the
-// gateway. Otherwise it serves through the gateway's internal WebSocket at
+// straight from Redis (docs/redis.md), with the gateway's key prefix
+// TSLM_REDIS_PREFIX (default "tslm:") in the consumer group "tslm", which
+// it shares with apps serving through the gateway. Otherwise it serves through the gateway's internal WebSocket at
 // TSLM_INTERNAL_URL (default ws://127.0.0.1:8081/v1/ws), presenting
 // TSLM_CREDENTIAL (an API key or publisher token granting serve, when the
 // listener checks credentials) as Authorization: Bearer. TSLM_LOG_LEVEL
