@@ -215,3 +215,30 @@ func idStrings(ids []backlog.ID) []string {
 	}
 	return out
 }
+
+// TestRedisNoReplicasIsUnavailable: a primary with min-replicas-to-write
+// that lacks replicas refuses the append script (its error keeps the
+// NOREPLICAS code), and the backlog says unavailable, so that the
+// publisher retries rather than takes it for a bad request
+// (docs/redis.md, "Losing less").
+func TestRedisNoReplicasIsUnavailable(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := t.Context()
+	client, err := backlog.NewRedisClient(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	r := backlog.NewRedis(client, backlog.RedisConfig{})
+	defer r.Close()
+	if _, err := r.Create(ctx, "norepl", backlog.ChannelConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Client().ConfigSet(ctx, "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Append(ctx, "norepl", []byte(`1`))
+	if !errors.Is(err, backlog.ErrUnavailable) || !redis.IsNoReplicasError(err) {
+		t.Fatalf("append without the replicas min-replicas-to-write asks for: %v, want unavailable (NOREPLICAS)", err)
+	}
+}
