@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -140,6 +142,16 @@ func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
 	// go-redis logs a warning at every start), so each makes its own.
 	switch c := c.(type) {
 	case *redis.Client:
+		if fo, ok := failovers.Load(weak.Make(c)); ok {
+			// A copy of a Sentinel client's Options would dial the primary
+			// the sentinels name, but keep its connections to a demoted
+			// one: only the client NewFailoverClient made drops them
+			// when the sentinels announce the switch.
+			opt := *fo.(*redis.FailoverOptions)
+			opt.MaxRetries = -1
+			opt.PushNotificationProcessor = nil
+			return redis.NewFailoverClient(&opt), true
+		}
 		opt := *c.Options()
 		opt.MaxRetries = -1
 		opt.PushNotificationProcessor = nil
@@ -153,15 +165,50 @@ func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
 	return c, false
 }
 
-// NewRedisClient connects to a redis:// or rediss:// URL (see
-// redis.ParseURL for its query options). It turns ContextTimeoutEnabled on,
-// so that ctx deadlines bound every command, and unless the URL sets
-// pool_size it sizes the pool at 10 per CPU plus 1024 for blocking Reads:
-// each hub reader holds one connection for good, and their number grows
-// with the channels followed. Connections are opened lazily, so the
-// headroom costs nothing until it is used.
-func NewRedisClient(url string) (redis.UniversalClient, error) {
-	opt, err := redis.ParseURL(url)
+// failovers maps the Sentinel clients NewRedisClient made to the options
+// they were made with, for withoutRetries; an entry goes with its client.
+var failovers sync.Map // weak.Pointer[redis.Client] -> *redis.FailoverOptions
+
+// NewRedisClient connects to a redis:// or rediss:// URL: one server's (see
+// redis.ParseURL for its query options), or, when the query has
+// master_name, a Sentinel set's (redis.ParseFailoverURL: the host and each
+// addr parameter are sentinels, the userinfo is the sentinels' credentials
+// and the username and password parameters the data nodes'). The Sentinel
+// client is a *redis.Client that asks the sentinels for the primary on
+// every dial and drops its connections to the old one when they announce a
+// new one, so that commands fail while no primary answers and succeed
+// against the promoted replica afterwards. Several addresses without
+// master_name are a Redis Cluster's seeds, refused until Cluster is
+// supported.
+//
+// It turns ContextTimeoutEnabled on, so that ctx deadlines bound every
+// command, and unless the URL sets pool_size it sizes the pool at 10 per
+// CPU plus 1024 for blocking Reads: each hub reader holds one connection
+// for good, and their number grows with the channels followed. Connections
+// are opened lazily, so the headroom costs nothing until it is used.
+func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
+	if host := hostOf(rawURL); strings.Contains(host, ",") {
+		if strings.Contains(rawURL, "master_name=") {
+			return nil, errors.New("backlog: redis Sentinel URL: name one sentinel as the host and each other as an addr parameter, not a comma-separated list")
+		}
+		return nil, errCluster
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// Not err itself: it quotes the URL, password included.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("backlog: redis URL: %w", err)
+	}
+	q := u.Query()
+	switch {
+	case q.Has("master_name"):
+		return newFailoverClient(rawURL, q)
+	case q.Has("addr"):
+		return nil, errCluster
+	}
+	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("backlog: redis URL: %w", err)
 	}
@@ -172,10 +219,53 @@ func NewRedisClient(url string) (redis.UniversalClient, error) {
 	// publishers. Failing fast is enough, as the hub's readers retry with
 	// their own backoff.
 	opt.DialerRetries = 1
-	if !strings.Contains(url, "pool_size=") {
-		opt.PoolSize = 10*runtime.GOMAXPROCS(0) + 1024
+	if !q.Has("pool_size") {
+		opt.PoolSize = defaultPoolSize()
 	}
 	return redis.NewClient(opt), nil
+}
+
+var errCluster = errors.New("backlog: redis URL: several addresses are a Redis Cluster's seeds, and Cluster is not supported yet; " +
+	"for a Sentinel set add master_name=<the sentinels' name for the primary> (docs/redis.md#sentinel)")
+
+// newFailoverClient is NewRedisClient for a Sentinel URL, with the same
+// options as a standalone client's.
+func newFailoverClient(rawURL string, q url.Values) (*redis.Client, error) {
+	opt, err := redis.ParseFailoverURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("backlog: redis Sentinel URL: %w", err)
+	}
+	if opt.MasterName == "" {
+		return nil, errors.New("backlog: redis Sentinel URL: master_name is empty")
+	}
+	opt.ContextTimeoutEnabled = true
+	opt.DialerRetries = 1
+	if !q.Has("pool_size") {
+		opt.PoolSize = defaultPoolSize()
+	}
+	kept := *opt // NewFailoverClient keeps opt
+	c := redis.NewFailoverClient(opt)
+	key := weak.Make(c)
+	failovers.Store(key, &kept)
+	runtime.AddCleanup(c, func(key weak.Pointer[redis.Client]) { failovers.Delete(key) }, key)
+	return c, nil
+}
+
+func defaultPoolSize() int { return 10*runtime.GOMAXPROCS(0) + 1024 }
+
+// hostOf returns the host part of a URL, between "//" (and userinfo) and
+// the path or query, without parsing it: url.Parse refuses
+// "host1:port1,host2:port2" as a bad port.
+func hostOf(rawURL string) string {
+	_, rest, _ := strings.Cut(rawURL, "://")
+	end := strings.IndexAny(rest, "/?#")
+	if end >= 0 {
+		rest = rest[:end]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
+	}
+	return rest
 }
 
 // streamKey is "<prefix>ch:{<channel>}"; the braces make the channel the

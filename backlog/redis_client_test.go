@@ -48,3 +48,96 @@ func TestNewRedisLogsNothing(t *testing.T) {
 		t.Fatalf("go-redis logged:\n%s", strings.Join(logs.lines, "\n"))
 	}
 }
+
+// TestNewRedisClientURLs: the URL forms TSLM_REDIS_URL takes, and the
+// ones it refuses with a reason rather than a confusing failure later.
+func TestNewRedisClientURLs(t *testing.T) {
+	for _, tc := range []struct {
+		url  string
+		want string // "" for a client, else a part of the error
+	}{
+		{"redis://127.0.0.1:6379/0", ""},
+		{"rediss://user:pw@127.0.0.1:6380/2?pool_size=7", ""},
+		{"redis://127.0.0.1:26379?master_name=main&addr=127.0.0.1:26380&addr=127.0.0.1:26381", ""},
+		{"redis://suser:spw@127.0.0.1:26379/3?master_name=main&username=app&password=apw", ""},
+		// A cluster's seeds, in both forms users try.
+		{"redis://127.0.0.1:7000?addr=127.0.0.1:7001", "Cluster is not supported yet"},
+		{"redis://127.0.0.1:7000,127.0.0.1:7001", "Cluster is not supported yet"},
+		{"redis://user:secret@127.0.0.1:7000,127.0.0.1:7001/0", "Cluster is not supported yet"},
+		{"redis://127.0.0.1:26379,127.0.0.1:26380?master_name=main", "each other as an addr parameter"},
+		{"redis://127.0.0.1:26379?master_name=", "master_name is empty"},
+		{"redis://127.0.0.1:26379?master_name=main&addr=nope", "addr"},
+		{"redis://127.0.0.1:6379?pool_sise=3", "unexpected option"},
+		{"redis://user:secret@127.0.0.1:port/0", "invalid port"},
+	} {
+		c, err := backlog.NewRedisClient(tc.url)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("NewRedisClient(%q): %v", tc.url, err)
+				continue
+			}
+			c.Close()
+			continue
+		}
+		if err == nil {
+			c.Close()
+			t.Errorf("NewRedisClient(%q) succeeded, want an error about %q", tc.url, tc.want)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewRedisClient(%q): %v, want an error about %q", tc.url, err, tc.want)
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("NewRedisClient(%q): the error %q shows the password", tc.url, err)
+		}
+	}
+}
+
+// TestNewRedisClientOptions: a Sentinel client gets the options a
+// standalone one does, and the data nodes' credentials from the query
+// (the userinfo is the sentinels').
+func TestNewRedisClientOptions(t *testing.T) {
+	for _, url := range []string{
+		"redis://127.0.0.1:6379/0",
+		"redis://suser:spw@127.0.0.1:26379/3?master_name=main&username=app&password=apw",
+	} {
+		c, err := backlog.NewRedisClient(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cl, ok := c.(*redis.Client)
+		if !ok {
+			t.Fatalf("NewRedisClient(%q) is a %T, want a *redis.Client (Read needs its dedicated connections)", url, c)
+		}
+		opt := cl.Options()
+		if !opt.ContextTimeoutEnabled || opt.DialerRetries != 1 || opt.PoolSize < 1024 {
+			t.Errorf("%q: ContextTimeoutEnabled %v, DialerRetries %d, PoolSize %d; want true, 1, ≥ 1024",
+				url, opt.ContextTimeoutEnabled, opt.DialerRetries, opt.PoolSize)
+		}
+		if strings.Contains(url, "master_name") && (opt.Username != "app" || opt.Password != "apw" || opt.DB != 3) {
+			t.Errorf("%q: Redis user %q, password %q, db %d; want app, apw, 3", url, opt.Username, opt.Password, opt.DB)
+		}
+	}
+	for _, url := range []string{
+		"redis://127.0.0.1:6379/0?pool_size=7&pipeline_pool_size=9",
+		"redis://127.0.0.1:26379?master_name=main&pool_size=7&pipeline_pool_size=9",
+	} {
+		c, err := backlog.NewRedisClient(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if n := c.(*redis.Client).Options().PoolSize; n != 7 {
+			t.Errorf("%q: PoolSize %d, want 7", url, n)
+		}
+	}
+	c, err := backlog.NewRedisClient("redis://127.0.0.1:6379/0?pipeline_pool_size=9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n := c.(*redis.Client).Options().PoolSize; n < 1024 {
+		t.Errorf("pipeline_pool_size alone set PoolSize to %d, want the default", n)
+	}
+}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/url"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -28,7 +29,7 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	if err := r.Ping(pingCtx); err != nil {
 		g.logger.Error("Redis backlog unreachable at start; retrying in the background", "err", err)
 	} else {
-		g.logger.Info("using the Redis backlog", "addr", redisAddr(client))
+		g.logger.Info("using the Redis backlog", redisTarget(g.cfg.RedisURL, client)...)
 	}
 	return nil
 }
@@ -55,9 +56,17 @@ func (c closeBoth) Close() error {
 	return c.client.Close()
 }
 
-func redisAddr(c redis.UniversalClient) string {
-	if cl, ok := c.(*redis.Client); ok {
-		return cl.Options().Addr
+// redisTarget describes where the backlog is, for the start-up log:
+// the server's address, or the primary's name and the sentinels asked for
+// it (a Sentinel client's Options know neither). No credentials.
+func redisTarget(rawURL string, c redis.UniversalClient) []any {
+	if u, err := url.Parse(rawURL); err == nil {
+		if q := u.Query(); q.Has("master_name") {
+			return []any{"sentinel_master", q.Get("master_name"), "sentinels", append([]string{u.Host}, q["addr"]...)}
+		}
 	}
-	return "cluster"
+	if cl, ok := c.(*redis.Client); ok {
+		return []any{"addr", cl.Options().Addr}
+	}
+	return []any{"addr", "cluster"}
 }

@@ -4,10 +4,10 @@
 //
 //	go run ./examples/echo-responder orders
 //
-// With TSLM_REDIS_URL set it serves straight from Redis (docs/redis.md),
-// with the gateway's key prefix TSLM_REDIS_PREFIX (default "tslm:") in the
-// consumer group "tslm", which it shares with apps serving through the
-// gateway. Otherwise it serves through the gateway's internal WebSocket at
+// With TSLM_REDIS_URL set (one server, or a Sentinel set) it serves
+// straight from Redis (docs/redis.md), with the gateway's key prefix
+// TSLM_REDIS_PREFIX (default "tslm:") in the consumer group "tslm", which
+// it shares with apps serving through the gateway. Otherwise it serves through the gateway's internal WebSocket at
 // TSLM_INTERNAL_URL (default ws://127.0.0.1:8081/v1/ws), presenting
 // TSLM_CREDENTIAL (an API key or publisher token granting serve, when the
 // listener checks credentials) as Authorization: Bearer. TSLM_LOG_LEVEL
@@ -24,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
@@ -61,10 +62,11 @@ func run(ctx context.Context, channels []string, lookup func(string) (string, bo
 	}
 	var err error
 	if url, ok := lookup("TSLM_REDIS_URL"); ok && url != "" {
-		opt, perr := redis.ParseURL(url)
+		client, addr, perr := redisClient(url)
 		if perr != nil {
 			return fmt.Errorf("TSLM_REDIS_URL: %w", perr)
 		}
+		defer client.Close()
 		prefix := responder.DefaultPrefix
 		if p, ok := lookup("TSLM_REDIS_PREFIX"); ok {
 			if p == "" {
@@ -72,9 +74,7 @@ func run(ctx context.Context, channels []string, lookup func(string) (string, bo
 			}
 			prefix = p
 		}
-		client := redis.NewClient(opt)
-		defer client.Close()
-		logger.Info("echo-responder: serving from Redis", "addr", opt.Addr, "prefix", prefix, "channels", channels)
+		logger.Info("echo-responder: serving from Redis", "addr", addr, "prefix", prefix, "channels", channels)
 		err = responder.ServeRedis(ctx, responder.RedisConfig{Client: client, Prefix: prefix, Group: responder.DefaultGroup}, echo, channels...)
 	} else {
 		url := responder.DefaultURL
@@ -92,4 +92,22 @@ func run(ctx context.Context, channels []string, lookup func(string) (string, bo
 		logger.Info("echo-responder: stopped")
 	}
 	return err
+}
+
+// redisClient connects to TSLM_REDIS_URL as the gateway reads it: one
+// server, or a Sentinel set when the query names master_name
+// (docs/redis.md#sentinel). addr describes it for the log.
+func redisClient(url string) (client *redis.Client, addr string, err error) {
+	if strings.Contains(url, "master_name=") {
+		opt, err := redis.ParseFailoverURL(url)
+		if err != nil {
+			return nil, "", err
+		}
+		return redis.NewFailoverClient(opt), "sentinel master " + opt.MasterName, nil
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, "", err
+	}
+	return redis.NewClient(opt), opt.Addr, nil
 }

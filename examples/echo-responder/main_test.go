@@ -72,7 +72,17 @@ func TestUsageAndBadEnvironment(t *testing.T) {
 // entry written as docs/redis.md describes is answered with its own data.
 func TestEchoRedis(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	rdb := srv.Client()
+	echoRedis(t, srv.URL(), srv.Client())
+}
+
+// TestEchoRedisSentinel: the same through a Sentinel URL, which the
+// gateway takes too.
+func TestEchoRedisSentinel(t *testing.T) {
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	echoRedis(t, s.URL(), s.Client())
+}
+
+func echoRedis(t *testing.T, url string, rdb *redis.Client) {
 	ctx := t.Context()
 	const prefix, inbox = "echo:", "_inbox.00112233445566778899aabbccddeeff"
 	for _, ch := range []string{"orders", inbox} {
@@ -91,7 +101,7 @@ func TestEchoRedis(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := start(t, []string{"orders"}, map[string]string{"TSLM_REDIS_URL": srv.URL(), "TSLM_REDIS_PREFIX": prefix})
+	stop := start(t, []string{"orders"}, map[string]string{"TSLM_REDIS_URL": url, "TSLM_REDIS_PREFIX": prefix})
 
 	var got []redis.XMessage
 	for deadline := time.Now().Add(10 * time.Second); len(got) == 0; time.Sleep(10 * time.Millisecond) {
