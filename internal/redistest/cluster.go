@@ -252,14 +252,16 @@ func (c *Cluster) waitPromoted(replica *Server) {
 }
 
 // WaitHealthy waits until every running node reports cluster_state:ok,
-// knows every node and sees all 16384 slots served, as after a restart.
+// knows every node, sees all 16384 slots served and flags no running node
+// failed, as after a restart.
 func (c *Cluster) WaitHealthy() {
 	c.t.Helper()
 	waitFor(c.t, "cluster healthy", setTimeout, c.healthy, c.logs)
 }
 
 func (c *Cluster) healthy(ctx context.Context) (bool, string) {
-	for _, n := range c.running() {
+	running := c.running()
+	for _, n := range running {
 		info, err := doText(ctx, n.Addr(), "CLUSTER", "INFO")
 		if err != nil {
 			return false, fmt.Sprintf("CLUSTER INFO on %s: %v", n.Addr(), err)
@@ -268,6 +270,35 @@ func (c *Cluster) healthy(ctx context.Context) (bool, string) {
 			infoField(info, "cluster_slots_ok") != strconv.Itoa(ClusterSlots) ||
 			infoField(info, "cluster_known_nodes") != strconv.Itoa(clusterSize) {
 			return false, fmt.Sprintf("%s: %s", n.Addr(), strings.Join(strings.Fields(info), " "))
+		}
+		// A node that came back stays flagged failed in the others'
+		// views until gossip clears it, and Masters, ReplicaOf and
+		// MasterOf skip failed nodes: healthy means no running node is
+		// still flagged by any other.
+		view, err := c.viewFrom(ctx, n)
+		if err != nil {
+			return false, err.Error()
+		}
+		// Nor does one see a running node as anything but a master with
+		// slots or the replica of one: a node restarted after its
+		// failover says it is a master until it learns otherwise, and
+		// ReplicaOf looks for the replica in one node's view.
+		serving := map[string]bool{}
+		for _, v := range view {
+			if v.master && !v.failed && len(v.slots) > 0 {
+				serving[v.id] = true
+			}
+		}
+		for _, m := range running {
+			i := slices.IndexFunc(view, func(v nodeView) bool { return v.id == c.ids[m] })
+			switch {
+			case i < 0:
+				return false, fmt.Sprintf("%s does not know %s", n.Addr(), m.Addr())
+			case view[i].failed:
+				return false, fmt.Sprintf("%s still flags the running %s failed", n.Addr(), m.Addr())
+			case !serving[view[i].id] && !serving[view[i].masterID]:
+				return false, fmt.Sprintf("%s sees %s neither serving slots nor replicating a node that does", n.Addr(), m.Addr())
+			}
 		}
 	}
 	return true, ""
