@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,7 +52,7 @@ func run() error {
 	}
 	// go-redis logs connection trouble through its own global logger, in
 	// plain text: route it into the structured log instead.
-	redis.SetLogger(redisLogger{logger.With("component", "redis")})
+	redis.SetLogger(newRedisLogger(logger.With("component", "redis")))
 
 	// Signals are taken on a channel rather than a context: the first
 	// starts the drain, a second cuts the drain delay and the grace short
@@ -134,9 +135,46 @@ func load() (envconfig.Settings, []string, error) {
 	return st, file.Warnings, err
 }
 
-// redisLogger adapts slog to go-redis's logging interface.
-type redisLogger struct{ logger *slog.Logger }
+// redisLogger adapts slog to go-redis's logging interface. go-redis logs
+// every failed dial, tens a second while Redis is down, which would bury
+// the one line the backlog logs for the outage: each of its messages (by
+// format) is logged at most once per redisLogEvery, with the count of the
+// lines left out since.
+type redisLogger struct {
+	logger *slog.Logger
+	every  time.Duration
+	now    func() time.Time
 
-func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	mu   sync.Mutex
+	last map[string]redisLogState
+}
+
+type redisLogState struct {
+	at      time.Time
+	dropped int
+}
+
+const redisLogEvery = 30 * time.Second
+
+func newRedisLogger(logger *slog.Logger) *redisLogger {
+	return &redisLogger{logger: logger, every: redisLogEvery, now: time.Now, last: make(map[string]redisLogState)}
+}
+
+func (l *redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	now := l.now()
+	l.mu.Lock()
+	st, seen := l.last[format]
+	if seen && now.Sub(st.at) < l.every {
+		st.dropped++
+		l.last[format] = st
+		l.mu.Unlock()
+		return
+	}
+	l.last[format] = redisLogState{at: now}
+	l.mu.Unlock()
+	if st.dropped > 0 {
+		l.logger.WarnContext(ctx, fmt.Sprintf(format, v...), "similar_lines_dropped", st.dropped)
+		return
+	}
 	l.logger.WarnContext(ctx, fmt.Sprintf(format, v...))
 }
