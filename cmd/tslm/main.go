@@ -54,35 +54,24 @@ func run() error {
 	// plain text: route it into the structured log instead.
 	redis.SetLogger(newRedisLogger(logger.With("component", "redis")))
 
-	// Signals are taken on a channel rather than a context: the first
-	// starts the drain, a second cuts the drain delay and the grace short
-	// (an operator's second Ctrl-C, or an orchestrator in a hurry).
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	// The first signal cancels ctx: it stops a start-up that waits (an
+	// OpenID provider slow to answer, say), or starts the drain.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	cfg := st.Gateway.WithDefaults()
-	startCtx, cancelStart := context.WithCancel(context.Background())
-	defer cancelStart()
-	started := make(chan struct{})
-	go func() {
-		// A signal during start-up (an OpenID provider slow to answer,
-		// say) stops waiting for it.
-		select {
-		case <-sigs:
-			cancelStart()
-		case <-started:
-		}
-	}()
-	g, err := gateway.Start(startCtx, cfg, logger)
-	close(started)
+	g, err := gateway.Start(ctx, cfg, logger)
 	if err != nil {
 		return envconfig.Explain(err)
 	}
-	if startCtx.Err() != nil {
-		g.Shutdown(context.Background())
-		return nil
-	}
-	<-sigs
+	<-ctx.Done()
+	// Later signals go to sigs, taken before ctx lets go of them so that
+	// none falls back to the default (exit at once): a second one cuts
+	// the drain delay and the grace short (an operator's second Ctrl-C,
+	// an orchestrator in a hurry).
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	stop()
 	drain(g, cfg, logger, sigs)
 	logger.Info("stopped")
 	return nil
