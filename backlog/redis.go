@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"weak"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -141,17 +140,12 @@ func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
 	// a second client sharing it fails to register its handlers (and
 	// go-redis logs a warning at every start), so each makes its own.
 	switch c := c.(type) {
+	case *sentinelClient:
+		opt := c.opt
+		opt.MaxRetries = -1
+		opt.PushNotificationProcessor = nil
+		return newSentinelClient(&opt), true
 	case *redis.Client:
-		if fo, ok := failovers.Load(weak.Make(c)); ok {
-			// A copy of a Sentinel client's Options would dial the primary
-			// the sentinels name, but keep its connections to a demoted
-			// one: only the client NewFailoverClient made drops them
-			// when the sentinels announce the switch.
-			opt := *fo.(*redis.FailoverOptions)
-			opt.MaxRetries = -1
-			opt.PushNotificationProcessor = nil
-			return redis.NewFailoverClient(&opt), true
-		}
 		opt := *c.Options()
 		opt.MaxRetries = -1
 		opt.PushNotificationProcessor = nil
@@ -165,9 +159,21 @@ func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
 	return c, false
 }
 
-// failovers maps the Sentinel clients NewRedisClient made to the options
-// they were made with, for withoutRetries; an entry goes with its client.
-var failovers sync.Map // weak.Pointer[redis.Client] -> *redis.FailoverOptions
+// sentinelClient is the client NewRedisClient makes for a Sentinel set: a
+// *redis.Client (Read dedicates its connections) that keeps the options it
+// was made with, for withoutRetries. A copy of its Options() would dial
+// the primary the sentinels name but keep its connections to it once
+// demoted: only a client NewFailoverClient made drops them when the
+// sentinels announce the switch.
+type sentinelClient struct {
+	*redis.Client
+	opt redis.FailoverOptions
+}
+
+func newSentinelClient(opt *redis.FailoverOptions) *sentinelClient {
+	kept := *opt // NewFailoverClient keeps and changes opt
+	return &sentinelClient{Client: redis.NewFailoverClient(opt), opt: kept}
+}
 
 // NewRedisClient connects to a redis:// or rediss:// URL: one server's (see
 // redis.ParseURL for its query options), or, when the query has
@@ -204,7 +210,11 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 	q := u.Query()
 	switch {
 	case q.Has("master_name"):
-		return newFailoverClient(rawURL, q)
+		c, err := newFailoverClient(rawURL, q)
+		if err != nil {
+			return nil, err // not a nil *sentinelClient in the interface
+		}
+		return c, nil
 	case q.Has("addr"):
 		return nil, errCluster
 	}
@@ -230,7 +240,7 @@ var errCluster = errors.New("backlog: redis URL: several addresses are a Redis C
 
 // newFailoverClient is NewRedisClient for a Sentinel URL, with the same
 // options as a standalone client's.
-func newFailoverClient(rawURL string, q url.Values) (*redis.Client, error) {
+func newFailoverClient(rawURL string, q url.Values) (*sentinelClient, error) {
 	opt, err := redis.ParseFailoverURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("backlog: redis Sentinel URL: %w", err)
@@ -243,12 +253,7 @@ func newFailoverClient(rawURL string, q url.Values) (*redis.Client, error) {
 	if !q.Has("pool_size") {
 		opt.PoolSize = defaultPoolSize()
 	}
-	kept := *opt // NewFailoverClient keeps opt
-	c := redis.NewFailoverClient(opt)
-	key := weak.Make(c)
-	failovers.Store(key, &kept)
-	runtime.AddCleanup(c, func(key weak.Pointer[redis.Client]) { failovers.Delete(key) }, key)
-	return c, nil
+	return newSentinelClient(opt), nil
 }
 
 func defaultPoolSize() int { return 10*runtime.GOMAXPROCS(0) + 1024 }
