@@ -36,7 +36,7 @@ type Log interface {
 	AppendIdempotent(ctx context.Context, channel string, data []byte, idem Idempotency) (id ID, duplicate bool, err error)
 
 	// Delete removes channel: its messages, its configuration and its
-	// idempotency keys, or returns ErrNotFound. Every Read following it,
+	// idempotency keys, or returns ErrNotFound. Every Follower following it,
 	// on any replica, then reports a Batch with Deleted set. A channel
 	// created again under the same name is a new channel: resuming from
 	// an ID of the old one is not continuous.
@@ -61,7 +61,7 @@ type Log interface {
 	// ID of the newest message held before it (Zero when none is). Both
 	// come from one atomic look, so they prove what a Range after prev
 	// would: a reader whose last message is prev lost nothing before id.
-	// The broker asks it when a Read reports a gap, for subscribers that
+	// The broker asks it when a Follower reports a gap, for subscribers that
 	// are behind the reader's cursor because that cursor's entry was lost.
 	Before(ctx context.Context, channel string, id ID) (prev ID, held bool, err error)
 
@@ -73,18 +73,10 @@ type Log interface {
 	// that ID unless it was trimmed meanwhile.
 	TailStart(ctx context.Context, channel string, n int) (ID, error)
 
-	// Read waits until at least one cursor's channel holds messages after
-	// the cursor, then returns them, up to limit per channel; every Batch
-	// holds at least one message, so a loss after a cursor with nothing
-	// held after it is reported with the next message appended. It returns
-	// (nil, nil) when the implementation's block interval passes with
-	// nothing new (or sooner, when what woke it up was trimmed away
-	// before it could be returned), and ctx.Err() once ctx is done; it must return promptly
-	// on cancellation, because the broker cancels a Read whenever the set
-	// of channels it follows changes. A cursor whose channel was deleted
-	// yields one Batch with Deleted set; a cursor naming a channel that
-	// never existed is ignored or reported the same way.
-	Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch, error)
+	// NewFollower returns a follower of channels (see Follower), which
+	// the caller closes. It connects lazily: storage errors come from its
+	// Next.
+	NewFollower() Follower
 
 	// TrimExpired removes, from every channel with a Retention, the
 	// messages older than it, except the channel's newest message, which
@@ -154,26 +146,32 @@ type Page struct {
 	Continuous bool
 }
 
-// Cursor is a position to Read from: messages strictly after After.
+// Cursor is a position to follow from: messages strictly after After.
 type Cursor struct {
 	Channel string
 	After   ID
 }
 
-// Batch is what Read found on one channel.
+// Batch is what a Follower found on one channel.
 type Batch struct {
-	Channel  string
+	Channel string
+	// Follow is the number the Follow call that this batch continues
+	// returned (Follower.Follow).
+	Follow uint64
+	// After is the cursor the batch follows: Messages come after it.
+	After    ID
 	Messages []Message
 	// Gap is false only when the log proves that Messages follow the
 	// cursor with nothing lost in between: the cursor entry is still held,
 	// or the cursor is Zero and nothing was ever removed, or Messages[0]
 	// is the cursor's immediate successor (ID.Next). Otherwise messages
-	// after the cursor may have been removed before this Read could return
-	// them, and Messages start at the oldest one held after the cursor.
+	// after the cursor may have been removed before the follower could
+	// return them, and Messages start at the oldest one held after the cursor.
 	Gap bool
 	// Deleted reports that the channel was deleted; Messages is then
 	// empty and the cursor means nothing any more. A channel deleted and
-	// created again before a Read noticed may instead show as a Gap.
+	// created again before the follower noticed may instead show as a
+	// Gap.
 	Deleted bool
 }
 

@@ -8,9 +8,6 @@ func (c MemoryConfig) WithDefaults() MemoryConfig {
 	if c.MaxChannels <= 0 {
 		c.MaxChannels = defaultMaxChannels
 	}
-	if c.BlockInterval <= 0 {
-		c.BlockInterval = defaultBlockInterval
-	}
 	if c.MaxIdempotencyKeys <= 0 {
 		c.MaxIdempotencyKeys = 100_000
 	}
@@ -35,6 +32,9 @@ func (c RedisConfig) WithDefaults() RedisConfig {
 	if c.IdleReaders <= 0 {
 		c.IdleReaders = 16
 	}
+	if c.PollInterval <= 0 {
+		c.PollInterval = DefaultPollInterval
+	}
 	if c.MaxRequests <= 0 {
 		c.MaxRequests = DefaultMaxRequests
 	}
@@ -50,7 +50,10 @@ func (c RedisConfig) WithDefaults() RedisConfig {
 // defaultMaxChannels is both backlogs' channel limit by default.
 const defaultMaxChannels = 100_000
 
-// defaultBlockInterval is how long a Read waits for news before returning
-// empty, in both backlogs: long enough that an idle replica costs little,
-// short enough that a lost wake-up is noticed soon.
+// defaultBlockInterval bounds the CLIENT UNBLOCK of a cancelled Claim.
 const defaultBlockInterval = 5 * time.Second
+
+// DefaultPollInterval is RedisConfig.PollInterval's default: short enough
+// that a plain XADD with nothing after it reaches subscribers soon, long
+// enough that the poll of 10 000 channels costs Redis little (docs/redis.md).
+const DefaultPollInterval = 2 * time.Second

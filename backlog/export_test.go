@@ -1,10 +1,5 @@
 package backlog
 
-// SetAfterXRead installs a hook that runs in every Read between the XREAD
-// wake-up and the proving read, so tests can change the stream in between.
-// Call it before any Read.
-func SetAfterXRead(r *Redis, f func()) { r.afterXRead = f }
-
 // MemoryHeld returns how many channels m holds, expired ones included.
 func MemoryHeld(m *Memory) int {
 	m.mu.RLock()
@@ -12,16 +7,20 @@ func MemoryHeld(m *Memory) int {
 	return len(m.channels)
 }
 
-// MemoryWaiting returns how many blocked Read cursors are registered on
-// channel, so tests can check that Reads leave no registration behind.
+// MemoryWaiting returns how many follows are registered on channel, so
+// tests can check that followers leave no registration behind.
 func MemoryWaiting(m *Memory, channel string) int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	c, ok := m.channels[channel]
-	if !ok || c.waiters.first.w == nil {
+	if !ok || c.follows.first == nil {
 		return 0
 	}
-	return 1 + len(c.waiters.more)
+	return 1 + len(c.follows.more)
 }
+
+// StreamKey is the stream key of channel in r, for tests that XADD as a
+// publisher would.
+func StreamKey(r *Redis, channel string) string { return r.streamKey(channel) }

@@ -15,9 +15,6 @@ type MemoryConfig struct {
 	// MaxChannels bounds how many channels may exist; 0 means 100 000.
 	// Creating one more fails with ErrLimit.
 	MaxChannels int
-	// BlockInterval is the longest a Read waits before returning empty;
-	// 0 means 5s.
-	BlockInterval time.Duration
 	// MaxIdempotencyKeys bounds the idempotency keys remembered across
 	// all channels; 0 means 100 000. Past it the oldest key is forgotten
 	// before its window ends, and a retry with it appends again.
@@ -38,16 +35,16 @@ type Memory struct {
 	channels map[string]*memChannel
 	// removed is closed (and replaced) whenever a channel goes, deleted or
 	// expired, and on Close, so that blocked Claims notice; guarded by mu.
-	// Reads are woken per channel instead (memChannel.waiters): a broadcast on
-	// every append would cost every blocked Read a scan of all its
-	// cursors, O(channels followed) per message.
+	// Followers are woken per channel instead (memChannel.follows): a
+	// broadcast on every append would cost every follower a scan of all
+	// its channels, O(channels followed) per message.
 	removed chan struct{}
-	// done is closed by Close, ending blocked Reads.
+	// done is closed by Close, ending every follower's Next.
 	done   chan struct{}
 	closed bool
-	// wmu guards every memChannel's waiters and the registrations and
-	// marks of every readWaiter. It is not mu so that a Read registers
-	// under the read lock; whoever takes both takes mu first.
+	// wmu guards every memChannel's follows and every memFollower's
+	// entries and marks. It is not mu so that Follow registers under the
+	// read lock; whoever takes both takes mu first.
 	wmu sync.Mutex
 	// idemQueue holds every remembered idempotency key, oldest first, so
 	// that expired keys and keys past MaxIdempotencyKeys are forgotten in
@@ -84,9 +81,9 @@ type memChannel struct {
 	// An expired channel stays in the map until TrimExpired, a Create of
 	// its name or a Delete drops it, but every lookup ignores it.
 	expires time.Time
-	// waiters are the blocked Reads following the channel; guarded by
+	// follows are the followers' entries on the channel; guarded by
 	// Memory.wmu.
-	waiters waitList
+	follows followList
 }
 
 // touch restarts the expiry countdown, if the channel has one.
@@ -251,7 +248,7 @@ func (m *Memory) forgetOldestLocked() {
 }
 
 // Delete removes the channel with its request queue and wakes blocked
-// Reads, which report it deleted, and Claims, which return ErrNotFound. Its idempotency keys leave the queue as they expire; until then
+// followers, which report it deleted, and Claims, which return ErrNotFound. Its idempotency keys leave the queue as they expire; until then
 // they count towards MaxIdempotencyKeys.
 func (m *Memory) Delete(_ context.Context, channel string) error {
 	m.mu.Lock()
@@ -265,7 +262,7 @@ func (m *Memory) Delete(_ context.Context, channel string) error {
 }
 
 // removeLocked drops channel c, deleted or expired, keeping its floor,
-// and wakes blocked Reads and Claims; it expects m.mu held for writing.
+// and wakes its followers and blocked Claims; it expects m.mu held for writing.
 func (m *Memory) removeLocked(channel string, c *memChannel, at time.Time) {
 	delete(m.channels, channel)
 	now := uint64(at.UnixMilli())
@@ -411,240 +408,6 @@ func copyUpTo(msgs []Message, limit int) []Message {
 	return append([]Message(nil), msgs...)
 }
 
-// Read registers as a waiter on each cursor's channel while its look
-// finds nothing, so that every later append or removal marks the cursor
-// and wakes it: a woken Read looks only at the cursors marked, and an
-// append costs the Reads that follow its channel, not every Read.
-//
-// A channel's expiry marks nothing until a writer (Create, Delete,
-// TrimExpired) drops it; until then a blocked Read reports it on its next
-// call, after at most the block interval, as the contract allows.
-func (m *Memory) Read(ctx context.Context, cursors []Cursor, limit int) ([]Batch, error) {
-	w := newReadWaiter(len(cursors))
-	defer m.unfollow(w)
-	timer := time.NewTimer(m.cfg.BlockInterval)
-	defer timer.Stop()
-	var marked []int // nil: every cursor
-	for {
-		m.mu.RLock()
-		if m.closed {
-			m.mu.RUnlock()
-			return nil, ErrClosed
-		}
-		batches := m.collect(cursors, marked, limit, w.seen)
-		if len(batches) == 0 {
-			// Under the read lock still: no append can fall between the
-			// look and the registration.
-			m.follow(w, marked)
-		}
-		m.mu.RUnlock()
-		if len(batches) > 0 {
-			return batches, nil
-		}
-		// A wake-up can find no marks: it was sent for marks an earlier
-		// take already consumed.
-		marked = marked[:0]
-		for len(marked) == 0 {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-timer.C:
-				return nil, nil
-			case <-m.done:
-				return nil, ErrClosed
-			case <-w.wake:
-			}
-			marked = m.takeMarked(w, marked)
-		}
-	}
-}
-
-// readWaiter is one blocked Read. wake holds at most one pending wake-up.
-type readWaiter struct {
-	wake chan struct{}
-	// seen is, per cursor, the channel its last look found; nil when
-	// gone. Only the Read itself uses it.
-	seen []*memChannel
-	// Guarded by Memory.wmu: on, per cursor, the channel whose waiters
-	// hold it (nil: none); the cursors marked since the last take, in
-	// changed, each once (isMarked).
-	on       []*memChannel
-	isMarked []bool
-	changed  []int
-}
-
-func newReadWaiter(cursors int) *readWaiter {
-	return &readWaiter{
-		wake:     make(chan struct{}, 1),
-		seen:     make([]*memChannel, cursors),
-		on:       make([]*memChannel, cursors),
-		isMarked: make([]bool, cursors),
-	}
-}
-
-// waitRef is one cursor of a blocked Read, registered on its channel.
-type waitRef struct {
-	w      *readWaiter
-	cursor int
-}
-
-// waitList holds a channel's waitRefs. The broker follows each channel
-// from one Read per replica, so the first is held inline: registering
-// then allocates nothing.
-type waitList struct {
-	first waitRef
-	more  []waitRef
-}
-
-func (l *waitList) add(ref waitRef) {
-	if l.first.w == nil {
-		l.first = ref
-	} else {
-		l.more = append(l.more, ref)
-	}
-}
-
-func (l *waitList) remove(ref waitRef) {
-	if l.first == ref {
-		l.first = waitRef{}
-		if n := len(l.more); n > 0 {
-			l.first = l.more[n-1]
-			l.more = l.more[:n-1]
-		}
-		return
-	}
-	if j := slices.Index(l.more, ref); j >= 0 {
-		n := len(l.more)
-		l.more[j] = l.more[n-1]
-		l.more[n-1] = waitRef{}
-		l.more = l.more[:n-1]
-	}
-}
-
-// follow registers w, for the cursors indexed by which (every cursor
-// when nil), on the channels its last look saw, moving a registration
-// whose channel was deleted and created again. It expects m.mu held.
-func (m *Memory) follow(w *readWaiter, which []int) {
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	move := func(i int) {
-		if w.on[i] == w.seen[i] {
-			return
-		}
-		ref := waitRef{w: w, cursor: i}
-		if w.on[i] != nil {
-			w.on[i].waiters.remove(ref)
-		}
-		if w.seen[i] != nil {
-			w.seen[i].waiters.add(ref)
-		}
-		w.on[i] = w.seen[i]
-	}
-	if which == nil {
-		for i := range w.on {
-			move(i)
-		}
-		return
-	}
-	for _, i := range which {
-		move(i)
-	}
-}
-
-// unfollow removes every registration of w.
-func (m *Memory) unfollow(w *readWaiter) {
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	for i, c := range w.on {
-		if c != nil {
-			c.waiters.remove(waitRef{w: w, cursor: i})
-			w.on[i] = nil
-		}
-	}
-}
-
-// notifyLocked marks, in every Read following c, the cursors on it and
-// wakes those Reads; it expects m.mu held for writing, so that a Read's
-// look and its registration are never split by a change.
-func (m *Memory) notifyLocked(c *memChannel) {
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	if c.waiters.first.w == nil {
-		return
-	}
-	c.waiters.first.mark()
-	for _, ref := range c.waiters.more {
-		ref.mark()
-	}
-}
-
-// mark expects Memory.wmu held.
-func (ref waitRef) mark() {
-	w := ref.w
-	if !w.isMarked[ref.cursor] {
-		w.isMarked[ref.cursor] = true
-		w.changed = append(w.changed, ref.cursor)
-	}
-	select {
-	case w.wake <- struct{}{}:
-	default: // a wake-up is pending already
-	}
-}
-
-// takeMarked hands w's marks to the caller and gives w buf to fill next.
-func (m *Memory) takeMarked(w *readWaiter, buf []int) []int {
-	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	marked := w.changed
-	for _, i := range marked {
-		w.isMarked[i] = false
-	}
-	w.changed = buf
-	return marked
-}
-
-// collect looks at the cursors indexed by which, or at every cursor when
-// which is nil, and notes in seen the channel each found; it expects m.mu
-// held.
-func (m *Memory) collect(cursors []Cursor, which []int, limit int, seen []*memChannel) []Batch {
-	var batches []Batch
-	now := m.cfg.Now()
-	if which == nil {
-		for i, cur := range cursors {
-			batches, seen[i] = m.collectOne(batches, cur, limit, now)
-		}
-		return batches
-	}
-	for _, i := range which {
-		batches, seen[i] = m.collectOne(batches, cursors[i], limit, now)
-	}
-	return batches
-}
-
-// collectOne appends cur's batch, if it has one, to batches, and returns
-// the channel it found; it expects m.mu held.
-func (m *Memory) collectOne(batches []Batch, cur Cursor, limit int, now time.Time) ([]Batch, *memChannel) {
-	c, ok := m.channels[cur.Channel]
-	if !ok || c.expiredAt(now) {
-		return append(batches, Batch{Channel: cur.Channel, Deleted: true}), nil
-	}
-	if !cur.After.Less(c.last) {
-		return batches, c // caught up, as a Read's cursors mostly are
-	}
-	msgs := copyUpTo(c.msgs[c.indexAfter(cur.After):], limit)
-	// A batch always carries a message: a loss with nothing after it
-	// is reported with the next append, as Redis does, since a
-	// message-less batch leaves the caller's cursor where it was and
-	// its next Read would return at once.
-	if len(msgs) == 0 {
-		return batches, c
-	}
-	// As in Redis, the first message being the cursor's immediate
-	// successor proves continuity too.
-	gap := !c.provesAfter(cur.After) && (cur.After.IsZero() || msgs[0].ID != cur.After.Next())
-	return append(batches, Batch{Channel: cur.Channel, Messages: msgs, Gap: gap}), c
-}
-
 func (m *Memory) TrimExpired(_ context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -666,7 +429,7 @@ func (m *Memory) TrimExpired(_ context.Context) error {
 	return nil
 }
 
-// Close empties the backlog and wakes blocked Reads, which return ErrClosed.
+// Close empties the backlog and ends followers' Next and blocked Claims with ErrClosed.
 func (m *Memory) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

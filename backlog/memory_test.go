@@ -243,12 +243,12 @@ func TestMemoryLossy(t *testing.T) {
 	})
 }
 
-// TestMemoryReadWakesFollowers: Reads are woken per channel, so several
-// blocked on one channel must all get its append, whichever of them
-// registered first, and Reads that return or are cancelled must leave no
+// TestMemoryFollowersWake: followers are woken per channel, so several
+// following one channel must all get its append, whichever of them
+// registered first, and followers that unfollow or close must leave no
 // registration behind.
-func TestMemoryReadWakesFollowers(t *testing.T) {
-	m := backlog.NewMemory(backlog.MemoryConfig{BlockInterval: time.Minute})
+func TestMemoryFollowersWake(t *testing.T) {
+	m := backlog.NewMemory(backlog.MemoryConfig{})
 	defer m.Close()
 	ctx := t.Context()
 	for _, ch := range []string{"shared", "other"} {
@@ -256,51 +256,60 @@ func TestMemoryReadWakesFollowers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const readers = 3
-	got := make(chan []backlog.Batch, readers)
-	for range readers {
+	const followers = 3
+	got := make(chan []backlog.Batch, followers)
+	var open []backlog.Follower
+	for range followers {
+		f := m.NewFollower()
+		open = append(open, f)
+		f.Follow("other", backlog.Zero)
+		f.Follow("shared", backlog.Zero)
 		go func() {
-			batches, err := m.Read(ctx, []backlog.Cursor{{Channel: "other"}, {Channel: "shared"}}, 10)
-			if err != nil {
-				t.Error(err)
+			for {
+				batches, err := f.Next(ctx, 10)
+				if err != nil {
+					t.Error(err)
+				}
+				if err != nil || len(batches) > 0 {
+					got <- batches
+					return
+				}
 			}
-			got <- batches
 		}()
 	}
-	readCtx, cancel := context.WithCancel(ctx)
-	cancelled := make(chan error, 1)
-	go func() {
-		_, err := m.Read(readCtx, []backlog.Cursor{{Channel: "shared"}}, 10)
-		cancelled <- err
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for backlog.MemoryWaiting(m, "shared") != readers+1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d Reads registered on the channel, want %d", backlog.MemoryWaiting(m, "shared"), readers+1)
-		}
-		time.Sleep(time.Millisecond)
+	leaving := m.NewFollower()
+	leaving.Follow("shared", backlog.Zero)
+	closing := m.NewFollower()
+	closing.Follow("shared", backlog.Zero)
+	if n := backlog.MemoryWaiting(m, "shared"); n != followers+2 {
+		t.Fatalf("%d follows registered on the channel, want %d", n, followers+2)
 	}
-	cancel()
-	if err := <-cancelled; err != context.Canceled {
-		t.Fatalf("cancelled Read: %v, want context.Canceled", err)
+	leaving.Unfollow("shared")
+	closing.Close()
+	if n := backlog.MemoryWaiting(m, "shared"); n != followers {
+		t.Fatalf("%d follows registered after an Unfollow and a Close, want %d", n, followers)
 	}
 	id, err := m.Append(ctx, "shared", []byte("1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range readers {
+	for range followers {
 		select {
 		case batches := <-got:
 			if len(batches) != 1 || batches[0].Channel != "shared" || len(batches[0].Messages) != 1 || batches[0].Messages[0].ID != id {
-				t.Fatalf("Read = %+v, want the one message appended to shared", batches)
+				t.Fatalf("Next = %+v, want the one message appended to shared", batches)
 			}
 		case <-time.After(5 * time.Second):
-			t.Fatal("a Read following the channel was not woken by its append")
+			t.Fatal("a follower of the channel was not woken by its append")
 		}
 	}
+	for _, f := range open {
+		f.Close()
+	}
+	leaving.Close()
 	for _, ch := range []string{"shared", "other"} {
 		if n := backlog.MemoryWaiting(m, ch); n != 0 {
-			t.Errorf("%d registrations left on %s after every Read returned", n, ch)
+			t.Errorf("%d registrations left on %s after every follower closed", n, ch)
 		}
 	}
 }

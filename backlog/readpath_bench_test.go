@@ -177,40 +177,32 @@ redis.call(ARGV[2], KEYS[3], id .. ' ' .. prev .. ' ' .. ARGV[1])
 return id
 `)
 
-// BenchmarkReadPathToday (a): backlog.Redis as it is, 10 readers each
-// Reading 100 channels (XREAD BLOCK over 100 keys, re-issued after each
-// wake-up, plus the proving readScript when the first entry is not the
-// cursor's same-millisecond successor), publishing with Append.
-func BenchmarkReadPathToday(b *testing.B) {
-	e := rpSetup(b, "rpa:")
+// BenchmarkReadPathFollower (b as built): backlog.Redis's follower over
+// every channel (notification in the append script, one pub/sub
+// connection, catch-up reads only on doubt), publishing with Append. It
+// replaced 10 readers each re-issuing XREAD BLOCK over 100 keys: 158 µs
+// of Redis CPU per message on the machine of docs/design/read-path.md.
+func BenchmarkReadPathFollower(b *testing.B) {
+	e := rpSetup(b, "rpf:")
 	var delivered atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	for g := 0; g < rpChannels; g += rpPerReader {
-		cursors := make([]backlog.Cursor, 0, rpPerReader)
-		for i := g; i < g+rpPerReader; i++ {
-			cursors = append(cursors, backlog.Cursor{Channel: e.names[i], After: e.cursors[i]})
-		}
-		wg.Go(func() {
-			at := make(map[string]int, len(cursors))
-			for i, c := range cursors {
-				at[c.Channel] = i
-			}
-			for ctx.Err() == nil {
-				batches, err := e.r.Read(ctx, cursors, 100)
-				if err != nil {
-					continue
-				}
-				for _, bt := range batches {
-					if len(bt.Messages) > 0 {
-						cursors[at[bt.Channel]].After = bt.Messages[len(bt.Messages)-1].ID
-						delivered.Add(int64(len(bt.Messages)))
-					}
-				}
-			}
-		})
+	f := e.r.NewFollower()
+	defer func() { cancel(); wg.Wait(); f.Close() }()
+	for i := range rpChannels {
+		f.Follow(e.names[i], e.cursors[i])
 	}
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			batches, err := f.Next(ctx, 100)
+			if err != nil {
+				continue
+			}
+			for _, bt := range batches {
+				delivered.Add(int64(len(bt.Messages)))
+			}
+		}
+	})
 	e.run(b, &delivered, func(ctx context.Context, i int) error {
 		_, err := e.r.Append(ctx, e.names[i], benchPayload)
 		return err

@@ -21,14 +21,19 @@ type RedisConfig struct {
 	// CheckKeyPrefix. The layout under it is a public contract for
 	// publishers: see docs/redis.md.
 	KeyPrefix string
-	// BlockInterval is the longest a Read blocks in XREAD before
-	// returning empty; 0 means 5s. It is rounded down to milliseconds and
-	// never below 1ms, because XREAD BLOCK 0 waits forever.
+	// BlockInterval bounds how long a cancelled blocking Claim is sent
+	// CLIENT UNBLOCK; 0 means 5s.
 	BlockInterval time.Duration
-	// IdleReaders is how many dedicated Read connections are kept open
-	// between Reads; 0 means 16. Each Read in flight holds one connection
-	// from the client's pool.
+	// IdleReaders is how many dedicated connections of blocking Claims
+	// are kept open between them; 0 means 16. Each blocking Claim in
+	// flight holds one connection from the client's pool.
 	IdleReaders int
+	// PollInterval is how often a follower asks, without blocking,
+	// whether a followed stream holds an entry it was not notified of
+	// (a publisher's plain XADD, a notification lost), and pings its
+	// pub/sub connections; 0 means 2s. It is the longest such an entry
+	// waits.
+	PollInterval time.Duration
 	// MaxRequests bounds each channel's request queue (see Requests);
 	// 0 means DefaultMaxRequests. Enqueue past it fails with ErrLimit.
 	MaxRequests int
@@ -43,7 +48,8 @@ type RedisConfig struct {
 	// Hooks are added to the client NewRedis derives from the one it is
 	// given, which runs the scripts that change channels (see
 	// Redis.writer), so that they see every command; the caller adds them
-	// to its own client, whose hooks the Read connections inherit.
+	// to its own client, whose hooks the followers' and Claims'
+	// connections inherit.
 	Hooks []redis.Hook
 }
 
@@ -72,10 +78,8 @@ func CheckKeyPrefix(prefix string) error {
 // channel, shared by every gateway replica and by trusted publishers that
 // XADD directly (docs/redis.md). It is safe for concurrent use.
 //
-// Create, Info, Append, Range, TailStart and TrimExpired work with any
-// redis.UniversalClient, Cluster included. Read needs a client that can
-// dedicate a connection to a blocking XREAD (*redis.Client: standalone or
-// Sentinel failover); with other clients it returns an error.
+// Followers (NewFollower) learn of new entries by notification: see
+// redis_follow.go.
 type Redis struct {
 	client redis.UniversalClient
 	// writer runs the scripts that change a channel (create, append,
@@ -89,21 +93,19 @@ type Redis struct {
 	conns      conner // nil when client cannot dedicate connections
 	cfg        RedisConfig
 
-	// free holds idle dedicated Read connections.
+	// free holds idle connections of blocking Claims.
 	free chan *reader
 
-	mu     sync.Mutex
-	active map[*reader]struct{} // Reads in flight; guarded by mu
-	closed bool                 // guarded by mu
+	mu        sync.Mutex
+	active    map[*reader]struct{}        // blocking Claims in flight; guarded by mu
+	followers map[*redisFollower]struct{} // open followers; guarded by mu
+	closed    bool                        // guarded by mu
 
-	// afterXRead, when set (by tests only, before any Read), runs between
-	// a Read's XREAD and its proving read.
-	afterXRead func()
 }
 
 var _ Log = (*Redis)(nil)
 
-// conner is the part of *redis.Client that Read needs.
+// conner is the part of *redis.Client that a blocking Claim needs.
 type conner interface {
 	Conn() *redis.Conn
 }
@@ -112,7 +114,8 @@ type conner interface {
 // owning: Close does not close it.
 func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 	cfg = cfg.WithDefaults()
-	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{})}
+	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{}),
+		followers: make(map[*redisFollower]struct{})}
 	r.conns, _ = client.(conner)
 	r.writer, r.ownsWriter = withoutRetries(client)
 	if r.ownsWriter {
@@ -160,7 +163,7 @@ func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
 }
 
 // sentinelClient is the client NewRedisClient makes for a Sentinel set: a
-// *redis.Client (Read dedicates its connections) that keeps the options it
+// *redis.Client (a blocking Claim dedicates its connections) that keeps the options it
 // was made with, for withoutRetries. A copy of its Options() would dial
 // the primary the sentinels name but keep its connections to it once
 // demoted: only a client NewFailoverClient made drops them when the
@@ -705,8 +708,9 @@ func (r *Redis) trimChannels(ctx context.Context, channels []string) error {
 	return nil
 }
 
-// Close stops Reads in flight (they return ErrClosed) and closes the idle
-// Read connections. The client stays open: its owner closes it.
+// Close closes the followers (their Next returns ErrClosed), stops
+// blocking Claims in flight and closes the idle Claim connections. The
+// client stays open: its owner closes it.
 func (r *Redis) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -718,7 +722,14 @@ func (r *Redis) Close() error {
 	for rd := range r.active {
 		ids = append(ids, rd.id)
 	}
+	followers := make([]*redisFollower, 0, len(r.followers))
+	for f := range r.followers {
+		followers = append(followers, f)
+	}
 	r.mu.Unlock()
+	for _, f := range followers {
+		f.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	for _, id := range ids {

@@ -68,52 +68,8 @@ func BenchmarkRedisAppend(b *testing.B) {
 	}
 }
 
-// BenchmarkRedisReadCursors measures one Read that returns at once, one
-// message on one channel, as the number of cursors in the XREAD grows.
-// "probe" places the cursor so that the gap proof needs its extra
-// round trip; "adjacent" so that the returned ID proves it by itself.
-func BenchmarkRedisReadCursors(b *testing.B) {
-	srv := redistest.Start(b, redistest.Options{})
-	ctx := context.Background()
-	client := srv.Client()
-	for _, n := range []int{1, 100, 1000, 10000} {
-		for _, probe := range []bool{false, true} {
-			name := fmt.Sprintf("cursors=%d/adjacent", n)
-			if probe {
-				name = fmt.Sprintf("cursors=%d/probe", n)
-			}
-			b.Run(name, func(b *testing.B) {
-				prefix := fmt.Sprintf("read%d:", n)
-				r := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: prefix})
-				defer r.Close()
-				cursors := make([]backlog.Cursor, n)
-				for i := range cursors {
-					cursors[i] = backlog.Cursor{Channel: fmt.Sprintf("c%d", i), After: backlog.ID{Ms: 1, Seq: 0}}
-				}
-				// The last channel holds 1000-1, 1000-2, 2000-0.
-				hot := prefix + "ch:{" + cursors[n-1].Channel + "}"
-				client.Del(ctx, hot)
-				for _, id := range []string{"1000-1", "1000-2", "2000-0"} {
-					client.XAdd(ctx, &redis.XAddArgs{Stream: hot, ID: id, Values: []any{"data", benchPayload}})
-				}
-				cursors[n-1].After = backlog.ID{Ms: 1000, Seq: 2}
-				if !probe {
-					cursors[n-1].After = backlog.ID{Ms: 1000, Seq: 1}
-				}
-				b.ResetTimer()
-				for b.Loop() {
-					batches, err := r.Read(ctx, cursors, 1)
-					if err != nil || len(batches) != 1 || batches[0].Gap {
-						b.Fatalf("Read = %+v, %v", batches, err)
-					}
-				}
-			})
-		}
-	}
-}
-
-// BenchmarkRedisReadCatchUp reads a 10 000-message channel from the start,
-// 100 messages per Read, reporting the cost per message.
+// BenchmarkRedisReadCatchUp follows a 10 000-message channel from the
+// start, 100 messages per catch-up read, reporting the cost per message.
 func BenchmarkRedisReadCatchUp(b *testing.B) {
 	srv := redistest.Start(b, redistest.Options{})
 	ctx := context.Background()
@@ -126,16 +82,18 @@ func BenchmarkRedisReadCatchUp(b *testing.B) {
 	}
 	b.SetBytes(int64(total * len(benchPayload)))
 	for b.Loop() {
-		after, n := backlog.Zero, 0
-		for n < total {
-			batches, err := r.Read(ctx, []backlog.Cursor{{Channel: "c", After: after}}, 100)
-			if err != nil || len(batches) != 1 {
-				b.Fatalf("Read = %+v, %v", batches, err)
+		f := r.NewFollower()
+		f.Follow("c", backlog.Zero)
+		for n := 0; n < total; {
+			batches, err := f.Next(ctx, 100)
+			if err != nil || len(batches) > 1 {
+				b.Fatalf("Next = %+v, %v", batches, err)
 			}
-			msgs := batches[0].Messages
-			n += len(msgs)
-			after = msgs[len(msgs)-1].ID
+			for _, bt := range batches {
+				n += len(bt.Messages)
+			}
 		}
+		f.Close()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*total), "ns/msg")
 }

@@ -8,7 +8,7 @@ import (
 
 // The Lua scripts behind Create, Info, Append, AppendIdempotent, Delete,
 // Range's proof, Before, TailStart and TrimExpired, and the proving read
-// behind Read. A script that only looks answers IDs and counts, never an
+// behind a follower's catch-up. A script that only looks answers IDs and counts, never an
 // entry's payload, unless returning entries is its purpose. Each touches
 // only keys of one channel, which share a Cluster hash tag, so every
 // script is Cluster-safe: KEYS[1] is the meta hash, KEYS[2] the stream (the read
@@ -21,6 +21,28 @@ import (
 // nothing), so that they go together and a channel created again under
 // the name never finds a predecessor's queue. Channels without expiry pay
 // one more HMGET field per append for it.
+
+// luaNotify tells followers (redis_follow.go) of a new entry of stream
+// (a key "<prefix>ch:{<name>}") on the shard channel "<prefix>n:{<name>}",
+// which shares the stream's hash tag: in Cluster a script may publish only
+// to its own slot. The payload is "<id> <prev> <data>", prev being the ID
+// of the newest entry held before id, or "-" when the stream held none:
+// a follower whose cursor is prev takes the entry as is, with no read,
+// since nothing lies between them. prev must be read before the XADD.
+// A channel name has no braces (ValidChannel), so the match is exact.
+const luaNotify = `
+local function prevOf(stream)
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  if last[1] then return last[1][1] end
+  return '-'
+end
+local function notify(stream, id, prev, data)
+  local p, name = string.match(stream, '^(.*)ch:{([^{}]*)}$')
+  if p then
+    redis.call('SPUBLISH', p .. 'n:{' .. name .. '}', id .. ' ' .. prev .. ' ' .. data)
+  end
+end
+`
 
 // luaRefresh restarts the countdown of an expiring channel: meta, stream
 // and request queue expire ex milliseconds from now (ex is a string from
@@ -99,13 +121,18 @@ end
 return {1, ARGV[2]}
 `)
 
-// appendScript adds ARGV[1] as field data, trims to max_len exactly and
-// restarts an expiring channel's countdown; KEYS[3] is the request queue.
-// Returns the new ID, or nil when the channel does not exist.
-var appendScript = redis.NewScript(luaRefresh + `
+// appendScript adds ARGV[1] as field data, trims to max_len exactly,
+// restarts an expiring channel's countdown (KEYS[3] is the request queue)
+// and notifies followers (luaNotify). Returns the new ID, or nil when the
+// channel does not exist. It is also the body of the tslm_publish
+// function (redis_function.go).
+var appendScript = redis.NewScript(luaRefresh + luaNotify + luaAppendBody)
+
+const luaAppendBody = `
 local m = redis.call('HMGET', KEYS[1], 'max_len', 'expiry_ms')
 local ml = m[1]
 if not ml then return false end
+local prev = prevOf(KEYS[2])
 local id
 if tonumber(ml) <= 0 then
   id = redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
@@ -113,8 +140,9 @@ else
   id = redis.call('XADD', KEYS[2], 'MAXLEN', ml, '*', 'data', ARGV[1])
 end
 refresh(m[2], KEYS[1], KEYS[2], KEYS[3])
+notify(KEYS[2], id, prev, ARGV[1])
 return id
-`)
+`
 
 // appendOnceScript is appendScript with the idempotency key KEYS[3]
 // (and the request queue KEYS[4]): when it holds an ID appended to this
@@ -124,7 +152,7 @@ return id
 // ARGV[1] and remembers the ID for ARGV[2] milliseconds. Returns {id, 1}
 // for a duplicate, {id, 0} for a new entry, nil when the channel does not
 // exist.
-var appendOnceScript = redis.NewScript(luaRefresh + `
+var appendOnceScript = redis.NewScript(luaRefresh + luaNotify + `
 local m = redis.call('HMGET', KEYS[1], 'max_len', 'created_ms', 'expiry_ms')
 local ml = m[1]
 if not ml then return false end
@@ -136,6 +164,7 @@ if prev then
     return {string.sub(prev, sp + 1), 1}
   end
 end
+local before = prevOf(KEYS[2])
 local id
 if tonumber(ml) <= 0 then
   id = redis.call('XADD', KEYS[2], '*', 'data', ARGV[1])
@@ -144,22 +173,25 @@ else
 end
 redis.call('SET', KEYS[3], epoch .. ' ' .. id, 'PX', ARGV[2])
 refresh(m[3], KEYS[1], KEYS[2], KEYS[4])
+notify(KEYS[2], id, before, ARGV[1])
 return {id, 0}
 `)
 
 // deleteScript removes the meta and replaces the stream's entries with a
-// tombstone, an entry with the field deleted: adding it wakes every
-// replica's XREAD on the stream, whose proving read then finds the meta
-// gone. XADD after the last ID keeps the tombstone after every cursor. The
+// tombstone, an entry with the field deleted, and notifies followers with
+// prev "-", which no cursor matches: their catch-up read then finds the
+// meta gone. XADD after the last ID keeps the tombstone after every
+// cursor, so that the safety poll finds it too. The
 // stream expires after ARGV[1] milliseconds, or goes when the channel is
 // created again. KEYS[3], the request queue, goes at once: nobody is owed
 // a reply on a deleted channel. Returns 1, or 0 when the channel does not
 // exist.
-var deleteScript = redis.NewScript(`
+var deleteScript = redis.NewScript(luaNotify + `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[3])
-redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'deleted', '1')
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '1', '*', 'deleted', '1')
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
+notify(KEYS[2], id, '-', '')
 return 1
 `)
 
@@ -281,15 +313,25 @@ return info['entries-added'] == info['length'] and 1 or 0
 // tailStartChunk bounds the entries one step of tailStartScript reads.
 const tailStartChunk = "64"
 
-// readScript reads stream KEYS[1] after cursor ARGV[1] for Read, up to
+// readScript reads stream KEYS[1] after cursor ARGV[1] for a follower's
+// catch-up, up to
 // ARGV[2] entries (0 = no limit), and tells in the same atomic step whether
 // that proves nothing after the cursor was lost: the cursor entry is held
 // (Redis removes only from the head, so everything after it is too), or
 // the cursor is 0-0 and nothing was ever removed (entries-added == length).
 // Returns {1 when proved else 0, entries after the cursor}, or {2, {}}
-// when the meta KEYS[2] is gone: the channel was deleted.
+// when the meta KEYS[2] is gone but the stream is not: the channel was
+// deleted (its tombstone), or a publisher XADDed to a stream without
+// meta, breaking the contract. With neither, nothing is known to have
+// happened to the channel: a Redis restarted empty, or a tombstone that
+// expired before this follower looked, so nothing is reported until the
+// channel is created again and its next entry shows the loss as a gap,
+// as an entry is needed to show any loss.
 var readScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[2]) == 0 then return {2, {}} end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then return {1, {}} end
+  return {2, {}}
+end
 local cur, n = ARGV[1], tonumber(ARGV[2])
 local proved, start
 if cur == '0-0' then

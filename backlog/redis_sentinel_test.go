@@ -16,7 +16,7 @@ import (
 	"github.com/tslm/tslm/internal/redistest"
 )
 
-// sentinelReader follows one channel with Read as the hub's readers do,
+// sentinelReader follows one channel with a follower as the hub does,
 // retrying after errors, and keeps what it read.
 type sentinelReader struct {
 	mu      sync.Mutex
@@ -29,10 +29,13 @@ type sentinelReader struct {
 
 func followChannel(ctx context.Context, r *backlog.Redis, channel string, after backlog.ID) *sentinelReader {
 	sr := &sentinelReader{done: make(chan struct{})}
+	f := r.NewFollower()
+	f.Follow(channel, after)
 	go func() {
 		defer close(sr.done)
+		defer f.Close()
 		for ctx.Err() == nil {
-			batches, err := r.Read(ctx, []backlog.Cursor{{Channel: channel, After: after}}, 100)
+			batches, err := f.Next(ctx, 100)
 			sr.mu.Lock()
 			if err != nil && ctx.Err() == nil {
 				sr.errs++
@@ -44,7 +47,6 @@ func followChannel(ctx context.Context, r *backlog.Redis, channel string, after 
 				}
 				for _, m := range b.Messages {
 					sr.ids = append(sr.ids, m.ID)
-					after = m.ID
 				}
 			}
 			sr.mu.Unlock()

@@ -117,13 +117,13 @@ func retry(t *testing.T, ctx context.Context, what string, op func() error) {
 	}
 }
 
-// readOne reads ch after cur until a batch arrives, retrying errors while
-// the server comes back.
+// readOne follows ch after cur with a new follower until a batch arrives,
+// retrying errors while the server comes back.
 func readOne(t *testing.T, ctx context.Context, l backlog.Log, ch string, cur backlog.ID) backlog.Batch {
 	t.Helper()
 	var lastErr error
 	for ctx.Err() == nil {
-		batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: cur}}, 100)
+		batches, err := backlog.ReadOnce(ctx, l, []backlog.Cursor{{Channel: ch, After: cur}}, 100, 5*time.Second)
 		if err != nil {
 			lastErr = err
 			time.Sleep(20 * time.Millisecond)
@@ -190,7 +190,7 @@ func TestRedisRestartEmptyBreaksContinuity(t *testing.T) {
 	r := newRedis(t, srv, backlog.RedisConfig{})
 	create(t, ctx, r, "prices", backlog.ChannelConfig{})
 	old := appendN(t, ctx, r, "prices", 3)
-	// Warm a reader connection so that the next Read meets a dead one.
+	// Warm the pool so that the next commands meet dead connections.
 	if b := readOne(t, ctx, r, "prices", old[1]); b.Gap {
 		t.Fatalf("read before restart reports a gap: %+v", b)
 	}
@@ -243,7 +243,7 @@ func TestRedisForeignEntriesAreReturnedAsIs(t *testing.T) {
 	}
 }
 
-// TestRedisGapProofs covers the only ways Read and Range prove that nothing
+// TestRedisGapProofs covers the only ways a follower and Range prove that nothing
 // after a cursor was lost (docs/redis.md, "Resume proof"), and a trim by a
 // direct publisher that no record of removals could see.
 func TestRedisGapProofs(t *testing.T) {
@@ -322,111 +322,6 @@ func TestRedisGapProofs(t *testing.T) {
 	})
 }
 
-// TestRedisReadProofIsAtomic changes the stream between Read's XREAD
-// wake-up and its proving read. The batch must be what the proving read
-// saw: the exact entries after the cursor without a gap, or a gap with the
-// oldest entries held after it; never a batch without a gap that skips an
-// entry, and never a gap while the cursor entry is still held.
-func TestRedisReadProofIsAtomic(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	ctx := testContext(t)
-	client := srv.Client()
-	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "atomic:", BlockInterval: 100 * time.Millisecond})
-	var between atomic.Pointer[func()]
-	backlog.SetAfterXRead(r, func() {
-		if f := between.Swap(nil); f != nil {
-			(*f)()
-		}
-	})
-	id := func(s string) backlog.ID {
-		id, err := backlog.ParseID(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	xadd := func(key string, ids ...string) {
-		for _, i := range ids {
-			if err := client.XAdd(ctx, &redis.XAddArgs{Stream: key, ID: i, Values: []any{"data", i}}).Err(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	const (
-		gapNo = iota
-		gapYes
-		gapEither
-	)
-	for i, c := range []struct {
-		name    string
-		held    []string // the stream when XREAD runs; the cursor is 1000-0
-		between func(key string) error
-		want    []string
-		gap     int
-	}{
-		{"appended in between", []string{"1000-0", "2000-0"},
-			func(key string) error { xadd(key, "3000-0"); return nil }, []string{"2000-0", "3000-0"}, gapNo},
-		{"entry before the cursor trimmed in between", []string{"500-0", "1000-0", "2000-0"},
-			func(key string) error { return client.XTrimMaxLen(ctx, key, 2).Err() }, []string{"2000-0"}, gapNo},
-		{"cursor trimmed in between, the rest held", []string{"1000-0", "2000-0", "3000-0"},
-			func(key string) error { return client.XTrimMaxLen(ctx, key, 2).Err() }, []string{"2000-0", "3000-0"}, gapEither},
-		{"cursor and its successor trimmed in between", []string{"1000-0", "2000-0", "3000-0"},
-			func(key string) error { return client.XTrimMaxLen(ctx, key, 1).Err() }, []string{"3000-0"}, gapYes},
-		{"everything trimmed in between", []string{"1000-0", "2000-0"},
-			func(key string) error { return client.XTrimMaxLen(ctx, key, 0).Err() }, nil, gapYes},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			ch := fmt.Sprintf("c%d", i)
-			key := "atomic:ch:{" + ch + "}"
-			create(t, ctx, r, ch, backlog.ChannelConfig{})
-			xadd(key, c.held...)
-			f := func() {
-				if err := c.between(key); err != nil {
-					t.Error(err)
-				}
-			}
-			between.Store(&f)
-			batches, err := r.Read(ctx, []backlog.Cursor{{Channel: ch, After: id("1000-0")}}, 10)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if between.Load() != nil {
-				t.Fatal("the proving read did not run")
-			}
-			if c.want == nil {
-				// Nothing after the cursor: no batch now, a gap with the
-				// next entry.
-				if len(batches) != 0 {
-					t.Fatalf("batches = %+v, want none", batches)
-				}
-				xadd(key, "4000-0")
-				batches, err = r.Read(ctx, []backlog.Cursor{{Channel: ch, After: id("1000-0")}}, 10)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.want = []string{"4000-0"}
-			}
-			if len(batches) != 1 {
-				t.Fatalf("batches = %+v, want one", batches)
-			}
-			b := batches[0]
-			var got []string
-			for _, m := range b.Messages {
-				got = append(got, m.ID.String())
-				if string(m.Data) != m.ID.String() {
-					t.Errorf("entry %v holds %q, want %q", m.ID, m.Data, m.ID.String())
-				}
-			}
-			if strings.Join(got, " ") != strings.Join(c.want, " ") {
-				t.Errorf("messages = %v, want %v", got, c.want)
-			}
-			if (c.gap == gapNo && b.Gap) || (c.gap == gapYes && !b.Gap) {
-				t.Errorf("gap = %v, want %v", b.Gap, c.gap == gapYes)
-			}
-		})
-	}
-}
-
 // A Create whose SADD to the retention registry failed after the meta was
 // written is repaired by the next Create, although that one creates
 // nothing.
@@ -469,13 +364,15 @@ func TestRedisDownIsUnavailableThenRecovers(t *testing.T) {
 		t.Skip("needs a restartable redis-server")
 	}
 	ctx := testContext(t)
-	r := newRedis(t, srv, backlog.RedisConfig{BlockInterval: 200 * time.Millisecond})
+	r := newRedis(t, srv, backlog.RedisConfig{PollInterval: 200 * time.Millisecond})
 	create(t, ctx, r, "c", backlog.ChannelConfig{})
 	head := appendN(t, ctx, r, "c", 1)[0]
-	readOne(t, ctx, r, "c", backlog.Zero) // leaves an idle reader behind
+	f := r.NewFollower()
+	defer f.Close()
+	f.Follow("c", head)
+	readOne(t, ctx, r, "c", backlog.Zero) // leaves idle connections behind
 	srv.Stop()
 
-	cursors := []backlog.Cursor{{Channel: "c", After: head}}
 	ops := []struct {
 		name string
 		fn   func() error
@@ -485,7 +382,13 @@ func TestRedisDownIsUnavailableThenRecovers(t *testing.T) {
 		{"Append", func() error { _, err := r.Append(ctx, "c", []byte("1")); return err }},
 		{"Range", func() error { _, err := r.Range(ctx, "c", backlog.Zero, 10); return err }},
 		{"TailStart", func() error { _, err := r.TailStart(ctx, "c", 10); return err }},
-		{"Read", func() error { _, err := r.Read(ctx, cursors, 10); return err }},
+		{"Follower.Next", func() error {
+			for {
+				if _, err := f.Next(ctx, 10); err != nil {
+					return err
+				}
+			}
+		}},
 		{"TrimExpired", func() error { return r.TrimExpired(ctx) }},
 	}
 	for _, op := range ops {
@@ -515,7 +418,25 @@ func TestRedisDownIsUnavailableThenRecovers(t *testing.T) {
 			t.Errorf("read after recovery = %+v, want %v without gap", b, id)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("Read did not recover after Redis came back")
+		t.Fatal("a follower did not recover after Redis came back")
+	}
+	// The follower that lived through the outage catches up too: its
+	// pub/sub connection subscribes again, and the confirmation starts
+	// a read after its cursor.
+	nctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		batches, err := f.Next(nctx, 10)
+		if nctx.Err() != nil {
+			t.Fatal("the follower that lived through the outage did not catch up")
+		}
+		if err != nil || len(batches) == 0 {
+			continue
+		}
+		if len(batches) != 1 || batches[0].Gap || len(batches[0].Messages) != 1 || batches[0].Messages[0].ID != id {
+			t.Fatalf("the follower that lived through the outage got %+v, want %v without gap", batches, id)
+		}
+		break
 	}
 }
 

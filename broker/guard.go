@@ -105,13 +105,9 @@ func (g *guardedLog) TailStart(ctx context.Context, channel string, n int) (back
 	return guard(g, ctx, channel, func(ctx context.Context) (backlog.ID, error) { return g.log.TailStart(ctx, channel, n) })
 }
 
-// Read passes its error through unconverted: the reader tells its own
-// cancellation apart and retries everything else.
-func (g *guardedLog) Read(ctx context.Context, cursors []backlog.Cursor, limit int) ([]backlog.Batch, error) {
-	batches, err := g.log.Read(ctx, cursors, limit)
-	g.health.observe(fromBacklog(ctx, "", err))
-	return batches, err
-}
+// NewFollower is the log's own: the reader observes its errors and tells
+// its own cancellation apart.
+func (g *guardedLog) NewFollower() backlog.Follower { return g.log.NewFollower() }
 
 func (g *guardedLog) TrimExpired(ctx context.Context) error {
 	err := g.log.TrimExpired(ctx)

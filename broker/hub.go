@@ -63,16 +63,8 @@ type Config struct {
 	// backlog, so it trades memory for backlog reads, never for loss.
 	// 0 means 4096.
 	ReplayBuffer int
-	// Readers is the least number of goroutines following the backlog,
-	// each with one blocking Read over its share of the channels that have
-	// local subscribers; 0 means 4.
-	Readers int
-	// ReaderChannels is how many channels a reader follows before another
-	// reader is started: the cost of one Read grows with its channels
-	// (docs/benchmarks.md), so this bounds the work redone on every wake-up.
-	// 0 means 100.
-	ReaderChannels int
-	// ReadBatch bounds the messages one Read returns per channel; 0 means 1000.
+	// ReadBatch bounds the messages the follower returns per channel at a
+	// time; 0 means 1000.
 	ReadBatch int
 	// TrimInterval is how often retention is applied; 0 means 1m.
 	TrimInterval time.Duration
@@ -144,8 +136,6 @@ func (c *Config) setDefaults() {
 	def(&c.ReplayOvertakes, 3)
 	def(&c.MaxLast, 1000)
 	def(&c.ReplayBuffer, 4096)
-	def(&c.Readers, 4)
-	def(&c.ReaderChannels, 100)
 	def(&c.ReadBatch, 1000)
 	if c.TrimInterval <= 0 {
 		c.TrimInterval = time.Minute
@@ -192,10 +182,10 @@ type Hub struct {
 	channels map[string]*channelState // channels with local subscribers
 	closed   bool
 
-	readers []*reader // guarded by mu; only grows
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	reader *reader
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 
 	budget *replayBudget
 	stats  hubStats
@@ -298,11 +288,8 @@ func New(log backlog.Log, cfg Config) *Hub {
 	}
 	h.stats.readerLag = histogram.New(readerLagBounds)
 	h.stats.replayMessages = histogram.New(replayMessagesBounds)
-	h.mu.Lock()
-	for range cfg.Readers {
-		h.startReaderLocked()
-	}
-	h.mu.Unlock()
+	h.reader = &reader{hub: h, f: log.NewFollower()}
+	h.wg.Go(func() { h.reader.run(ctx) })
 	h.wg.Go(func() { h.trimLoop(ctx) })
 	return h
 }
@@ -326,7 +313,7 @@ func (h *Hub) Close() error {
 		s.Close()
 	}
 	h.wg.Wait()
-	return nil
+	return h.reader.f.Close()
 }
 
 // goLocked runs f on a goroutine the hub waits for on Close, with the
@@ -370,11 +357,10 @@ func (h *Hub) Ready(ctx context.Context) error {
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
-	n, readers := len(h.channels), len(h.readers)
+	n := len(h.channels)
 	h.mu.Unlock()
 	return Stats{
 		Channels:      n,
-		Readers:       readers,
 		Subscriptions: h.stats.subscriptions.Load(),
 		Delivered:     h.stats.delivered.Load(),
 		Gaps:          h.stats.gaps.Load(),
@@ -553,9 +539,11 @@ func restartsAtOldest(since backlog.ID, continuous bool, oldest backlog.ID) bool
 
 // channelState is a channel with local subscribers.
 type channelState struct {
-	name   string
-	reader *reader
-	refs   int // guarded by Hub.mu
+	name string
+	refs int // guarded by Hub.mu
+	// follow numbers the follower's batches for this state
+	// (backlog.Batch.Follow); guarded by Hub.mu.
+	follow uint64
 
 	// ready is closed once the reader follows the channel, or initErr says
 	// why it could not.
@@ -620,7 +608,7 @@ func (h *Hub) join(ctx context.Context, name string, s *Subscription) (info *bac
 	}
 	c, ok := h.channels[name]
 	if !ok {
-		c = &channelState{name: name, reader: h.readerForLocked(), ready: make(chan struct{})}
+		c = &channelState{name: name, ready: make(chan struct{})}
 		h.channels[name] = c
 	}
 	c.refs++
@@ -638,7 +626,13 @@ func (h *Hub) join(ctx context.Context, name string, s *Subscription) (info *bac
 		} else {
 			info = &got
 			c.add(s)
-			c.reader.follow(c, got.LastID)
+			h.mu.Lock()
+			// Under h.mu, which statesOf takes too: no batch of this
+			// Follow can be looked up before c knows its number.
+			if !c.gone {
+				c.follow = h.reader.f.Follow(name, got.LastID)
+			}
+			h.mu.Unlock()
 		}
 		close(c.ready)
 	} else {
@@ -684,35 +678,23 @@ func (h *Hub) forget(c *channelState) {
 func (h *Hub) dropLocked(c *channelState) {
 	c.gone = true
 	delete(h.channels, c.name)
-	c.reader.load--
-	if c.initErr == nil {
-		c.reader.unfollow(c)
+	if c.follow != 0 {
+		h.reader.f.Unfollow(c.name)
 	}
 }
 
-// readerForLocked picks the least loaded reader for a new channel, starting
-// another when every reader follows ReaderChannels channels already.
-// It expects h.mu held.
-func (h *Hub) readerForLocked() *reader {
-	least := h.readers[0]
-	for _, r := range h.readers[1:] {
-		if r.load < least.load {
-			least = r
+// statesOf returns, per batch, the state it is for, or nil when the batch
+// belongs to an earlier Follow of its channel, or to none.
+func (h *Hub) statesOf(batches []backlog.Batch) []*channelState {
+	states := make([]*channelState, len(batches))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, b := range batches {
+		if c := h.channels[b.Channel]; c != nil && c.follow == b.Follow {
+			states[i] = c
 		}
 	}
-	if least.load >= h.cfg.ReaderChannels {
-		least = h.startReaderLocked()
-	}
-	least.load++
-	return least
-}
-
-// startReaderLocked expects h.mu held and the hub open.
-func (h *Hub) startReaderLocked() *reader {
-	r := newReader(h)
-	h.readers = append(h.readers, r)
-	h.wg.Go(func() { r.run(h.ctx) })
-	return r
+	return states
 }
 
 func (h *Hub) trimLoop(ctx context.Context) {

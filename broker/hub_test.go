@@ -281,9 +281,9 @@ func TestUnsubscribeStopsDelivery(t *testing.T) {
 
 func TestLiveGapIsReported(t *testing.T) {
 	// A channel trimmed faster than the reader follows it: the hub's reader
-	// is held back by a Read that only the test releases.
+	// is held back by a follower that only the test releases.
 	log := &pausedLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), release: make(chan struct{})}
-	h := broker.New(log, broker.Config{Readers: 1})
+	h := broker.New(log, broker.Config{})
 	defer h.Close()
 	create(t, h, "gappy", 2)
 	rec := newRecorder()
@@ -309,13 +309,22 @@ type pausedLog struct {
 	release chan struct{}
 }
 
-func (l *pausedLog) Read(ctx context.Context, cursors []backlog.Cursor, limit int) ([]backlog.Batch, error) {
+func (l *pausedLog) NewFollower() backlog.Follower {
+	return &pausedFollower{Follower: l.Memory.NewFollower(), release: l.release}
+}
+
+type pausedFollower struct {
+	backlog.Follower
+	release chan struct{}
+}
+
+func (f *pausedFollower) Next(ctx context.Context, limit int) ([]backlog.Batch, error) {
 	select {
-	case <-l.release:
+	case <-f.release:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return l.Memory.Read(ctx, cursors, limit)
+	return f.Follower.Next(ctx, limit)
 }
 
 func TestNonJSONPayloadBecomesString(t *testing.T) {
@@ -372,8 +381,8 @@ func TestCreateValidation(t *testing.T) {
 	}
 }
 
-func TestReadersGrowWithChannels(t *testing.T) {
-	h, _ := newHub(t, broker.Config{Readers: 1, ReaderChannels: 3})
+func TestEveryChannelIsFollowed(t *testing.T) {
+	h, _ := newHub(t, broker.Config{})
 	var recs []*recorder
 	for i := range 7 {
 		ch := fmt.Sprintf("grow%d", i)
@@ -382,10 +391,6 @@ func TestReadersGrowWithChannels(t *testing.T) {
 		subscribe(t, h, ch, broker.From{}, rec)
 		recs = append(recs, rec)
 	}
-	if got := h.Stats().Readers; got != 3 {
-		t.Errorf("7 channels at 3 per reader started %d readers, want 3", got)
-	}
-	// Every channel is followed by some reader.
 	for i, rec := range recs {
 		ids := publish(t, h, fmt.Sprintf("grow%d", i), 1)
 		checkSequence(t, rec.waitFor(t, 1), ids)
@@ -399,7 +404,7 @@ func TestReadersGrowWithChannels(t *testing.T) {
 // subscriber lost messages too and must be told, after its own last ID.
 func TestGapReachesSubscribersAheadOfTheReader(t *testing.T) {
 	log := &pausedLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), release: make(chan struct{})}
-	h := broker.New(log, broker.Config{Readers: 1})
+	h := broker.New(log, broker.Config{})
 	defer h.Close()
 	create(t, h, "ahead", 3)
 	live := newRecorder()
@@ -433,7 +438,7 @@ func TestGapReachesSubscribersAheadOfTheReader(t *testing.T) {
 // message up to the first one held after the loss lost nothing.
 func TestNoGapForSubscribersPastTheLoss(t *testing.T) {
 	log := &pausedLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), release: make(chan struct{})}
-	h := broker.New(log, broker.Config{Readers: 1})
+	h := broker.New(log, broker.Config{})
 	defer h.Close()
 	create(t, h, "past", 2)
 	subscribe(t, h, "past", broker.From{}, newRecorder()) // the reader starts at 0-0, held back

@@ -76,20 +76,29 @@ func wrapWith(wrap func(backlog.Log) backlog.Log, l backlog.Log) backlog.Log {
 	return wrap(l)
 }
 
-// heldReads holds the hub's Reads back until release is closed, so that
-// what happens to the backlog meanwhile reaches its reader in one Read.
+// heldReads holds the hub's follower back until release is closed, so
+// that what happens to the backlog meanwhile reaches its reader at once.
 type heldReads struct {
 	backlog.Log
 	release chan struct{}
 }
 
-func (l *heldReads) Read(ctx context.Context, cursors []backlog.Cursor, limit int) ([]backlog.Batch, error) {
+func (l *heldReads) NewFollower() backlog.Follower {
+	return &heldFollower{Follower: l.Log.NewFollower(), release: l.release}
+}
+
+type heldFollower struct {
+	backlog.Follower
+	release chan struct{}
+}
+
+func (f *heldFollower) Next(ctx context.Context, limit int) ([]backlog.Batch, error) {
 	select {
-	case <-l.release:
+	case <-f.release:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	return l.Log.Read(ctx, cursors, limit)
+	return f.Follower.Next(ctx, limit)
 }
 
 // TestNoGapAfterResumeFromLostEntries: a client resuming after IDs the

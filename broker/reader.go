@@ -4,99 +4,29 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/tslm/tslm/backlog"
 )
 
-// reader follows a share of the hub's channels with one blocking Read over
-// all of them at a time, and fans what it reads out to their subscribers.
-// Splitting channels across readers bounds the size of each Read, which is
-// redone on every wake-up, and keeps one slow fan-out from delaying every
-// channel.
+// reader runs the hub's one follower of the backlog (backlog.Follower),
+// which follows every channel that has local subscribers, and fans what it
+// returns out to them. Following a channel or leaving it costs the others
+// nothing, and fan-out is only queueing to each subscriber's bounded
+// queue, so one goroutine serves every channel.
 type reader struct {
-	hub  *Hub
-	load int // channels assigned; guarded by hub.mu
-
-	mu       sync.Mutex
-	channels map[*channelState]backlog.ID // followed channels and their cursors
-	changed  bool                         // channels changed since run last looked
-	cancel   context.CancelFunc           // interrupts the Read in flight
-	wake     chan struct{}                // signals an idle reader; cap 1
-}
-
-func newReader(h *Hub) *reader {
-	return &reader{hub: h, channels: make(map[*channelState]backlog.ID), wake: make(chan struct{}, 1)}
-}
-
-// follow starts reading c after cursor. A Read in flight is interrupted so
-// that the new channel does not wait for it to time out.
-func (r *reader) follow(c *channelState, cursor backlog.ID) {
-	r.mu.Lock()
-	r.channels[c] = cursor
-	r.changedLocked()
-	r.mu.Unlock()
-}
-
-func (r *reader) unfollow(c *channelState) {
-	r.mu.Lock()
-	delete(r.channels, c)
-	r.changedLocked()
-	r.mu.Unlock()
-}
-
-// changedLocked expects r.mu held.
-func (r *reader) changedLocked() {
-	r.changed = true
-	if r.cancel != nil {
-		r.cancel()
-	}
-	select {
-	case r.wake <- struct{}{}:
-	default:
-	}
+	hub *Hub
+	f   backlog.Follower
 }
 
 func (r *reader) run(ctx context.Context) {
-	var (
-		// The Read arguments are rebuilt only when the set of channels
-		// changes, and cursors advance in place: a wake-up costs the
-		// channels it delivers, not every channel followed.
-		cursors []backlog.Cursor
-		states  []*channelState // parallel to cursors
-		index   = make(map[string]int)
-		backoff time.Duration
-	)
+	var backoff time.Duration
 	for ctx.Err() == nil {
-		r.mu.Lock()
-		if r.changed {
-			r.changed = false
-			cursors, states = cursors[:0], states[:0]
-			clear(index)
-			for c, id := range r.channels {
-				index[c.name] = len(cursors)
-				cursors = append(cursors, backlog.Cursor{Channel: c.name, After: id})
-				states = append(states, c)
-			}
-		}
-		readCtx, cancel := context.WithCancel(ctx)
-		r.cancel = cancel
-		r.mu.Unlock()
-
-		if len(cursors) == 0 {
-			cancel()
-			select {
-			case <-ctx.Done():
-			case <-r.wake:
-			}
-			continue
-		}
-		batches, err := r.hub.log.Read(readCtx, cursors, r.hub.cfg.ReadBatch)
-		cancel()
+		batches, err := r.f.Next(ctx, r.hub.cfg.ReadBatch)
+		r.hub.log.health.observe(fromBacklog(ctx, "", err))
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
-				continue
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, backlog.ErrClosed) {
+				return
 			}
 			r.hub.stats.readErrors.Add(1)
 			backoff = nextBackoff(backoff)
@@ -111,27 +41,18 @@ func (r *reader) run(ctx context.Context) {
 		}
 		backoff = 0
 		r.account(batches)
-		for _, b := range batches {
-			i, ok := index[b.Channel]
-			if !ok {
-				continue
+		states := r.hub.statesOf(batches)
+		for i, b := range batches {
+			if c := states[i]; c != nil {
+				r.deliver(ctx, c, b)
 			}
-			c := states[i]
-			cursors[i].After = r.deliver(ctx, c, b, cursors[i].After)
-			r.mu.Lock()
-			// A channel unfollowed during the Read is gone; if it was
-			// followed anew, that is another channelState with its own
-			// cursor.
-			if _, ok := r.channels[c]; ok {
-				r.channels[c] = cursors[i].After
-			}
-			r.mu.Unlock()
 		}
 	}
 }
 
-// deliver fans one batch out and returns the new cursor.
-func (r *reader) deliver(ctx context.Context, c *channelState, b backlog.Batch, cursor backlog.ID) backlog.ID {
+// deliver fans one batch out.
+func (r *reader) deliver(ctx context.Context, c *channelState, b backlog.Batch) {
+	cursor := b.After
 	if b.Deleted {
 		// Forgotten first: a subscriber joining from now on gets a fresh
 		// state; one that joined before is told below.
@@ -140,7 +61,7 @@ func (r *reader) deliver(ctx context.Context, c *channelState, b backlog.Batch, 
 		for _, s := range c.subscribers() {
 			s.offer(p)
 		}
-		return cursor
+		return
 	}
 	subs := c.subscribers()
 	if b.Gap {
@@ -169,10 +90,8 @@ func (r *reader) deliver(ctx context.Context, c *channelState, b backlog.Batch, 
 				delivered++
 			}
 		}
-		cursor = m.ID
 	}
 	r.hub.stats.delivered.Add(delivered)
-	return cursor
 }
 
 // heldBefore returns the newest message held before resume, the first one
@@ -195,8 +114,7 @@ func (r *reader) heldBefore(ctx context.Context, channel string, resume backlog.
 	return prev
 }
 
-// account counts what one Read took: once per batch, not per message, as
-// the readers share these atomics.
+// account counts what one Next took: once per batch, not per message.
 func (r *reader) account(batches []backlog.Batch) {
 	now := time.Now().UnixMicro()
 	var read int64

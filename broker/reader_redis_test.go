@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,50 +11,74 @@ import (
 	"github.com/tslm/tslm/internal/redistest"
 )
 
-// TestNewChannelDoesNotWaitForBlockedRead: a hub whose readers are all
-// blocked in XREAD on other channels starts following a newly subscribed
-// channel at once, not when a blocked read times out. The block interval
-// is an hour, so no clock is read: a new channel that waited for a blocked
-// read would get nothing within waitFor's deadline, however loaded the
-// machine.
-func TestNewChannelDoesNotWaitForBlockedRead(t *testing.T) {
+// TestRedisConnectionsDoNotGrowWithChannels: a hub following many
+// channels holds one pub/sub connection to Redis, subscribed once per
+// channel, and a few pooled ones; leaving channels unsubscribes them. The
+// poll interval is an hour, so every message here comes by notification
+// or by the catch-up after a subscription, never by the safety poll.
+func TestRedisConnectionsDoNotGrowWithChannels(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rdb := srv.Client()
-	log := backlog.NewRedis(srv.Client(), backlog.RedisConfig{BlockInterval: time.Hour})
-	h := broker.New(log, broker.Config{Readers: 2})
+	log := backlog.NewRedis(srv.Client(), backlog.RedisConfig{KeyPrefix: "conns:", PollInterval: time.Hour})
+	h := broker.New(log, broker.Config{})
 	t.Cleanup(func() { h.Close(); log.Close() })
+	ctx := t.Context()
 
-	for _, ch := range []string{"busy1", "busy2", "fresh"} {
+	const channels = 500
+	recs := make([]*recorder, channels)
+	var subs []*broker.Subscription
+	for i := range channels {
+		ch := fmt.Sprintf("c%d", i)
 		create(t, h, ch, 10)
+		recs[i] = newRecorder()
+		sub, _ := subscribe(t, h, ch, broker.From{}, recs[i])
+		subs = append(subs, sub)
 	}
-	subscribe(t, h, "busy1", broker.From{}, newRecorder())
-	subscribe(t, h, "busy2", broker.From{}, newRecorder())
-	// Each reader follows one busy channel: both are blocked in XREAD.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		list, err := rdb.ClientList(t.Context()).Result()
-		if err == nil && blockedXreads(list) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the readers never both blocked in XREAD: %v\n%s", err, list)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-
-	fresh := newRecorder()
-	subscribe(t, h, "fresh", broker.From{}, fresh)
-	ids := publish(t, h, "fresh", 1)
-	checkSequence(t, fresh.waitFor(t, 1), ids)
-}
-
-// blockedXreads counts the clients of CLIENT LIST blocked in XREAD.
-func blockedXreads(list string) int {
-	n := 0
-	for _, line := range strings.Split(list, "\n") {
-		if strings.Contains(line, "cmd=xread") && strings.Contains(line, " flags=b ") {
-			n++
+	waitNumsub := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			n, err := rdb.Do(ctx, "PUBSUB", "SHARDNUMSUB", "conns:n:{c0}", fmt.Sprintf("conns:n:{c%d}", channels-1)).Slice()
+			got := -1
+			if err == nil && len(n) == 4 {
+				a, _ := n[1].(int64)
+				b, _ := n[3].(int64)
+				got = int(a + b)
+			}
+			if got == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("subscribers of the first and last channels: %d (%v), want %d", got, err, want)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	return n
+	waitNumsub(2)
+	for i := range channels {
+		ids := publish(t, h, fmt.Sprintf("c%d", i), 1)
+		checkSequence(t, recs[i].waitFor(t, 1), ids)
+	}
+	list, err := rdb.ClientList(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test's own client holds one; the rest are the hub's.
+	var total, pubsub int
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		total++
+		if strings.Contains(line, " sub=0 psub=0 ssub=") && !strings.Contains(line, " ssub=0 ") {
+			pubsub++
+		}
+	}
+	if pubsub != 1 {
+		t.Errorf("%d pub/sub connections for %d channels, want 1:\n%s", pubsub, channels, list)
+	}
+	if total > 20 {
+		t.Errorf("%d connections to Redis for %d channels, want a few:\n%s", total, channels, list)
+	}
+	for _, s := range subs {
+		s.Close()
+	}
+	waitNumsub(0)
 }

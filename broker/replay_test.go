@@ -161,7 +161,7 @@ func TestCloseStopsReplay(t *testing.T) {
 // took, not the subscriptions a message was offered to.
 func TestDeliveredCountsDeliveries(t *testing.T) {
 	log := &pausedLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), release: make(chan struct{})}
-	h := broker.New(log, broker.Config{Readers: 1})
+	h := broker.New(log, broker.Config{})
 	t.Cleanup(func() { h.Close(); log.Close() })
 	create(t, h, "counted", 100)
 	live := newRecorder()

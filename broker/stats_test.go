@@ -16,7 +16,7 @@ func TestReadAndReplayStats(t *testing.T) {
 	// The reader is held back while five entries pile up, so that its
 	// first Read comes back full (ReadBatch 2) and its entries have aged.
 	log := &pausedLog{Memory: backlog.NewMemory(backlog.MemoryConfig{}), release: make(chan struct{})}
-	h := broker.New(log, broker.Config{Readers: 1, ReadBatch: 2})
+	h := broker.New(log, broker.Config{ReadBatch: 2})
 	defer h.Close()
 	create(t, h, "c", 100)
 	older := publish(t, h, "c", 3)

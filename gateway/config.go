@@ -91,8 +91,6 @@ type Config struct {
 	ReplayWait            time.Duration
 	ReplayOvertakes       int
 	MaxLast               int
-	Readers               int
-	ReaderChannels        int
 	ReadBatch             int
 	TrimInterval          time.Duration
 	// IdempotencyWindow is how long a publish's idempotency key is
@@ -158,9 +156,9 @@ type Config struct {
 	// MaxChannels bounds the channels of either backlog: see
 	// backlog.MemoryConfig and backlog.RedisConfig.
 	MaxChannels int
-	// BlockInterval is how long a backlog read waits for news before it
-	// is renewed: see backlog.RedisConfig.
-	BlockInterval time.Duration
+	// PollInterval is how often the Redis backlog's follower polls for
+	// entries it was not notified of: see backlog.RedisConfig.
+	PollInterval time.Duration
 	// MaxReadLimit is the largest limit of an HTTP backlog read, and
 	// MaxListLimit of an HTTP channel listing: see httpapi.Config.
 	MaxReadLimit int
@@ -248,8 +246,6 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.ReplayWait, hubDef.ReplayWait)
 	orDefault(&c.ReplayOvertakes, hubDef.ReplayOvertakes)
 	orDefault(&c.MaxLast, hubDef.MaxLast)
-	orDefault(&c.Readers, hubDef.Readers)
-	orDefault(&c.ReaderChannels, hubDef.ReaderChannels)
 	orDefault(&c.ReadBatch, hubDef.ReadBatch)
 	orDefault(&c.TrimInterval, hubDef.TrimInterval)
 	orDefault(&c.IdempotencyWindow, hubDef.IdempotencyWindow)
@@ -283,7 +279,7 @@ func (c Config) WithDefaults() Config {
 	if c.RedisPrefix == "" {
 		c.RedisPrefix = redisDef.KeyPrefix
 	}
-	orDefault(&c.BlockInterval, redisDef.BlockInterval)
+	orDefault(&c.PollInterval, redisDef.PollInterval)
 	orDefault(&c.MaxReadLimit, apiDef.MaxReadLimit)
 	orDefault(&c.MaxListLimit, apiDef.MaxListLimit)
 	if c.AccessLog == nil {
@@ -362,12 +358,10 @@ func (c *Config) Validate() error {
 		{"ReplayWait", float64(c.ReplayWait)},
 		{"ReplayOvertakes", float64(c.ReplayOvertakes)},
 		{"MaxLast", float64(c.MaxLast)},
-		{"Readers", float64(c.Readers)},
-		{"ReaderChannels", float64(c.ReaderChannels)},
 		{"ReadBatch", float64(c.ReadBatch)},
 		{"TrimInterval", float64(c.TrimInterval)},
 		{"MaxChannels", float64(c.MaxChannels)},
-		{"BlockInterval", float64(c.BlockInterval)},
+		{"PollInterval", float64(c.PollInterval)},
 		{"MaxReadLimit", float64(c.MaxReadLimit)},
 		{"MaxListLimit", float64(c.MaxListLimit)},
 		{"IdempotencyWindow", float64(c.IdempotencyWindow)},
@@ -400,8 +394,8 @@ func (c *Config) Validate() error {
 		return conflict("DefaultRetention", "ChannelRetentionLimit", "(%s) exceeds the channel retention limit (%s)", c.DefaultRetention, c.ChannelRetentionLimit)
 	case c.IdempotencyWindow > MaxIdempotencyWindow:
 		return invalid("IdempotencyWindow", "may be at most %s: every key is kept that long", MaxIdempotencyWindow)
-	case c.BlockInterval < time.Millisecond:
-		return invalid("BlockInterval", "must be at least 1ms")
+	case c.PollInterval < 10*time.Millisecond:
+		return invalid("PollInterval", "must be at least 10ms")
 	case c.RequestTimeout > c.MaxRequestTimeout:
 		return conflict("RequestTimeout", "MaxRequestTimeout", "(%s) exceeds the longest request timeout (%s)", c.RequestTimeout, c.MaxRequestTimeout)
 	case c.SendQueueBudget < int64(c.SendQueueBytes):

@@ -141,8 +141,6 @@ func (g *Gateway) hubConfig() broker.Config {
 		ReplayWait:        g.cfg.ReplayWait,
 		ReplayOvertakes:   g.cfg.ReplayOvertakes,
 		MaxLast:           g.cfg.MaxLast,
-		Readers:           g.cfg.Readers,
-		ReaderChannels:    g.cfg.ReaderChannels,
 		ReadBatch:         g.cfg.ReadBatch,
 		TrimInterval:      g.cfg.TrimInterval,
 		OperationTimeout:  g.cfg.OperationTimeout,
@@ -179,13 +177,13 @@ func (g *Gateway) openBacklog(ctx context.Context) error {
 }
 
 func (g *Gateway) memoryConfig() backlog.MemoryConfig {
-	return backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, BlockInterval: g.cfg.BlockInterval, MaxIdempotencyKeys: g.cfg.MaxIdempotencyKeys, MaxRequests: g.cfg.MaxQueuedRequests}
+	return backlog.MemoryConfig{MaxChannels: g.cfg.MaxChannels, MaxIdempotencyKeys: g.cfg.MaxIdempotencyKeys, MaxRequests: g.cfg.MaxQueuedRequests}
 }
 
 func (g *Gateway) redisConfig() backlog.RedisConfig {
 	// Every hub reader holds one dedicated connection between its Reads;
 	// the cap only bounds connections left over when readers are fewer.
-	return backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024, BlockInterval: g.cfg.BlockInterval, MaxRequests: g.cfg.MaxQueuedRequests,
+	return backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024, PollInterval: g.cfg.PollInterval, MaxRequests: g.cfg.MaxQueuedRequests,
 		MaxChannels: g.cfg.MaxChannels}
 }
 

@@ -34,12 +34,13 @@ import (
 const (
 	drillClients = 200
 	drillChannel = "drill"
-	// drillBlock is the readers' TSLM_BLOCK_INTERVAL, shortened from 5s
-	// so that drillPause exceeds it several times over without a long
+	// drillPoll is the replicas' TSLM_POLL_INTERVAL, shortened from 2s
+	// so that drillPause exceeds the silence after which a pub/sub
+	// connection is replaced (two intervals and a second) without a long
 	// test. drillPause also exceeds TSLM_OPERATION_TIMEOUT (5s), so that
 	// the replicas find the backlog unavailable, and their /readyz fails
 	// for longer than haproxy's health checks take to mark them all down.
-	drillBlock = time.Second
+	drillPoll  = time.Second
 	drillPause = 7 * time.Second
 	// drillPublishers publishers per path (HTTP API, XADD) each publish
 	// one message at a time, drillEvery after the last one's answer.
@@ -67,7 +68,7 @@ func TestDrillsThroughHAProxy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 170*time.Second)
 	defer cancel()
 	c := startCluster(t, 3, map[string]string{
-		"TSLM_BLOCK_INTERVAL": drillBlock.String(),
+		"TSLM_POLL_INTERVAL":  drillPoll.String(),
 		"TSLM_SHUTDOWN_GRACE": "5s",
 		// As docker-compose.yml sets it: above the time haproxy's health
 		// checks (inter 1s, fall 2) take to mark a draining replica down.

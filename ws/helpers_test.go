@@ -76,7 +76,7 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 	if opts.hub.Logger == nil {
 		opts.hub.Logger = quiet
 	}
-	mem := backlog.NewMemory(backlog.MemoryConfig{BlockInterval: time.Second})
+	mem := backlog.NewMemory(backlog.MemoryConfig{})
 	var log backlog.Log = mem
 	if opts.wrap != nil {
 		log = opts.wrap(mem)

@@ -34,7 +34,7 @@ func TestResumeAfterLostEntries(t *testing.T) {
 		}},
 		{"redis", func(t *testing.T) (*testServer, func(string, int)) {
 			srv := redistest.Start(t, redistest.Options{})
-			log := backlog.NewRedis(srv.Client(), backlog.RedisConfig{BlockInterval: time.Second})
+			log := backlog.NewRedis(srv.Client(), backlog.RedisConfig{PollInterval: time.Second})
 			t.Cleanup(func() { log.Close() })
 			ts := startServerWith(t, Config{}, serverOptions{wrap: func(*backlog.Memory) backlog.Log { return log }})
 			rdb := srv.Client()

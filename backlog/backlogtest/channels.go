@@ -244,12 +244,15 @@ func testDeleteCreate(t *testing.T, ctx context.Context, l backlog.Log) {
 	}
 }
 
-// readUntil reads ch after cursor until a batch comes, in a goroutine.
+// readUntil follows ch after cursor until a batch comes, in a goroutine.
 func readUntil(ctx context.Context, l backlog.Log, ch string, cursor backlog.ID) <-chan []backlog.Batch {
 	got := make(chan []backlog.Batch, 1)
+	f := l.NewFollower()
+	f.Follow(ch, cursor)
 	go func() {
+		defer f.Close()
 		for ctx.Err() == nil {
-			batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: cursor}}, 10)
+			batches, err := f.Next(ctx, 10)
 			if err != nil || len(batches) > 0 {
 				got <- batches
 				return

@@ -16,9 +16,10 @@ import (
 // backlog too. As after an XDEL, the lost IDs stay below the next ID
 // (Info.LastID is unchanged) and nothing proves a read from 0-0.
 //
-// Lose only entries every Read cursor is at or past, or entries no cursor
-// follows yet (as after a failover, which a reader notices only with the
-// next append): a Read that already returned them keeps what it returned.
+// Lose only entries every follower is at or past, or entries no follower
+// follows yet (as after a failover, which a follower notices only with
+// the next append): a follower that already returned them keeps what it
+// returned.
 type Lossy struct {
 	backlog.Log
 
@@ -136,38 +137,58 @@ func (l *Lossy) TailStart(ctx context.Context, channel string, n int) (backlog.I
 	return held[max(len(held)-n, 0)].ID, nil
 }
 
-// Read filters the lost entries out and reports a gap after a lost cursor
-// as Redis does: only a first entry that is the cursor's successor proves
-// continuity then. A Read whose news were all lost waits on.
-func (l *Lossy) Read(ctx context.Context, cursors []backlog.Cursor, limit int) ([]backlog.Batch, error) {
-	read := slices.Clone(cursors)
+// NewFollower returns a follower that filters the lost entries out and
+// reports a gap after a lost cursor as Redis does: only a first entry
+// that is the cursor's successor proves continuity then. A batch whose
+// news were all lost is not returned: the follower waits for what follows.
+func (l *Lossy) NewFollower() backlog.Follower {
+	return &lossyFollower{Follower: l.Log.NewFollower(), l: l, cursors: make(map[string]backlog.ID)}
+}
+
+type lossyFollower struct {
+	backlog.Follower
+	l *Lossy
+
+	mu      sync.Mutex
+	cursors map[string]backlog.ID // what the caller was last given, per channel
+}
+
+func (f *lossyFollower) Follow(channel string, after backlog.ID) uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cursors[channel] = after
+	return f.Follower.Follow(channel, after)
+}
+
+func (f *lossyFollower) Next(ctx context.Context, limit int) ([]backlog.Batch, error) {
 	for {
-		batches, err := l.Log.Read(ctx, read, limit)
+		batches, err := f.Follower.Next(ctx, limit)
 		if err != nil || len(batches) == 0 {
 			return batches, err
 		}
 		var out []backlog.Batch
+		f.mu.Lock()
 		for _, b := range batches {
 			if b.Deleted {
 				out = append(out, b)
 				continue
 			}
-			i := slices.IndexFunc(read, func(c backlog.Cursor) bool { return c.Channel == b.Channel })
-			if i < 0 {
-				continue
-			}
-			last := b.Messages[len(b.Messages)-1].ID
-			b.Messages = l.keep(b.Channel, b.Messages)
+			b.Messages = f.l.keep(b.Channel, b.Messages)
 			if len(b.Messages) == 0 {
-				read[i].After = last // all lost: wait for what follows
-				continue
+				continue // all lost: wait for what follows
 			}
-			from := cursors[i].After
-			if l.isLost(b.Channel, from) && b.Messages[0].ID != from.Next() {
+			from, ok := f.cursors[b.Channel]
+			if !ok {
+				from = b.After
+			}
+			if f.l.isLost(b.Channel, from) && b.Messages[0].ID != from.Next() {
 				b.Gap = true
 			}
+			b.After = from
+			f.cursors[b.Channel] = b.Messages[len(b.Messages)-1].ID
 			out = append(out, b)
 		}
+		f.mu.Unlock()
 		if len(out) > 0 {
 			return out, nil
 		}

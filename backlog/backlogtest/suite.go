@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,6 +45,10 @@ func Run(t *testing.T, newLog Factory) {
 		{"ReadReportsGap", testReadGap},
 		{"ReadAfterLossBlocksUntilAppend", testReadGapWaits},
 		{"ReadCancels", testReadCancels},
+		{"FollowInOrder", testFollowOrder},
+		{"FollowAgain", testFollowRefollow},
+		{"FollowClose", testFollowClose},
+		{"FollowMany", testFollowMany},
 		{"ConcurrentAppends", testConcurrentAppends},
 		{"DataIsOpaque", testDataOpaque},
 		{"IdempotentAppend", testIdempotentAppend},
@@ -373,43 +376,32 @@ func testRead(t *testing.T, ctx context.Context, l backlog.Log) {
 	b := mustCreate(t, ctx, l, backlog.ChannelConfig{})
 	idsA := mustAppend(t, ctx, l, a, 5)
 	never := channel(t)
-	batches, err := l.Read(ctx, []backlog.Cursor{{Channel: a, After: idsA[1]}, {Channel: b}, {Channel: never}}, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := follow(t, l, backlog.Cursor{Channel: a, After: idsA[1]}, backlog.Cursor{Channel: b}, backlog.Cursor{Channel: never})
 	// A channel that never existed is ignored or reported deleted.
-	batches = slices.DeleteFunc(batches, func(b backlog.Batch) bool {
-		if b.Channel != never {
-			return false
+	batch := nextFor(t, ctx, f, 2, a, 5*time.Second, func(b backlog.Batch) {
+		if b.Channel != never || !b.Deleted || len(b.Messages) > 0 {
+			t.Fatalf("batch %+v, want only one for %s, or Deleted for %s that never existed", b, a, never)
 		}
-		if !b.Deleted || len(b.Messages) > 0 {
-			t.Fatalf("batch for a channel that never existed: %+v, want none or Deleted", b)
-		}
-		return true
 	})
-	if len(batches) != 1 || batches[0].Channel != a || batches[0].Gap {
-		t.Fatalf("batches = %+v, want one for %s without gap", batches, a)
+	if batch.Gap {
+		t.Fatalf("batch = %+v, want no gap", batch)
 	}
-	sameIDs(t, "read limited to 2", idsOf(batches[0].Messages), idsA[2:4])
+	sameIDs(t, "read limited to 2", idsOf(batch.Messages), idsA[2:4])
+	batch = nextFor(t, ctx, f, 2, a, 5*time.Second, nil)
+	sameIDs(t, "the rest", idsOf(batch.Messages), idsA[4:])
 }
 
 func testReadBlocks(t *testing.T, ctx context.Context, l backlog.Log) {
 	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
 	head := mustAppend(t, ctx, l, ch, 1)[0]
-	got := make(chan []backlog.Batch, 1)
-	go func() {
-		for {
-			batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: head}}, 10)
-			if err != nil || len(batches) > 0 {
-				got <- batches
-				return
-			}
-		}
-	}()
+	f := follow(t, l, backlog.Cursor{Channel: ch, After: head})
+	got, errs := nextAsync(ctx, f, 10)
 	select {
 	case b := <-got:
-		t.Fatalf("Read returned %+v before anything was appended", b)
-	case <-time.After(100 * time.Millisecond):
+		t.Fatalf("Next returned %+v before anything was appended", b)
+	case err := <-errs:
+		t.Fatal(err)
+	case <-time.After(200 * time.Millisecond):
 	}
 	id := mustAppend(t, ctx, l, ch, 1)[0]
 	select {
@@ -418,35 +410,31 @@ func testReadBlocks(t *testing.T, ctx context.Context, l backlog.Log) {
 			t.Fatalf("batches = %+v", b)
 		}
 		sameIDs(t, "woken read", idsOf(b[0].Messages), []backlog.ID{id})
+	case err := <-errs:
+		t.Fatal(err)
 	case <-time.After(5 * time.Second):
-		t.Fatal("Read did not wake on append")
+		t.Fatal("Next did not wake on append")
 	}
 }
 
 func testReadGap(t *testing.T, ctx context.Context, l backlog.Log) {
 	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{MaxLen: 3})
 	ids := mustAppend(t, ctx, l, ch, 10)
-	batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: ids[2]}}, 100)
-	if err != nil {
-		t.Fatal(err)
+	b := nextFor(t, ctx, follow(t, l, backlog.Cursor{Channel: ch, After: ids[2]}), 100, ch, 5*time.Second, nil)
+	if !b.Gap {
+		t.Fatalf("batch = %+v, want Gap", b)
 	}
-	if len(batches) != 1 || !batches[0].Gap {
-		t.Fatalf("batches = %+v, want one with Gap", batches)
-	}
-	sameIDs(t, "after gap", idsOf(batches[0].Messages), ids[7:])
-	batches, err = l.Read(ctx, []backlog.Cursor{{Channel: ch, After: ids[7]}}, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(batches) != 1 || batches[0].Gap {
-		t.Fatalf("batches = %+v, want one without Gap", batches)
+	sameIDs(t, "after gap", idsOf(b.Messages), ids[7:])
+	b = nextFor(t, ctx, follow(t, l, backlog.Cursor{Channel: ch, After: ids[7]}), 100, ch, 5*time.Second, nil)
+	if b.Gap {
+		t.Fatalf("batch = %+v, want no Gap", b)
 	}
 }
 
 // testReadGapWaits: the cursor is not held and nothing after it is, so
-// there is nothing to return yet. Read must block (a message-less gap
-// batch would leave the caller's cursor in place and make every Read
-// return at once), then report the gap with the next message. As neither
+// there is nothing to return yet. Next must wait (a message-less gap
+// batch would leave the cursor in place and make every Next return at
+// once), then report the gap with the next message. As neither
 // retention nor MaxLen removes a channel's newest message, such a cursor
 // lies past the head, as one from before the log was reset would.
 func testReadGapWaits(t *testing.T, ctx context.Context, l backlog.Log) {
@@ -460,31 +448,18 @@ func testReadGapWaits(t *testing.T, ctx context.Context, l backlog.Log) {
 	expectGapWithNext(t, ctx, l, ch, backlog.ID{Ms: head.Ms + 1})
 }
 
-// expectGapWithNext checks that a Read after cursor blocks while nothing
-// after it is held, then returns the next append alone, with Gap.
+// expectGapWithNext checks that a follower after cursor waits while
+// nothing after it is held, then returns the next append alone, with Gap.
 func expectGapWithNext(t *testing.T, ctx context.Context, l backlog.Log, ch string, cursor backlog.ID) {
 	t.Helper()
-	got := make(chan []backlog.Batch, 1)
-	errs := make(chan error, 1)
-	go func() {
-		for {
-			batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch, After: cursor}}, 10)
-			if err != nil {
-				errs <- err
-				return
-			}
-			if len(batches) > 0 {
-				got <- batches
-				return
-			}
-		}
-	}()
+	f := follow(t, l, backlog.Cursor{Channel: ch, After: cursor})
+	got, errs := nextAsync(ctx, f, 10)
 	select {
 	case b := <-got:
-		t.Fatalf("Read returned %+v before anything was appended", b)
+		t.Fatalf("Next returned %+v before anything was appended", b)
 	case err := <-errs:
 		t.Fatal(err)
-	case <-time.After(100 * time.Millisecond):
+	case <-time.After(200 * time.Millisecond):
 	}
 	id := mustAppend(t, ctx, l, ch, 1)[0]
 	select {
@@ -496,36 +471,30 @@ func expectGapWithNext(t *testing.T, ctx context.Context, l backlog.Log, ch stri
 	case err := <-errs:
 		t.Fatal(err)
 	case <-time.After(5 * time.Second):
-		t.Fatal("Read did not wake on append")
+		t.Fatal("Next did not wake on append")
 	}
 }
 
 func testReadCancels(t *testing.T, ctx context.Context, l backlog.Log) {
 	ch := mustCreate(t, ctx, l, backlog.ChannelConfig{})
+	f := follow(t, l, backlog.Cursor{Channel: ch})
 	readCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		for {
-			batches, err := l.Read(readCtx, []backlog.Cursor{{Channel: ch}}, 10)
-			if err != nil || len(batches) > 0 {
-				done <- err
-				return
-			}
-		}
-	}()
+	got, errs := nextAsync(readCtx, f, 10)
 	time.Sleep(50 * time.Millisecond)
 	start := time.Now()
 	cancel()
 	select {
-	case err := <-done:
+	case b := <-got:
+		t.Fatalf("Next returned %+v", b)
+	case err := <-errs:
 		if !errors.Is(err, context.Canceled) {
-			t.Errorf("Read after cancel: %v, want context.Canceled", err)
+			t.Errorf("Next after cancel: %v, want context.Canceled", err)
 		}
 		if d := time.Since(start); d > time.Second {
-			t.Errorf("Read took %v to notice cancellation", d)
+			t.Errorf("Next took %v to notice cancellation", d)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Read ignored cancellation")
+		t.Fatal("Next ignored cancellation")
 	}
 }
 

@@ -67,10 +67,8 @@ type Vars struct {
 	ReplayWait            time.Duration `env:"REPLAY_WAIT"`
 	ReplayOvertakes       int           `env:"REPLAY_OVERTAKES"`
 	MaxLast               int           `env:"MAX_LAST"`
-	Readers               int           `env:"READERS"`
-	ReaderChannels        int           `env:"READER_CHANNELS"`
 	ReadBatch             int           `env:"READ_BATCH"`
-	BlockInterval         time.Duration `env:"BLOCK_INTERVAL"`
+	PollInterval          time.Duration `env:"POLL_INTERVAL"`
 	TrimInterval          time.Duration `env:"TRIM_INTERVAL"`
 	MaxReadLimit          int           `env:"MAX_READ_LIMIT"`
 	MaxListLimit          int           `env:"MAX_LIST_LIMIT"`

@@ -39,7 +39,7 @@ func TestLoadParsesLists(t *testing.T) {
 		"TSLM_ALLOWED_ORIGINS": "",
 		"TSLM_PUBLIC_RATE":     "0",
 		"TSLM_READ_BATCH":      "50",
-		"TSLM_BLOCK_INTERVAL":  "2s",
+		"TSLM_POLL_INTERVAL":   "2s",
 		"PATH":                 "/bin",
 	})
 	if err != nil {
@@ -58,8 +58,8 @@ func TestLoadParsesLists(t *testing.T) {
 	if g.PublicRate != gateway.Unlimited {
 		t.Errorf("TSLM_PUBLIC_RATE=0 gave rate %v, want unlimited", g.PublicRate)
 	}
-	if g.ReadBatch != 50 || g.BlockInterval != 2*time.Second {
-		t.Errorf("tuning = %d %s", g.ReadBatch, g.BlockInterval)
+	if g.ReadBatch != 50 || g.PollInterval != 2*time.Second {
+		t.Errorf("tuning = %d %s", g.ReadBatch, g.PollInterval)
 	}
 }
 
@@ -80,7 +80,7 @@ func TestLoadNamesTheVariable(t *testing.T) {
 		"TSLM_DEFAULT_MAX_LEN":         "2000000",
 		"TSLM_SHUTDOWN_GRACE":          "0s",
 		"TSLM_CHANNEL_RETENTION_LIMIT": "1h", // below the default retention
-		"TSLM_BLOCK_INTERVAL":          "10us",
+		"TSLM_POLL_INTERVAL":           "1ms",
 		"TSLM_ALLOWED_ORIGINS":         "example.com",
 		"TSLM_HTTP_IDLE_TIMEOUT":       "0s",
 		"TSLM_HTTP_READ_TIMEOUT":       "-1s",
@@ -99,7 +99,7 @@ func TestLoadNamesTheVariable(t *testing.T) {
 		// Empty values are slips, not wishes for the default.
 		"TSLM_PUBLIC_ADDRS": "",
 		"TSLM_REDIS_URL":    " ",
-		"TSLM_READERS":      "",
+		"TSLM_READ_BATCH":   "",
 		// So are empty entries in a list.
 		"TSLM_INTERNAL_ADDRS": "127.0.0.1:8081,",
 		"TSLM_DRAIN_DELAY":    "-1s",
