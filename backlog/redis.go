@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"runtime"
 	"slices"
@@ -176,36 +177,35 @@ func newSentinelClient(opt *redis.FailoverOptions) *sentinelClient {
 }
 
 // NewRedisClient connects to a redis:// or rediss:// URL: one server's (see
-// redis.ParseURL for its query options), or, when the query has
-// master_name, a Sentinel set's (redis.ParseFailoverURL: the host and each
-// addr parameter are sentinels, the userinfo is the sentinels' credentials
-// and the username and password parameters the data nodes'). The Sentinel
-// client is a *redis.Client that asks the sentinels for the primary on
-// every dial and drops its connections to the old one when they announce a
-// new one, so that commands fail while no primary answers and succeed
-// against the promoted replica afterwards. Several addresses without
-// master_name are a Redis Cluster's seeds, refused until Cluster is
-// supported.
+// redis.ParseURL for its query options); a Sentinel set's when the query
+// has master_name (redis.ParseFailoverURL: the host and each addr
+// parameter are sentinels, the userinfo is the sentinels' credentials and
+// the username and password parameters the data nodes'); or a Redis
+// Cluster's when it names several seeds, either as addr parameters
+// (redis.ParseClusterURL) or as a comma-separated host list,
+// "h1:p1,h2:p2,h3:p3". A Cluster has only database 0: another one is
+// refused. The Sentinel client is a *redis.Client that asks the sentinels
+// for the primary on every dial and drops its connections to the old one
+// when they announce a new one, so that commands fail while no primary
+// answers and succeed against the promoted replica afterwards. The Cluster
+// client is a *redis.ClusterClient.
 //
 // It turns ContextTimeoutEnabled on, so that ctx deadlines bound every
-// command, and unless the URL sets pool_size it sizes the pool at 10 per
-// CPU plus 1024 for blocking Reads: each hub reader holds one connection
-// for good, and their number grows with the channels followed. Connections
-// are opened lazily, so the headroom costs nothing until it is used.
+// command, and unless the URL sets pool_size it sizes the pool (per node
+// for a Cluster) at 10 per CPU plus 1024 for blocking Reads: each hub
+// reader holds one connection for good, and their number grows with the
+// channels followed. Connections are opened lazily, so the headroom costs
+// nothing until it is used. Errors never quote the URL's password.
 func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 	if host := hostOf(rawURL); strings.Contains(host, ",") {
 		if strings.Contains(rawURL, "master_name=") {
 			return nil, errors.New("backlog: redis Sentinel URL: name one sentinel as the host and each other as an addr parameter, not a comma-separated list")
 		}
-		return nil, errCluster
+		return newClusterClient(rawURL)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		// Not err itself: it quotes the URL, password included.
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("backlog: redis URL: %w", err)
+		return nil, fmt.Errorf("backlog: redis URL: %w", urlError(err))
 	}
 	q := u.Query()
 	switch {
@@ -216,7 +216,7 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 		}
 		return c, nil
 	case q.Has("addr"):
-		return nil, errCluster
+		return newClusterClient(rawURL)
 	}
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
@@ -235,8 +235,87 @@ func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 	return redis.NewClient(opt), nil
 }
 
-var errCluster = errors.New("backlog: redis URL: several addresses are a Redis Cluster's seeds, and Cluster is not supported yet; " +
-	"for a Sentinel set add master_name=<the sentinels' name for the primary> (docs/redis.md#sentinel)")
+// urlError strips a *url.Error, whose message quotes the URL, password
+// included, down to its cause.
+func urlError(err error) error {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err
+	}
+	return err
+}
+
+// clusterStateReload is how often a Cluster client reloads the slot map
+// besides after a MOVED. go-redis (v9.23) waits a minute by default, and a
+// master that crashed sends no MOVED: its slots' commands fail to dial
+// until the map shows the replica promoted in its place. A CLUSTER SLOTS
+// every few seconds costs nothing next to a minute of failed publishes.
+const clusterStateReload = 2 * time.Second
+
+// newClusterClient is NewRedisClient for a Cluster's seeds, in either
+// form, with the same options as a standalone client's.
+func newClusterClient(rawURL string) (*redis.ClusterClient, error) {
+	rawURL, err := clusterSeedsAsAddrs(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("backlog: redis Cluster URL: %w", urlError(err))
+	}
+	if db := strings.Trim(u.Path, "/"); db != "" && db != "0" {
+		return nil, fmt.Errorf("backlog: redis Cluster URL: database %q: a Redis Cluster has only database 0", db)
+	}
+	u.Path = ""
+	opt, err := redis.ParseClusterURL(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("backlog: redis Cluster URL: %w", urlError(err))
+	}
+	opt.ContextTimeoutEnabled = true
+	opt.DialerRetries = 1 // as for one server: fail fast
+	if !u.Query().Has("pool_size") {
+		opt.PoolSize = defaultPoolSize()
+	}
+	opt.ClusterStateReloadInterval = clusterStateReload
+	return redis.NewClusterClient(opt), nil
+}
+
+// clusterSeedsAsAddrs rewrites "scheme://[userinfo@]h1:p1,h2:p2[/db][?q]"
+// into ParseClusterURL's form, "scheme://[userinfo@]h1:p1[/db]?q&addr=h2:p2";
+// a URL without commas in its host is returned as it is.
+func clusterSeedsAsAddrs(rawURL string) (string, error) {
+	rawURL, _, _ = strings.Cut(rawURL, "#") // no meaning here
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return rawURL, nil
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	authority, tail := rest[:end], rest[end:]
+	var userinfo string
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		userinfo, authority = authority[:i+1], authority[i+1:]
+	}
+	seeds := strings.Split(authority, ",")
+	if len(seeds) == 1 {
+		return rawURL, nil
+	}
+	for _, s := range seeds {
+		if h, p, err := net.SplitHostPort(s); err != nil || h == "" || p == "" {
+			return "", fmt.Errorf("backlog: redis Cluster URL: seed %q is not host:port", s)
+		}
+	}
+	path, query, _ := strings.Cut(tail, "?")
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", fmt.Errorf("backlog: redis Cluster URL: query: %w", err)
+	}
+	for _, s := range seeds[1:] {
+		q.Add("addr", s)
+	}
+	return scheme + "://" + userinfo + seeds[0] + path + "?" + q.Encode(), nil
+}
 
 // newFailoverClient is NewRedisClient for a Sentinel URL, with the same
 // options as a standalone client's.

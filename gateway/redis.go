@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"net/url"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,13 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	if err != nil {
 		return &ConfigError{Field: "RedisURL", Err: err}
 	}
+	if _, ok := client.(*redis.ClusterClient); ok {
+		// The backlog writes, ranges, lists and serves requests on a
+		// Cluster, but its Read (the hub's readers) does not yet: a
+		// gateway that started would accept subscribers it cannot feed.
+		client.Close()
+		return &ConfigError{Field: "RedisURL", Err: errClusterReads}
+	}
 	metrics := &redisMetrics{}
 	client.AddHook(metrics)
 	cfg := g.redisConfig()
@@ -33,6 +41,9 @@ func (g *Gateway) openRedis(ctx context.Context) error {
 	}
 	return nil
 }
+
+var errClusterReads = errors.New("several addresses are a Redis Cluster's seeds; " +
+	"Cluster is not supported yet by the gateway's subscriptions (the backlog's Read); for a Sentinel set add master_name=<the sentinels' name for the primary> (docs/redis.md#sentinel)")
 
 // closeBoth closes the client the gateway opened along with the backlog,
 // which does not own it. It holds the metrics of both clients.
