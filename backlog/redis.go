@@ -95,7 +95,10 @@ type Redis struct {
 
 	mu     sync.Mutex
 	active map[*reader]struct{} // Reads in flight; guarded by mu
-	closed bool                 // guarded by mu
+	// blocked cancels the blocking Claims in flight (see blockOn);
+	// guarded by mu.
+	blocked map[*context.CancelFunc]struct{}
+	closed  bool // guarded by mu
 
 	// afterXRead, when set (by tests only, before any Read), runs between
 	// a Read's XREAD and its proving read.
@@ -113,7 +116,8 @@ type conner interface {
 // owning: Close does not close it.
 func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 	cfg = cfg.WithDefaults()
-	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{})}
+	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{}),
+		blocked: make(map[*context.CancelFunc]struct{})}
 	r.conns, _ = client.(conner)
 	r.writer, r.ownsWriter = withoutRetries(client)
 	if r.ownsWriter {
@@ -152,12 +156,83 @@ func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
 		opt.PushNotificationProcessor = nil
 		return redis.NewClient(&opt), true
 	case *redis.ClusterClient:
+		// MaxRetries is not enough here: a ClusterClient re-sends a
+		// command after EOF or a read timeout in the same loop that
+		// follows MOVED and ASK (MaxRedirects), whatever MaxRetries says.
+		// Each node's client hides such failures from that loop
+		// (notResent), so that redirections, which are replies saying
+		// the command did not run, are still followed.
 		opt := *c.Options()
 		opt.MaxRetries = -1
 		opt.PushNotificationProcessor = nil
-		return redis.NewClusterClient(&opt), true
+		w := redis.NewClusterClient(&opt)
+		w.OnNewNode(func(node *redis.Client) { node.AddHook(notResent{}) })
+		return w, true
 	}
 	return c, false
+}
+
+// notResent is the hook of each node client of the Cluster writer: a
+// failure after which the command may have run becomes a *mayHaveRun,
+// which the ClusterClient does not retry. The others pass: replies
+// (MOVED, ASK, TRYAGAIN, CLUSTERDOWN... say whether it ran), context
+// errors (never retried), and failures before the command left (a dial,
+// an exhausted or closed pool), which are safe to retry elsewhere.
+type notResent struct{}
+
+func (notResent) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (notResent) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := hideSent(next(ctx, cmd))
+		if err != nil {
+			cmd.SetErr(err)
+		}
+		return err
+	}
+}
+
+// ProcessPipelineHook covers the ASK path, which sends ASKING and the
+// command in a pipeline on the target node.
+func (notResent) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := hideSent(next(ctx, cmds))
+		for _, cmd := range cmds {
+			if e := cmd.Err(); e != nil {
+				cmd.SetErr(hideSent(e))
+			}
+		}
+		return err
+	}
+}
+
+// mayHaveRun is a failure after the command was sent: it may have run.
+// It has no Unwrap on purpose: go-redis decides to re-send by looking
+// through wrapping for io.EOF and timeouts. wrap unwraps it.
+type mayHaveRun struct{ cause error }
+
+func (e *mayHaveRun) Error() string {
+	return "the connection failed after the command was sent, so it may have run: " + e.cause.Error()
+}
+
+func hideSent(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := errors.AsType[redis.Error](err); ok {
+		return err
+	}
+	if _, ok := errors.AsType[*mayHaveRun](err); ok {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrPoolExhausted) || errors.Is(err, redis.ErrClosed) {
+		return err
+	}
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "dial" {
+		return err
+	}
+	return &mayHaveRun{cause: err}
 }
 
 // sentinelClient is the client NewRedisClient makes for a Sentinel set: a
@@ -397,7 +472,11 @@ func (r *Redis) wrap(ctx context.Context, err error) error {
 		return ctx.Err()
 	case r.isClosed():
 		return ErrClosed
-	case isTransient(err):
+	}
+	if sent, ok := errors.AsType[*mayHaveRun](err); ok {
+		return fmt.Errorf("%w: the command may have run: %w", ErrUnavailable, sent.cause)
+	}
+	if isTransient(err) {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return fmt.Errorf("backlog: redis: %w", err)
@@ -784,8 +863,8 @@ func (r *Redis) trimChannels(ctx context.Context, channels []string) error {
 	return nil
 }
 
-// Close stops Reads in flight (they return ErrClosed) and closes the idle
-// Read connections. The client stays open: its owner closes it.
+// Close stops Reads and blocking Claims in flight (they return ErrClosed)
+// and closes the idle Read connections. The client stays open: its owner closes it.
 func (r *Redis) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -796,6 +875,9 @@ func (r *Redis) Close() error {
 	var ids []int64
 	for rd := range r.active {
 		ids = append(ids, rd.id)
+	}
+	for cancel := range r.blocked {
+		(*cancel)() // its CLIENT UNBLOCK goes to its own node
 	}
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

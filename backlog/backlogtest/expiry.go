@@ -69,15 +69,17 @@ func testExpiryDeletes(t *testing.T, ctx context.Context, l backlog.Log) {
 	}
 	// Read ignores the expired channel or reports it deleted; either way
 	// it returns no message. Redis may block its whole interval here.
-	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	batches, err := l.Read(rctx, []backlog.Cursor{{Channel: ch, After: old[0]}}, 10)
-	cancel()
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Read of an expired channel: %v", err)
-	}
-	for _, b := range batches {
-		if b.Channel != ch || !b.Deleted || len(b.Messages) > 0 {
-			t.Errorf("Read of an expired channel = %+v, want nothing or one Deleted batch", batches)
+	if reads(l) {
+		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		batches, err := l.Read(rctx, []backlog.Cursor{{Channel: ch, After: old[0]}}, 10)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Read of an expired channel: %v", err)
+		}
+		for _, b := range batches {
+			if b.Channel != ch || !b.Deleted || len(b.Messages) > 0 {
+				t.Errorf("Read of an expired channel = %+v, want nothing or one Deleted batch", batches)
+			}
 		}
 	}
 	if err := l.TrimExpired(ctx); err != nil {
@@ -223,14 +225,16 @@ func testExpiryContinuous(t *testing.T, ctx context.Context, l backlog.Log) {
 	if !page.Continuous {
 		t.Error("Range from 0-0 of an expiring channel is not continuous")
 	}
-	batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch}}, 10)
-	if err != nil {
-		t.Fatal(err)
+	if reads(l) {
+		batches, err := l.Read(ctx, []backlog.Cursor{{Channel: ch}}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batches) != 1 || batches[0].Gap || batches[0].Deleted {
+			t.Fatalf("Read from 0-0 = %+v, want one batch without gap", batches)
+		}
+		sameIDs(t, "read from 0-0", idsOf(batches[0].Messages), ids)
 	}
-	if len(batches) != 1 || batches[0].Gap || batches[0].Deleted {
-		t.Fatalf("Read from 0-0 = %+v, want one batch without gap", batches)
-	}
-	sameIDs(t, "read from 0-0", idsOf(batches[0].Messages), ids)
 	// An expiring channel deleted and created again goes on after the
 	// old IDs, as any channel does.
 	if err := l.Delete(ctx, ch); err != nil {
