@@ -73,10 +73,13 @@ func CheckKeyPrefix(prefix string) error {
 // channel, shared by every gateway replica and by trusted publishers that
 // XADD directly (docs/redis.md). It is safe for concurrent use.
 //
-// Create, Info, Append, Range, TailStart and TrimExpired work with any
-// redis.UniversalClient, Cluster included. Read needs a client that can
-// dedicate a connection to a blocking XREAD (*redis.Client: standalone or
-// Sentinel failover); with other clients it returns an error.
+// Every method but Read works on a standalone Redis, a Sentinel set or a
+// Cluster (*redis.Client, the client NewRedisClient makes for Sentinel,
+// *redis.ClusterClient): each command or script touches the keys of one
+// channel, which share its hash slot, or a registry key alone. Read needs
+// a client that can dedicate a connection to a blocking XREAD
+// (*redis.Client: standalone or Sentinel failover); with other clients it
+// returns an error.
 type Redis struct {
 	client redis.UniversalClient
 	// writer runs the scripts that change a channel (create, append,

@@ -423,6 +423,13 @@ func testClusterSlotMove(t *testing.T, c *redistest.Cluster, client redis.Univer
 	if to == from {
 		to = c.Masters()[1]
 	}
+	// A Claim blocked on the old master across the move: Redis answers it
+	// MOVED once the slot is gone, and it goes on blocking on the new one.
+	if reqs, err := r.Claim(ctx, ch, "blocked", "c", 10, 0); err != nil || len(reqs) != 1 {
+		t.Fatalf("first Claim of group blocked = %v, %v; want the one request", reqs, err)
+	}
+	blocked := blockedClaim(ctx, r, ch)
+	waitBlockedOn(t, ctx, from, 1)
 	a := startAppender(t, ctx, r, ch, false)
 	a.waitMore(t, ctx, 20, true)
 	move := c.BeginSlotMove(slot, to)
@@ -439,12 +446,19 @@ func testClusterSlotMove(t *testing.T, c *redistest.Cluster, client redis.Univer
 		t.Fatalf("slot %d is on %s, want %s", slot, got.Addr(), to.Addr())
 	}
 	wantStored(t, ctx, client, stream, a)
+	waitBlockedOn(t, ctx, to, 1)
+	if _, err := r.Enqueue(ctx, ch, backlog.Request{ReplyTo: "inbox", Deadline: time.Now().Add(time.Hour), Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-blocked; err != nil {
+		t.Errorf("Claim blocked across the move: %v", err)
+	}
 	// The moved channel serves everything else as before.
 	if _, err := r.Info(ctx, ch); err != nil {
 		t.Errorf("Info after the move: %v", err)
 	}
-	if reqs, err := r.Claim(ctx, ch, "g", "c", 10, 0); err != nil || len(reqs) != 1 {
-		t.Errorf("Claim after the move = %v, %v; want the one request", reqs, err)
+	if reqs, err := r.Claim(ctx, ch, "g", "c", 10, 0); err != nil || len(reqs) != 2 {
+		t.Errorf("Claim after the move = %v, %v; want the two requests", reqs, err)
 	}
 	if names := walkList(t, ctx, r, "", 10); !slices.Equal(names, []string{ch}) {
 		t.Errorf("List after the move = %v", names)
@@ -461,6 +475,11 @@ func testClusterFailover(t *testing.T, c *redistest.Cluster, client redis.Univer
 	stream := prefix + "ch:{" + ch + "}"
 	create(t, ctx, r, ch, backlog.ChannelConfig{})
 	old := c.MasterOf(c.Slot(stream))
+	// A Claim blocked on the old master across the failover: Redis
+	// unblocks it (UNBLOCKED) when the master becomes a replica, and it
+	// goes on blocking on the promoted one.
+	blocked := blockedClaim(ctx, r, ch)
+	waitBlockedOn(t, ctx, old, 1)
 	a := startAppender(t, ctx, r, ch, true)
 	a.waitMore(t, ctx, 20, true)
 	promoted := c.Failover(old)
@@ -492,10 +511,25 @@ func testClusterFailover(t *testing.T, c *redistest.Cluster, client redis.Univer
 		}
 	}
 	// The new master serves the channel's requests too.
+	waitBlockedOn(t, ctx, promoted, 1)
 	if _, err := r.Enqueue(ctx, ch, backlog.Request{ReplyTo: "inbox", Deadline: time.Now().Add(time.Minute), Data: []byte("{}")}); err != nil {
 		t.Errorf("Enqueue after the failover: %v", err)
 	}
-	if reqs, err := r.Claim(ctx, ch, "g", "c", 10, time.Second); err != nil || len(reqs) != 1 {
-		t.Errorf("blocking Claim after the failover = %v, %v; want the one request", reqs, err)
+	if err := <-blocked; err != nil {
+		t.Errorf("Claim blocked across the failover: %v", err)
 	}
+}
+
+// blockedClaim claims one request of group "blocked", blocking a minute,
+// in a goroutine.
+func blockedClaim(ctx context.Context, r *backlog.Redis, ch string) chan error {
+	done := make(chan error, 1)
+	go func() {
+		reqs, err := r.Claim(ctx, ch, "blocked", "c", 1, time.Minute)
+		if err == nil && len(reqs) != 1 {
+			err = fmt.Errorf("claimed %d requests, want 1", len(reqs))
+		}
+		done <- err
+	}()
+	return done
 }
