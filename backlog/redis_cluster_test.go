@@ -480,11 +480,46 @@ func testClusterFailover(t *testing.T, c *redistest.Cluster, client redis.Univer
 	// goes on blocking on the promoted one.
 	blocked := blockedClaim(ctx, r, ch)
 	waitBlockedOn(t, ctx, old, 1)
+	// A List walk stopped in the old master's keys goes on after it.
+	want := []string{ch}
+	for i := range 30 {
+		name := fmt.Sprintf("l.%02d", i)
+		create(t, ctx, r, name, backlog.ChannelConfig{})
+		want = append(want, name)
+	}
+	slices.Sort(want)
+	var listed []string
+	cursor := ""
+	for {
+		names, next, err := r.List(ctx, "", cursor, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed, cursor = append(listed, names...), next
+		if cursor == "" {
+			t.Fatalf("no List page stopped on %s: listed %v", old.Addr(), listed)
+		}
+		var slot int
+		if _, err := fmt.Sscanf(cursor, "%d.", &slot); err == nil && c.MasterOf(slot) == old {
+			break
+		}
+	}
 	a := startAppender(t, ctx, r, ch, true)
 	a.waitMore(t, ctx, 20, true)
 	promoted := c.Failover(old)
 	a.waitMore(t, ctx, 20, true)
 	a.halt()
+	for cursor != "" {
+		names, next, err := r.List(ctx, "", cursor, 2)
+		if err != nil {
+			t.Fatalf("List from %q after the failover: %v", cursor, err)
+		}
+		listed, cursor = append(listed, names...), next
+	}
+	slices.Sort(listed)
+	if listed = slices.Compact(listed); !slices.Equal(listed, want) {
+		t.Errorf("List across the failover = %v, want %v", listed, want)
+	}
 	t.Logf("%d appends, %d acknowledged, %d failed and retried (last: %v)", a.tries, len(a.acked), a.failed, a.lastErr)
 	if got := c.MasterOf(c.Slot(stream)); got != promoted {
 		t.Fatalf("the channel's master is %s, want the promoted %s", got.Addr(), promoted.Addr())
