@@ -339,8 +339,8 @@ func (r *Redis) createGroup(ctx context.Context, channel, group string) error {
 }
 
 // xreadgroup reads up to n new entries for consumer; wait < 0 does not
-// block. A blocking read whose connection failed (a pooled one may have
-// died with a restarted Redis) is tried once more on another.
+// block. A blocking read on a reused connection that failed (it may have
+// died with a restarted Redis while idle) is tried once more on another.
 func (r *Redis) xreadgroup(ctx context.Context, key, group, consumer string, n int, wait time.Duration) ([]redis.XMessage, error) {
 	args := &redis.XReadGroupArgs{Group: group, Consumer: consumer, Streams: []string{key, ">"}, Count: int64(n), Block: -1}
 	var res []redis.XStream
@@ -351,11 +351,12 @@ func (r *Redis) xreadgroup(ctx context.Context, key, group, consumer string, n i
 	} else {
 		args.Block = max(wait.Truncate(time.Millisecond), time.Millisecond) // never BLOCK 0
 		for attempt := 0; ; attempt++ {
-			err = r.blockOn(ctx, key, func(ctx context.Context, conn *redis.Conn) (err error) {
+			var retry bool
+			retry, err = r.blockOn(ctx, key, func(ctx context.Context, conn *redis.Conn) (err error) {
 				res, err = conn.XReadGroup(ctx, args).Result()
 				return err
 			})
-			if attempt > 0 || !isConnError(err) {
+			if !retry || attempt > 0 {
 				break
 			}
 		}
@@ -378,132 +379,6 @@ func (r *Redis) xreadgroup(ctx context.Context, key, group, consumer string, n i
 		return nil, err
 	}
 	return res[0].Messages, nil
-}
-
-// errMoving is a blocking Claim's read answered by a redirection: the
-// queue's slot is moving, or another master serves it now. Claim polls
-// every movingPause meanwhile.
-var errMoving = errors.New("backlog: the request queue's slot is moving")
-
-const movingPause = 50 * time.Millisecond
-
-// isMoving reports whether err says that the node asked does not serve
-// the key now: MOVED or ASK, or a TRYAGAIN, CLUSTERDOWN or READONLY while
-// a slot moves or a master is replaced.
-func isMoving(err error) bool {
-	_, moved := redis.IsMovedError(err)
-	_, ask := redis.IsAskError(err)
-	return moved || ask || redis.IsTryAgainError(err) || redis.IsClusterDownError(err) || redis.IsReadOnlyError(err)
-}
-
-// isConnError reports whether err is a failure of the connection rather
-// than a reply, a cancellation or the backlog closing.
-func isConnError(err error) bool {
-	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, ErrClosed) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	_, reply := errors.AsType[redis.Error](err)
-	return !reply
-}
-
-// blockNode is what a blocking command needs of the client of the node
-// serving its key: a dedicated connection, and CLIENT UNBLOCK on that
-// same node. *redis.Client (standalone, Sentinel) has both.
-type blockNode interface {
-	Conn() *redis.Conn
-	ClientUnblock(ctx context.Context, id int64) *redis.IntCmd
-}
-
-var errBlockUnsupported = errors.New("backlog: a blocking Claim needs a standalone, Sentinel or Cluster client")
-
-// nodeFor returns the client of the node that serves key: on a Cluster
-// its master's, as the ClusterClient's slot map has it, since a blocking
-// command cannot be redirected once it holds a connection.
-func (r *Redis) nodeFor(ctx context.Context, key string) (blockNode, error) {
-	switch c := r.client.(type) {
-	case *redis.ClusterClient:
-		return c.MasterForKey(ctx, key)
-	case blockNode:
-		return c, nil
-	}
-	return nil, errBlockUnsupported
-}
-
-// blockOn runs cmd, a blocking command on key, on a connection of its node
-// taken from that node's pool for the call. go-redis cannot abort a
-// blocked read, so cancellation (ctx, or Close) sends CLIENT UNBLOCK to
-// the same node, retrying until cmd returns (the UNBLOCK may otherwise
-// arrive before the command blocks), and the connection goes back to the
-// pool only once no UNBLOCK can follow it there. It returns ctx.Err() once
-// ctx is done, ErrClosed once r is closed, and cmd's error as it is.
-func (r *Redis) blockOn(ctx context.Context, key string, cmd func(ctx context.Context, conn *redis.Conn) error) error {
-	node, err := r.nodeFor(ctx, key)
-	if err != nil {
-		return err
-	}
-	conn := node.Conn()
-	defer conn.Close() // back to the pool, unless go-redis found it broken
-	id, err := conn.ClientID(ctx).Result()
-	if err != nil {
-		return err
-	}
-	bctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return ErrClosed
-	}
-	r.blocked[&cancel] = struct{}{}
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(r.blocked, &cancel)
-		r.mu.Unlock()
-	}()
-
-	done := make(chan struct{})
-	unblocked := make(chan struct{})
-	stop := context.AfterFunc(bctx, func() {
-		defer close(unblocked)
-		unblock(node, id, done)
-	})
-	// Not ctx: the command must end by its BLOCK timeout or by UNBLOCK,
-	// never by go-redis giving up half-way and poisoning the connection.
-	err = cmd(context.WithoutCancel(ctx), conn)
-	close(done)
-	if !stop() {
-		<-unblocked
-	}
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case r.isClosed():
-		return ErrClosed
-	}
-	return err
-}
-
-// unblockWithin bounds the CLIENT UNBLOCKs sent for one blocked command.
-const unblockWithin = 5 * time.Second
-
-// unblock sends CLIENT UNBLOCK id to node until it lands or done closes.
-func unblock(node blockNode, id int64, done <-chan struct{}) {
-	ctx, cancel := context.WithTimeout(context.Background(), unblockWithin)
-	defer cancel()
-	for {
-		if n, err := node.ClientUnblock(ctx, id).Result(); err == nil && n == 1 {
-			return
-		}
-		select {
-		case <-done:
-			return
-		case <-ctx.Done():
-			return
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
 }
 
 // splitExpired converts entries claimed for the first time, setting apart
