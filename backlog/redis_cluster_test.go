@@ -407,8 +407,8 @@ func wantStored(t *testing.T, ctx context.Context, client redis.UniversalClient,
 }
 
 // testClusterSlotMove appends while the channel's slot moves to another
-// master: first half-way (some keys migrated, ASK and TRYAGAIN answered),
-// then done. What was acknowledged is stored once; nothing else is.
+// master: half-way (some keys migrated: TRYAGAIN), then with every key
+// migrated but the slot not handed over (ASK), then done. What was acknowledged is stored once; nothing else is.
 func testClusterSlotMove(t *testing.T, c *redistest.Cluster, client redis.UniversalClient, r *backlog.Redis, prefix string) {
 	ctx := testContext(t)
 	const ch = "moving"
@@ -437,7 +437,9 @@ func testClusterSlotMove(t *testing.T, c *redistest.Cluster, client redis.Univer
 	if n := move.MigrateKeys(1); n != 1 {
 		t.Fatalf("migrated %d keys, want 1", n)
 	}
-	a.waitMore(t, ctx, 20, false) // half-way: ASK and TRYAGAIN
+	a.waitMore(t, ctx, 20, false) // half-way: TRYAGAIN
+	move.MigrateKeys(0)
+	a.waitMore(t, ctx, 20, true) // every key moved, the slot not yet: ASK
 	move.Finish()
 	a.waitMore(t, ctx, 20, true)
 	a.halt()
