@@ -577,7 +577,8 @@ func (r *Redis) trimChannels(ctx context.Context, channels []string) error {
 }
 
 // Close stops Reads and blocking Claims in flight (they return ErrClosed)
-// and closes the idle Read connections. The client stays open: its owner closes it.
+// and lets go of their idle connections. The client stays open: its owner
+// closes it.
 func (r *Redis) Close() error {
 	r.mu.Lock()
 	if r.closed {
