@@ -29,9 +29,6 @@ func (c RedisConfig) WithDefaults() RedisConfig {
 	if c.BlockInterval <= 0 {
 		c.BlockInterval = defaultBlockInterval
 	}
-	if c.IdleReaders <= 0 {
-		c.IdleReaders = 16
-	}
 	if c.PollInterval <= 0 {
 		c.PollInterval = DefaultPollInterval
 	}

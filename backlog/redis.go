@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,10 +22,6 @@ type RedisConfig struct {
 	// BlockInterval bounds how long a cancelled blocking Claim is sent
 	// CLIENT UNBLOCK; 0 means 5s.
 	BlockInterval time.Duration
-	// IdleReaders is how many dedicated connections of blocking Claims
-	// are kept open between them; 0 means 16. Each blocking Claim in
-	// flight holds one connection from the client's pool.
-	IdleReaders int
 	// PollInterval is how often a follower asks, without blocking,
 	// whether a followed stream holds an entry it was not notified of
 	// (a publisher's plain XADD, a notification lost), and pings its
@@ -78,7 +72,11 @@ func CheckKeyPrefix(prefix string) error {
 // channel, shared by every gateway replica and by trusted publishers that
 // XADD directly (docs/redis.md). It is safe for concurrent use.
 //
-// Followers (NewFollower) learn of new entries by notification: see
+// Every method works on a standalone Redis, a Sentinel set or a Cluster
+// (*redis.Client, the client NewRedisClient makes for Sentinel,
+// *redis.ClusterClient): each command or script touches the keys of one
+// channel, which share its hash slot, or a registry key alone. Followers
+// (NewFollower) learn of new entries by notification: see
 // redis_follow.go.
 type Redis struct {
 	client redis.UniversalClient
@@ -93,13 +91,16 @@ type Redis struct {
 	conns      conner // nil when client cannot dedicate connections
 	cfg        RedisConfig
 
-	// free holds idle connections of blocking Claims.
-	free chan *reader
-
-	mu        sync.Mutex
-	active    map[*reader]struct{}        // blocking Claims in flight; guarded by mu
-	followers map[*redisFollower]struct{} // open followers; guarded by mu
-	closed    bool                        // guarded by mu
+	mu sync.Mutex
+	// followers are the open followers; guarded by mu.
+	followers map[*redisFollower]struct{}
+	// blocked cancels the blocking Claims in flight (see blockOn);
+	// guarded by mu.
+	blocked map[*context.CancelFunc]struct{}
+	// idleBlock holds each node's idle connections for blocking Claims
+	// (see getBlockConn); guarded by mu.
+	idleBlock map[blockNode][]*blockConn
+	closed    bool // guarded by mu
 
 }
 
@@ -114,7 +115,8 @@ type conner interface {
 // owning: Close does not close it.
 func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 	cfg = cfg.WithDefaults()
-	r := &Redis{client: client, cfg: cfg, free: make(chan *reader, cfg.IdleReaders), active: make(map[*reader]struct{}),
+	r := &Redis{client: client, cfg: cfg,
+		blocked: make(map[*context.CancelFunc]struct{}), idleBlock: make(map[blockNode][]*blockConn),
 		followers: make(map[*redisFollower]struct{})}
 	r.conns, _ = client.(conner)
 	r.writer, r.ownsWriter = withoutRetries(client)
@@ -133,147 +135,6 @@ func (r *Redis) WriterPoolStats() *redis.PoolStats {
 		return nil
 	}
 	return r.writer.PoolStats()
-}
-
-// withoutRetries returns a client like c that never retries a command by
-// itself, and whether it is a new one (to close) rather than c: clients of
-// other types keep their own retry policy.
-func withoutRetries(c redis.UniversalClient) (redis.UniversalClient, bool) {
-	// Options() holds the push notification processor c made for itself;
-	// a second client sharing it fails to register its handlers (and
-	// go-redis logs a warning at every start), so each makes its own.
-	switch c := c.(type) {
-	case *sentinelClient:
-		opt := c.opt
-		opt.MaxRetries = -1
-		opt.PushNotificationProcessor = nil
-		return newSentinelClient(&opt), true
-	case *redis.Client:
-		opt := *c.Options()
-		opt.MaxRetries = -1
-		opt.PushNotificationProcessor = nil
-		return redis.NewClient(&opt), true
-	case *redis.ClusterClient:
-		opt := *c.Options()
-		opt.MaxRetries = -1
-		opt.PushNotificationProcessor = nil
-		return redis.NewClusterClient(&opt), true
-	}
-	return c, false
-}
-
-// sentinelClient is the client NewRedisClient makes for a Sentinel set: a
-// *redis.Client (a blocking Claim dedicates its connections) that keeps the options it
-// was made with, for withoutRetries. A copy of its Options() would dial
-// the primary the sentinels name but keep its connections to it once
-// demoted: only a client NewFailoverClient made drops them when the
-// sentinels announce the switch.
-type sentinelClient struct {
-	*redis.Client
-	opt redis.FailoverOptions
-}
-
-func newSentinelClient(opt *redis.FailoverOptions) *sentinelClient {
-	kept := *opt // NewFailoverClient keeps and changes opt
-	return &sentinelClient{Client: redis.NewFailoverClient(opt), opt: kept}
-}
-
-// NewRedisClient connects to a redis:// or rediss:// URL: one server's (see
-// redis.ParseURL for its query options), or, when the query has
-// master_name, a Sentinel set's (redis.ParseFailoverURL: the host and each
-// addr parameter are sentinels, the userinfo is the sentinels' credentials
-// and the username and password parameters the data nodes'). The Sentinel
-// client is a *redis.Client that asks the sentinels for the primary on
-// every dial and drops its connections to the old one when they announce a
-// new one, so that commands fail while no primary answers and succeed
-// against the promoted replica afterwards. Several addresses without
-// master_name are a Redis Cluster's seeds, refused until Cluster is
-// supported.
-//
-// It turns ContextTimeoutEnabled on, so that ctx deadlines bound every
-// command, and unless the URL sets pool_size it sizes the pool at 10 per
-// CPU plus 1024 for blocking Reads: each hub reader holds one connection
-// for good, and their number grows with the channels followed. Connections
-// are opened lazily, so the headroom costs nothing until it is used.
-func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
-	if host := hostOf(rawURL); strings.Contains(host, ",") {
-		if strings.Contains(rawURL, "master_name=") {
-			return nil, errors.New("backlog: redis Sentinel URL: name one sentinel as the host and each other as an addr parameter, not a comma-separated list")
-		}
-		return nil, errCluster
-	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		// Not err itself: it quotes the URL, password included.
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("backlog: redis URL: %w", err)
-	}
-	q := u.Query()
-	switch {
-	case q.Has("master_name"):
-		c, err := newFailoverClient(rawURL, q)
-		if err != nil {
-			return nil, err // not a nil *sentinelClient in the interface
-		}
-		return c, nil
-	case q.Has("addr"):
-		return nil, errCluster
-	}
-	opt, err := redis.ParseURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("backlog: redis URL: %w", err)
-	}
-	opt.ContextTimeoutEnabled = true
-	// go-redis redials 5 times per command attempt by default, so a
-	// command to a Redis that is down took about 2s to fail: long enough
-	// to trip a load balancer's readiness probe by timeout and to hold
-	// publishers. Failing fast is enough, as the hub's readers retry with
-	// their own backoff.
-	opt.DialerRetries = 1
-	if !q.Has("pool_size") {
-		opt.PoolSize = defaultPoolSize()
-	}
-	return redis.NewClient(opt), nil
-}
-
-var errCluster = errors.New("backlog: redis URL: several addresses are a Redis Cluster's seeds, and Cluster is not supported yet; " +
-	"for a Sentinel set add master_name=<the sentinels' name for the primary> (docs/redis.md#sentinel)")
-
-// newFailoverClient is NewRedisClient for a Sentinel URL, with the same
-// options as a standalone client's.
-func newFailoverClient(rawURL string, q url.Values) (*sentinelClient, error) {
-	opt, err := redis.ParseFailoverURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("backlog: redis Sentinel URL: %w", err)
-	}
-	if opt.MasterName == "" {
-		return nil, errors.New("backlog: redis Sentinel URL: master_name is empty")
-	}
-	opt.ContextTimeoutEnabled = true
-	opt.DialerRetries = 1
-	if !q.Has("pool_size") {
-		opt.PoolSize = defaultPoolSize()
-	}
-	return newSentinelClient(opt), nil
-}
-
-func defaultPoolSize() int { return 10*runtime.GOMAXPROCS(0) + 1024 }
-
-// hostOf returns the host part of a URL, between "//" (and userinfo) and
-// the path or query, without parsing it: url.Parse refuses
-// "host1:port1,host2:port2" as a bad port.
-func hostOf(rawURL string) string {
-	_, rest, _ := strings.Cut(rawURL, "://")
-	end := strings.IndexAny(rest, "/?#")
-	if end >= 0 {
-		rest = rest[:end]
-	}
-	if i := strings.LastIndex(rest, "@"); i >= 0 {
-		rest = rest[i+1:]
-	}
-	return rest
 }
 
 // streamKey is "<prefix>ch:{<channel>}"; the braces make the channel the
@@ -321,7 +182,11 @@ func (r *Redis) wrap(ctx context.Context, err error) error {
 		return ctx.Err()
 	case r.isClosed():
 		return ErrClosed
-	case isTransient(err):
+	}
+	if sent, ok := errors.AsType[*mayHaveRun](err); ok {
+		return fmt.Errorf("%w: the command may have run: %w", ErrUnavailable, sent.cause)
+	}
+	if isTransient(err) {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return fmt.Errorf("backlog: redis: %w", err)
@@ -709,8 +574,8 @@ func (r *Redis) trimChannels(ctx context.Context, channels []string) error {
 }
 
 // Close closes the followers (their Next returns ErrClosed), stops
-// blocking Claims in flight and closes the idle Claim connections. The
-// client stays open: its owner closes it.
+// blocking Claims in flight (they return ErrClosed) and lets go of their
+// idle connections. The client stays open: its owner closes it.
 func (r *Redis) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -718,9 +583,8 @@ func (r *Redis) Close() error {
 		return nil
 	}
 	r.closed = true
-	var ids []int64
-	for rd := range r.active {
-		ids = append(ids, rd.id)
+	for cancel := range r.blocked {
+		(*cancel)() // its CLIENT UNBLOCK goes to its own node
 	}
 	followers := make([]*redisFollower, 0, len(r.followers))
 	for f := range r.followers {
@@ -730,20 +594,9 @@ func (r *Redis) Close() error {
 	for _, f := range followers {
 		f.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	for _, id := range ids {
-		r.client.ClientUnblock(ctx, id)
-	}
 	if r.ownsWriter {
 		r.writer.Close()
 	}
-	for {
-		select {
-		case rd := <-r.free:
-			rd.conn.Close()
-		default:
-			return nil
-		}
-	}
+	r.closeIdleBlock()
+	return nil
 }

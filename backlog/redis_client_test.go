@@ -3,9 +3,11 @@ package backlog_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -61,9 +63,21 @@ func TestNewRedisClientURLs(t *testing.T) {
 		{"redis://127.0.0.1:26379?master_name=main&addr=127.0.0.1:26380&addr=127.0.0.1:26381", ""},
 		{"redis://suser:spw@127.0.0.1:26379/3?master_name=main&username=app&password=apw", ""},
 		// A cluster's seeds, in both forms users try.
-		{"redis://127.0.0.1:7000?addr=127.0.0.1:7001", "Cluster is not supported yet"},
-		{"redis://127.0.0.1:7000,127.0.0.1:7001", "Cluster is not supported yet"},
-		{"redis://user:secret@127.0.0.1:7000,127.0.0.1:7001/0", "Cluster is not supported yet"},
+		{"redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002", ""},
+		{"redis://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002", ""},
+		{"redis://user:secret@127.0.0.1:7000,127.0.0.1:7001/0", ""},
+		{"rediss://user:secret@127.0.0.1:7000,127.0.0.1:7001/?pool_size=7", ""},
+		{"rediss://:secret@127.0.0.1:7000/0?addr=127.0.0.1:7001", ""},
+		{"redis://user:secret@127.0.0.1:7000,127.0.0.1:7001/2", "only database 0"},
+		{"redis://user:secret@127.0.0.1:7000/1?addr=127.0.0.1:7001", "only database 0"},
+		{"redis://user:secret@127.0.0.1:7000,127.0.0.1/0", `seed "127.0.0.1" is not host:port`},
+		{"redis://user:secret@127.0.0.1:7000,,127.0.0.1:7002", "is not host:port"},
+		{"redis://user:secret@127.0.0.1:7000?addr=nope", "addr"},
+		{"redis://user:secret@127.0.0.1:7000,127.0.0.1:7001?pool_sise=3", "unexpected option"},
+		{"redis://user:secret@127.0.0.1:7000,127.0.0.1:7001?db=3", "unexpected option"},
+		{"redis://user:secret@127.0.0.1:7000,127.0.0.1:7001?dial_timeout=%zz", "invalid URL escape"},
+		{"redis://user:secret@127.0.0.1:port?addr=127.0.0.1:7001", "invalid port"},
+		{"http://user:secret@127.0.0.1:7000,127.0.0.1:7001", "scheme"},
 		{"redis://127.0.0.1:26379,127.0.0.1:26380?master_name=main", "each other as an addr parameter"},
 		{"redis://127.0.0.1:26379?master_name=", "master_name is empty"},
 		{"redis://127.0.0.1:26379?master_name=main&addr=nope", "addr"},
@@ -142,5 +156,51 @@ func TestNewRedisClientOptions(t *testing.T) {
 	defer c.Close()
 	if n := c.(*redis.Client).Options().PoolSize; n < 1024 {
 		t.Errorf("pipeline_pool_size alone set PoolSize to %d, want the default", n)
+	}
+}
+
+// TestNewRedisClientCluster: both seed forms make a Cluster client with
+// every seed, the credentials, TLS for rediss://, and the options a
+// standalone client gets.
+func TestNewRedisClientCluster(t *testing.T) {
+	seeds := []string{"127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"}
+	for _, tc := range []struct {
+		url      string
+		tls      bool
+		poolSize int // 0: the default
+	}{
+		{url: "redis://app:s3cret@127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002"},
+		{url: "redis://app:s3cret@127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002"},
+		{url: "redis://app:s3cret@127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002/0?pool_size=7", poolSize: 7},
+		{url: "rediss://app:s3cret@127.0.0.1:7000,127.0.0.1:7001/?addr=127.0.0.1:7002", tls: true},
+	} {
+		c, err := backlog.NewRedisClient(tc.url)
+		if err != nil {
+			t.Fatalf("NewRedisClient(%q): %v", tc.url, err)
+		}
+		defer c.Close()
+		cc, ok := c.(*redis.ClusterClient)
+		if !ok {
+			t.Fatalf("NewRedisClient(%q) is a %T, want a *redis.ClusterClient", tc.url, c)
+		}
+		opt := cc.Options()
+		if !slices.Equal(slices.Sorted(slices.Values(opt.Addrs)), seeds) {
+			t.Errorf("%q: seeds %v, want %v", tc.url, opt.Addrs, seeds)
+		}
+		if opt.Username != "app" || opt.Password != "s3cret" {
+			t.Errorf("%q: user %q, password %q; want app, s3cret", tc.url, opt.Username, opt.Password)
+		}
+		if (opt.TLSConfig != nil) != tc.tls {
+			t.Errorf("%q: TLS %v, want %v", tc.url, opt.TLSConfig != nil, tc.tls)
+		}
+		if !opt.ContextTimeoutEnabled || opt.DialerRetries != 1 {
+			t.Errorf("%q: ContextTimeoutEnabled %v, DialerRetries %d; want true, 1", tc.url, opt.ContextTimeoutEnabled, opt.DialerRetries)
+		}
+		if tc.poolSize != 0 && opt.PoolSize != tc.poolSize || tc.poolSize == 0 && opt.PoolSize < 1024 {
+			t.Errorf("%q: PoolSize %d, want %d (0: ≥ 1024)", tc.url, opt.PoolSize, tc.poolSize)
+		}
+		if opt.ClusterStateReloadInterval > 5*time.Second {
+			t.Errorf("%q: the slot map is reloaded every %v: a crashed master's slots would fail that long", tc.url, opt.ClusterStateReloadInterval)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package backlog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -728,4 +729,43 @@ func (f *redisFollower) pingShards() {
 	for _, s := range shards {
 		s.ps.Ping(ctx)
 	}
+}
+
+// parseRead reads readScript's answer: {proved, {{id, {field, value,
+// ...}}, ...}}, where proved 2 means deleted. As in messagesOf, an entry
+// without a data field has empty Data.
+func parseRead(vals []any) (proved, deleted bool, msgs []Message, err error) {
+	entries, ok := []any(nil), len(vals) == 2
+	if ok {
+		entries, ok = vals[1].([]any)
+	}
+	if !ok {
+		return false, false, nil, fmt.Errorf("backlog: read script returned %v", vals)
+	}
+	if flag, _ := vals[0].(int64); flag == 2 {
+		return false, true, nil, nil
+	}
+	for _, e := range entries {
+		pair, _ := e.([]any)
+		if len(pair) != 2 {
+			return false, false, nil, fmt.Errorf("backlog: read script returned entry %v", e)
+		}
+		s, _ := pair[0].(string)
+		id, err := ParseID(s)
+		if err != nil {
+			continue // Redis only hands out canonical IDs
+		}
+		m := Message{ID: id}
+		fields, _ := pair[1].([]any)
+		for k := 0; k+1 < len(fields); k += 2 {
+			if name, _ := fields[k].(string); name == "data" {
+				data, _ := fields[k+1].(string)
+				m.Data = []byte(data)
+				break
+			}
+		}
+		msgs = append(msgs, m)
+	}
+	flag, _ := vals[0].(int64)
+	return flag == 1, false, msgs, nil
 }

@@ -261,22 +261,21 @@ func (r *Redis) Enqueue(ctx context.Context, channel string, req Request) (ID, e
 	return ID{}, fmt.Errorf("backlog: enqueue script returned %v", v)
 }
 
-// Claim runs XREADGROUP, blocking on a dedicated connection (as Read's
-// XREAD) when block is positive, so that ctx cancels it at once with
-// CLIENT UNBLOCK. A missing group (NOGROUP, also when the queue does not
-// exist yet) is created and the read tried again; so is one dropped while
-// blocked (Redis 7 fails the read when the key is deleted), which finds
-// the channel gone. A blocking Claim needs a client with dedicated
-// connections, as Read does.
+// Claim runs XREADGROUP, blocking on a dedicated connection to the node
+// that serves the queue when block is positive (see blockOn), so that ctx
+// cancels it at once with CLIENT UNBLOCK. A missing group (NOGROUP, also
+// when the queue does not exist yet) is created and the read tried again;
+// so is one dropped while blocked (Redis 7 fails the read when the key is
+// deleted), which finds the channel gone. On a Cluster, a blocked read
+// that meets the queue's slot moving or its master replaced (errMoving)
+// polls through the cluster client, which follows the redirections, until
+// the slot map settles.
 func (r *Redis) Claim(ctx context.Context, channel, group, consumer string, n int, block time.Duration) ([]Request, error) {
 	if err := checkWorker(group, consumer, n); err != nil {
 		return nil, err
 	}
 	if r.isClosed() {
 		return nil, ErrClosed
-	}
-	if block > 0 && r.conns == nil {
-		return nil, errReadUnsupported
 	}
 	key := r.reqKey(channel)
 	var until time.Time
@@ -291,6 +290,16 @@ func (r *Redis) Claim(ctx context.Context, channel, group, consumer string, n in
 			}
 		}
 		xs, err := r.xreadgroup(ctx, key, group, consumer, n, wait)
+		if errors.Is(err, errMoving) {
+			t := time.NewTimer(min(movingPause, wait))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
 		if redis.HasErrorPrefix(err, "NOGROUP") || redis.HasErrorPrefix(err, "UNBLOCKED") {
 			// Bounded: a group that vanishes again and again (a channel
 			// deleted and created in a loop) is a failure to report.
@@ -330,7 +339,8 @@ func (r *Redis) createGroup(ctx context.Context, channel, group string) error {
 }
 
 // xreadgroup reads up to n new entries for consumer; wait < 0 does not
-// block. A reused reader that failed is replaced once, as in Read.
+// block. A blocking read on a reused connection that failed (it may have
+// died with a restarted Redis while idle) is tried once more on another.
 func (r *Redis) xreadgroup(ctx context.Context, key, group, consumer string, n int, wait time.Duration) ([]redis.XMessage, error) {
 	args := &redis.XReadGroupArgs{Group: group, Consumer: consumer, Streams: []string{key, ">"}, Count: int64(n), Block: -1}
 	var res []redis.XStream
@@ -342,7 +352,7 @@ func (r *Redis) xreadgroup(ctx context.Context, key, group, consumer string, n i
 		args.Block = max(wait.Truncate(time.Millisecond), time.Millisecond) // never BLOCK 0
 		for attempt := 0; ; attempt++ {
 			var retry bool
-			retry, err = r.blocking(ctx, func(ctx context.Context, conn *redis.Conn) (err error) {
+			retry, err = r.blockOn(ctx, key, func(ctx context.Context, conn *redis.Conn) (err error) {
 				res, err = conn.XReadGroup(ctx, args).Result()
 				return err
 			})
@@ -350,6 +360,17 @@ func (r *Redis) xreadgroup(ctx context.Context, key, group, consumer string, n i
 				break
 			}
 		}
+		if isMoving(err) {
+			// Not blocking: the cluster client follows MOVED and ASK,
+			// and a MOVED makes it reload the slot map for the next
+			// blockOn.
+			args.Block = -1
+			res, err = r.client.XReadGroup(ctx, args).Result()
+			if errors.Is(err, redis.Nil) || (err == nil && len(res) == 0) {
+				return nil, errMoving
+			}
+		}
+		err = r.wrap(ctx, err)
 	}
 	if errors.Is(err, redis.Nil) || (err == nil && len(res) == 0) {
 		return nil, nil

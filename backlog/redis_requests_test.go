@@ -273,3 +273,27 @@ func TestRedisLeaveDeletesConsumer(t *testing.T) {
 		t.Fatalf("consumers %s, want app.1 and released", got)
 	}
 }
+
+// TestRedisClaimAfterRestart: the connection a blocking Claim keeps for
+// the next died with the server; the next blocking Claim takes another
+// rather than failing.
+func TestRedisClaimAfterRestart(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	if !srv.CanRestart() {
+		t.Skip("needs a restartable redis-server")
+	}
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{})
+	create(t, ctx, r, "orders", backlog.ChannelConfig{})
+	if reqs, err := r.Claim(ctx, "orders", "g", "c", 1, time.Millisecond); err != nil || len(reqs) != 0 {
+		t.Fatalf("Claim of an empty queue = %v, %v", reqs, err)
+	}
+	srv.Restart()
+	retry(t, ctx, "Enqueue after restart", func() error {
+		_, err := r.Enqueue(ctx, "orders", backlog.Request{ReplyTo: "inbox", Deadline: time.Now().Add(time.Minute), Data: []byte("{}")})
+		return err
+	})
+	if reqs, err := r.Claim(ctx, "orders", "g", "c", 1, time.Minute); err != nil || len(reqs) != 1 {
+		t.Fatalf("blocking Claim after a restart = %v, %v; want the request", reqs, err)
+	}
+}

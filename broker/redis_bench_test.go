@@ -121,7 +121,7 @@ func BenchmarkRedisDelivery(b *testing.B) {
 			}
 			client := uc.(*redis.Client)
 			defer client.Close()
-			log := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: fmt.Sprintf("bench%d:", i), IdleReaders: 1024})
+			log := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: fmt.Sprintf("bench%d:", i)})
 			defer log.Close()
 			hub := broker.New(log, broker.Config{})
 			defer hub.Close()

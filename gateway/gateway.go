@@ -183,7 +183,7 @@ func (g *Gateway) memoryConfig() backlog.MemoryConfig {
 func (g *Gateway) redisConfig() backlog.RedisConfig {
 	// Every hub reader holds one dedicated connection between its Reads;
 	// the cap only bounds connections left over when readers are fewer.
-	return backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, IdleReaders: 1024, PollInterval: g.cfg.PollInterval, MaxRequests: g.cfg.MaxQueuedRequests,
+	return backlog.RedisConfig{KeyPrefix: g.cfg.RedisPrefix, PollInterval: g.cfg.PollInterval, MaxRequests: g.cfg.MaxQueuedRequests,
 		MaxChannels: g.cfg.MaxChannels}
 }
 

@@ -12,7 +12,7 @@ import (
 
 // openRedis connects the Redis backlog. A Redis that is down at start is
 // not fatal: the gateway starts not-ready, subscribers connect, and the
-// readers retry with backoff, as they do when Redis goes away later.
+// follower retries with backoff, as it does when Redis goes away later.
 func (g *Gateway) openRedis(ctx context.Context) error {
 	client, err := backlog.NewRedisClient(g.cfg.RedisURL)
 	if err != nil {
