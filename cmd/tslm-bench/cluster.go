@@ -109,7 +109,8 @@ func waitClusterOK(ctx context.Context, addrs []string) error {
 			}
 			if infoField(info, "cluster_state") != "ok" || infoField(info, "cluster_slots_ok") != "16384" ||
 				infoField(info, "cluster_known_nodes") != fmt.Sprint(len(addrs)) {
-				ok, last = false, a+": "+strings.Join(strings.Fields(info), " ")
+				ok, last = false, fmt.Sprintf("%s: cluster_state:%s cluster_slots_ok:%s cluster_known_nodes:%s", a,
+					infoField(info, "cluster_state"), infoField(info, "cluster_slots_ok"), infoField(info, "cluster_known_nodes"))
 				break
 			}
 		}
