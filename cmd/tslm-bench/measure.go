@@ -162,6 +162,9 @@ func (r *bench) printProgress(w io.Writer, a, b, start sample) {
 	}
 	if a.haveRedis && b.haveRedis {
 		line += fmt.Sprintf("  redis %3.0f%% CPU %d clients", 100*(b.redis-a.redis).Seconds()/dt, b.redisClients)
+		if b.redisNodes > 1 {
+			line += fmt.Sprintf(" on %d masters", b.redisNodes)
+		}
 	}
 	line += fmt.Sprintf("  load %3.0f%% CPU", 100*(b.self-a.self).Seconds()/dt)
 	fmt.Fprintln(w, line)
