@@ -226,8 +226,7 @@ func clusterMasters(ctx context.Context, opts *redis.ClusterOptions) ([]string, 
 	var lastErr error
 	answered := false
 	for _, seed := range opts.Addrs {
-		text, err := nodeText(ctx, &redis.Options{Addr: seed, Username: opts.Username, Password: opts.Password,
-			TLSConfig: opts.TLSConfig, Protocol: opts.Protocol}, "CLUSTER", "NODES")
+		text, err := nodeText(ctx, nodeOptions(opts, seed), "CLUSTER", "NODES")
 		if err != nil {
 			lastErr = fmt.Errorf("CLUSTER NODES on %s: %w", seed, err)
 			continue
@@ -247,6 +246,18 @@ func clusterMasters(ctx context.Context, opts *redis.ClusterOptions) ([]string, 
 		return nil, errors.New("CLUSTER NODES lists no master")
 	}
 	return masters, nil
+}
+
+// nodeOptions are the options of a client of one node of the cluster of
+// opts: its credentials and TLS, the server name that of the node (go-redis
+// takes the first seed's for every node).
+func nodeOptions(opts *redis.ClusterOptions, addr string) *redis.Options {
+	o := &redis.Options{Addr: addr, Username: opts.Username, Password: opts.Password, Protocol: opts.Protocol}
+	if opts.TLSConfig != nil {
+		o.TLSConfig = opts.TLSConfig.Clone()
+		o.TLSConfig.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	return o
 }
 
 // parseClusterMasters returns the addresses of the masters CLUSTER NODES

@@ -186,8 +186,7 @@ func newRedisProbe(ctx context.Context, rawURL string) (*redisProbe, error) {
 	}
 	p := &redisProbe{}
 	for _, addr := range masters {
-		p.nodes = append(p.nodes, probeClient(&redis.Options{
-			Addr: addr, Username: copts.Username, Password: copts.Password, TLSConfig: copts.TLSConfig, Protocol: copts.Protocol}))
+		p.nodes = append(p.nodes, probeClient(nodeOptions(copts, addr)))
 	}
 	return p, nil
 }
