@@ -238,7 +238,7 @@ func TestClusterURL(t *testing.T) {
 		t.Fatalf("options lost in the rewriting: %+v, %v", opts, err)
 	}
 	if no := nodeOptions(opts, "h2:7001"); no.Addr != "h2:7001" || no.Password != "p,w" || no.TLSConfig.ServerName != "h2" || opts.TLSConfig.ServerName != "h1" {
-		t.Fatalf("node options %+v (TLS server name %q, the cluster's %q); want h2's own", no, no.TLSConfig.ServerName, opts.TLSConfig.ServerName)
+		t.Fatalf("node options: address %s, TLS server name %q (the cluster's %q); want h2's own", no.Addr, no.TLSConfig.ServerName, opts.TLSConfig.ServerName)
 	}
 	if _, err := parseClusterURL("redis://u:secret@h1:70x0,h2:7001"); err == nil || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("a bad port: %v; want an error without the password", err)
