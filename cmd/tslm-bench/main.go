@@ -8,6 +8,7 @@
 // once and in order, and exits 1 when one was lost or duplicated.
 //
 //	tslm-bench -target self-redis -start-redis -scenario spread -compare bare
+//	tslm-bench -target self-redis -start-redis-cluster 3 -scenario spread -channels 10000
 //	tslm-bench -target ws://127.0.0.1:8080/v1/ws -api http://127.0.0.1:8081 -gateway-pid 4242
 //
 // A progress line goes to standard error every second, then a summary
@@ -54,7 +55,8 @@ type options struct {
 	compare     string
 	cpuprofile  string
 
-	startedRedis string // the URL of the redis-server -start-redis started
+	startCluster int    // -start-redis-cluster's masters; 0 for none
+	startedRedis string // the URL of the redis-server -start-redis started, or of -start-redis-cluster's seeds
 
 	// Tests only: the bare broadcaster loses or repeats every n-th
 	// delivery (bare.Config), so that the verification can be seen to
@@ -69,7 +71,8 @@ usage: tslm-bench -target TARGET [-scenario fanout|spread] [flags]
 Targets:
   bare                     the bare broadcaster: gorilla/websocket, no backlog (the ceiling)
   self-memory              a gateway on the in-memory backlog
-  self-redis=redis://…     a gateway on that Redis (or -start-redis for one of its own)
+  self-redis=redis://…     a gateway on that Redis (or -start-redis for one of its own,
+                           -start-redis-cluster N for a Redis Cluster of N masters of its own)
   ws://HOST:PORT/v1/ws     a running gateway's public listener (with -api, -redis, -gateway-pid)
 The tool starts bare and self-* itself, each in a process of its own on
 loopback, so that their CPU and memory are theirs alone; self-* gateways
@@ -102,9 +105,10 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	}
 	fs.StringVar(&o.target, "target", "", "what to load: bare, self-memory, self-redis[=URL], or a gateway's public ws:// URL")
 	fs.StringVar(&o.api, "api", "http://127.0.0.1:8081", "with a URL target: the gateway's internal listener (HTTP API, and /v1/ws for -publish ws)")
-	fs.StringVar(&o.redisURL, "redis", "", "with a URL target: its Redis, for -publish xadd and Redis's CPU and connections")
+	fs.StringVar(&o.redisURL, "redis", "", "with a URL target: its Redis (with a Cluster URL, every master is measured), for -publish xadd and Redis's CPU and connections")
 	fs.IntVar(&o.gatewayPID, "gateway-pid", 0, "with a URL target: the gateway's process on this machine, for its CPU and memory")
 	fs.BoolVar(&o.startRedis, "start-redis", false, "for -target self-redis: start redis-server from PATH on a free loopback port, without persistence")
+	fs.IntVar(&o.startCluster, "start-redis-cluster", 0, "for -target self-redis: start a Redis Cluster of `N` masters (3 or more, no replicas, no persistence) from redis-server and redis-cli on PATH, on free loopback ports")
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow addresses that are not loopback")
 	fs.IntVar(&o.maxConns, "max-conns", 20000, "refuse a run that needs more WebSocket connections than this")
 	fs.StringVar(&o.compare, "compare", "", `"bare": run the same load against the bare broadcaster first, and report the target's ratios to it`)
@@ -166,11 +170,18 @@ func (o *options) check() error {
 	if !urlTarget && o.target != "bare" && o.target != "self-memory" && !selfRedis {
 		return usagef("-target %q: want bare, self-memory, self-redis[=URL] or a ws:// URL", o.target)
 	}
-	if o.target == "self-redis" && !o.startRedis {
-		return usagef("-target self-redis needs a Redis: self-redis=redis://HOST:PORT, or -start-redis")
-	}
-	if o.startRedis && o.target != "self-redis" {
+	switch {
+	case o.startCluster < 0 || o.startCluster > 0 && o.startCluster < minClusterMasters:
+		return usagef("-start-redis-cluster %d: a Redis Cluster needs at least %d masters here (redis-cli --cluster create refuses fewer, "+
+			"and a Cluster URL names two seeds or more); for one Redis use -start-redis", o.startCluster, minClusterMasters)
+	case o.startRedis && o.startCluster > 0:
+		return usagef("-start-redis and -start-redis-cluster: choose one")
+	case o.target == "self-redis" && !o.startRedis && o.startCluster == 0:
+		return usagef("-target self-redis needs a Redis: self-redis=redis://HOST:PORT, -start-redis or -start-redis-cluster N")
+	case o.startRedis && o.target != "self-redis":
 		return usagef("-start-redis is for -target self-redis (without a URL)")
+	case o.startCluster > 0 && o.target != "self-redis":
+		return usagef("-start-redis-cluster is for -target self-redis (without a URL)")
 	}
 	if !urlTarget && (o.gatewayPID != 0 || o.redisURL != "") {
 		return usagef("-gateway-pid and -redis are for a URL target: the tool knows its own servers")
@@ -182,12 +193,23 @@ func (o *options) check() error {
 	if sp.publish == "xadd" && !(selfRedis || urlTarget && o.redisURL != "") {
 		return usagef("-publish xadd needs a Redis target: self-redis, or a URL target with -redis")
 	}
+	if sp.publish == "xadd" && (o.startCluster > 0 || isClusterURL(redisURL)) {
+		return usagef("-publish xadd publishes to one Redis, not a Cluster: use -publish api or ws")
+	}
 	if !o.allowRemote {
 		checks := map[string]string{}
 		if urlTarget {
 			checks["-target"], checks["-api"] = o.target, o.api
 		}
-		if redisURL != "" {
+		if isClusterURL(redisURL) {
+			seeds, err := parseClusterURL(redisURL)
+			if err != nil {
+				return &usageError{err.Error()}
+			}
+			for _, a := range seeds.Addrs {
+				checks["-redis seed "+a] = "redis://" + a
+			}
+		} else if redisURL != "" {
 			checks["-redis"] = redisURL
 		}
 		for name, u := range checks {
@@ -247,6 +269,15 @@ func execute(ctx context.Context, o *options, stderr io.Writer) ([]*Result, erro
 		defer r.stop()
 		o.startedRedis = r.url
 		fmt.Fprintf(stderr, "tslm-bench: started redis-server at %s\n", r.url)
+	}
+	if o.startCluster > 0 {
+		c, err := startRedisCluster(ctx, o.startCluster)
+		if err != nil {
+			return nil, err
+		}
+		defer c.stop()
+		o.startedRedis = c.url
+		fmt.Fprintf(stderr, "tslm-bench: started a Redis Cluster of %d masters at %s (redis-server pids %v)\n", len(c.nodes), c.url, c.pids())
 	}
 	var results []*Result
 	names := []string{o.target}

@@ -86,6 +86,10 @@ func checkResult(t *testing.T, r Result, target string, channels, subs int, redi
 	if redis != (r.RedisCPUS != nil) || redis && (r.RedisClientsMax == nil || *r.RedisClientsMax < 1) {
 		t.Errorf("%s: Redis CPU %v, clients %v; want them measured: %v", target, r.RedisCPUS, r.RedisClientsMax, redis)
 	}
+	if redis && (r.RedisNodes == nil || *r.RedisNodes < 1 || r.RedisClientsMaxPerNode == nil || *r.RedisClientsMaxPerNode > *r.RedisClientsMax ||
+		*r.RedisNodes == 1 && *r.RedisClientsMaxPerNode != *r.RedisClientsMax) {
+		t.Errorf("%s: Redis nodes %v, clients at most %v, on one node %v", target, r.RedisNodes, r.RedisClientsMax, r.RedisClientsMaxPerNode)
+	}
 }
 
 // TestBare runs both scenarios against the bare broadcaster, publishing

@@ -16,7 +16,9 @@ type sample struct {
 	gateway, redis       time.Duration
 	haveGateway          bool
 	haveRedis            bool
-	redisClients         int
+	redisClients         int // summed over the nodes
+	redisMaxClients      int // the most on one node
+	redisNodes           int
 	rss, peakRSS         uint64
 }
 
@@ -30,9 +32,11 @@ func (r *bench) sample(ctx context.Context, probe *redisProbe) sample {
 	}
 	if probe != nil {
 		if rs, err := probe.sample(ctx); err == nil {
-			s.redis, s.redisClients, s.haveRedis = rs.cpu, rs.clients, true
+			s.redis, s.redisClients, s.redisMaxClients, s.redisNodes, s.haveRedis = rs.cpu, rs.clients, rs.maxClients, rs.nodes, true
 			if r.xadd != nil { // the tool's publishers are not the gateway's connections
-				s.redisClients -= int(r.xadd.PoolStats().TotalConns)
+				n := int(r.xadd.PoolStats().TotalConns)
+				s.redisClients -= n
+				s.redisMaxClients -= n // -publish xadd is refused on a cluster: one node
 			}
 		}
 	}
@@ -46,7 +50,7 @@ func (r *bench) measure(ctx context.Context) (*Result, error) {
 	var probe *redisProbe
 	if r.tgt.redisURL != "" {
 		var err error
-		if probe, err = newRedisProbe(r.tgt.redisURL); err != nil {
+		if probe, err = newRedisProbe(ctx, r.tgt.redisURL); err != nil {
 			return nil, err
 		}
 		defer probe.close()
@@ -64,10 +68,11 @@ func (r *bench) measure(ctx context.Context) (*Result, error) {
 	fmt.Fprintf(r.progress, "tslm-bench: [%s] %d channels, %d connections subscribed in %.1fs; publishing for %s\n",
 		r.tgt.name, len(r.names), len(r.subs), connectTime.Seconds(), r.spec.duration)
 
-	maxClients := -1
+	maxClients, maxPerNode := -1, -1
 	observe := func(s sample) sample {
 		if s.haveRedis {
 			maxClients = max(maxClients, s.redisClients)
+			maxPerNode = max(maxPerNode, s.redisMaxClients)
 		}
 		return s
 	}
@@ -136,7 +141,7 @@ publishing:
 		}
 	}
 	r.tearDown(ctx)
-	res := r.result(s0, s1, s2, expected, maxClients)
+	res := r.result(s0, s1, s2, expected, maxClients, maxPerNode)
 	res.ConnectS = round3(connectTime.Seconds())
 	res.Interrupted = interrupted
 	res.Verify = r.verify()
@@ -157,6 +162,9 @@ func (r *bench) printProgress(w io.Writer, a, b, start sample) {
 	}
 	if a.haveRedis && b.haveRedis {
 		line += fmt.Sprintf("  redis %3.0f%% CPU %d clients", 100*(b.redis-a.redis).Seconds()/dt, b.redisClients)
+		if b.redisNodes > 1 {
+			line += fmt.Sprintf(" on %d masters", b.redisNodes)
+		}
 	}
 	line += fmt.Sprintf("  load %3.0f%% CPU", 100*(b.self-a.self).Seconds()/dt)
 	fmt.Fprintln(w, line)

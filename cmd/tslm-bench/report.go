@@ -50,7 +50,9 @@ type Result struct {
 	LoadUSPerDelivered      float64  `json:"load_cpu_us_per_delivered"`
 	GatewayRSSMiB           *float64 `json:"gateway_rss_mib"`
 	GatewayPeakRSSMiB       *float64 `json:"gateway_peak_rss_mib"`
-	RedisClientsMax         *int     `json:"redis_clients_max"` // Redis connections of everyone but this tool
+	RedisNodes              *int     `json:"redis_nodes"`       // the Redis servers measured: 1, or a Cluster's masters
+	RedisClientsMax         *int     `json:"redis_clients_max"` // Redis connections of everyone but this tool, summed over the nodes
+	RedisClientsMaxPerNode  *int     `json:"redis_clients_max_per_node"`
 	RedisClientsAtEnd       *int     `json:"redis_clients_end"`
 	Verify                  Verdict  `json:"verify"`
 	VsBare                  *Ratios  `json:"vs_bare,omitempty"`
@@ -70,7 +72,7 @@ type Ratios struct {
 	P99                    float64  `json:"p99"`
 }
 
-func (r *bench) result(s0, s1, s2 sample, expected uint64, maxClients int) *Result {
+func (r *bench) result(s0, s1, s2 sample, expected uint64, maxClients, maxPerNode int) *Result {
 	sp := r.spec
 	window := s1.at.Sub(s0.at).Seconds()
 	delivered := s2.delivered
@@ -104,6 +106,7 @@ func (r *bench) result(s0, s1, s2 sample, expected uint64, maxClients int) *Resu
 		server += rd
 		res.RedisCPUS, res.RedisUSPerDelivered = ptr(round3(rd.Seconds())), ptr(round3(perDelivered(rd)))
 		res.RedisClientsMax, res.RedisClientsAtEnd = ptr(maxClients), ptr(s2.redisClients)
+		res.RedisNodes, res.RedisClientsMaxPerNode = ptr(s2.redisNodes), ptr(maxPerNode)
 	}
 	if res.haveGateway {
 		res.ServerUSPerDelivered = ptr(round3(perDelivered(server)))
@@ -149,8 +152,13 @@ func summarize(w io.Writer, res *Result) {
 		fmt.Fprintln(w, "   gateway     CPU and memory not measured (give -gateway-pid)")
 	}
 	if res.RedisCPUS != nil {
-		fmt.Fprintf(w, "   redis       %.2f s CPU, %.2f µs per delivered; %d clients at most (%d at the end)\n",
-			*res.RedisCPUS, *res.RedisUSPerDelivered, *res.RedisClientsMax, *res.RedisClientsAtEnd)
+		if *res.RedisNodes == 1 {
+			fmt.Fprintf(w, "   redis       %.2f s CPU, %.2f µs per delivered; %d clients at most (%d at the end)\n",
+				*res.RedisCPUS, *res.RedisUSPerDelivered, *res.RedisClientsMax, *res.RedisClientsAtEnd)
+		} else {
+			fmt.Fprintf(w, "   redis       %d masters together: %.2f s CPU, %.2f µs per delivered; %d clients at most (%d at the end), %d at most on one master\n",
+				*res.RedisNodes, *res.RedisCPUS, *res.RedisUSPerDelivered, *res.RedisClientsMax, *res.RedisClientsAtEnd, *res.RedisClientsMaxPerNode)
+		}
 	}
 	if res.ServerUSPerDelivered != nil && res.RedisCPUS != nil {
 		fmt.Fprintf(w, "   server      %.2f µs CPU per delivered (gateway + Redis)\n", *res.ServerUSPerDelivered)

@@ -119,5 +119,5 @@ func checkLoopback(flagName, raw string) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("%s %q is not a loopback address: pass -allow-remote to load another machine", flagName, raw)
+	return fmt.Errorf("%s %q is not a loopback address: pass -allow-remote to load another machine", flagName, u.Redacted())
 }

@@ -191,6 +191,15 @@ func TestUsage(t *testing.T) {
 		{[]string{"-target", "ws://127.0.0.1:8080/v1/ws", "-api", "http://10.0.0.1:8081"}, "-api"},
 		{[]string{"-target", "self-redis=redis://10.1.2.3:6379"}, "-redis"},
 		{[]string{"-target", "bare", "-gateway-pid", "1"}, "for a URL target"},
+		{[]string{"-target", "self-redis", "-start-redis-cluster", "2"}, "at least 3 masters"},
+		{[]string{"-target", "self-redis", "-start-redis-cluster", "-1"}, "at least 3 masters"},
+		{[]string{"-target", "self-redis", "-start-redis-cluster", "3", "-start-redis"}, "choose one"},
+		{[]string{"-target", "self-memory", "-start-redis-cluster", "3"}, "-start-redis-cluster is for"},
+		{[]string{"-target", "self-redis=redis://127.0.0.1:6379", "-start-redis-cluster", "3"}, "-start-redis-cluster is for"},
+		{[]string{"-target", "self-redis", "-start-redis-cluster", "3", "-publish", "xadd"}, "not a Cluster"},
+		{[]string{"-target", "self-redis=redis://127.0.0.1:7000,127.0.0.1:7001", "-publish", "xadd"}, "not a Cluster"},
+		{[]string{"-target", "self-redis=redis://u:secret@127.0.0.1:7000?addr=10.1.2.3:7001"}, "seed 10.1.2.3:7001"},
+		{[]string{"-target", "self-redis=redis://u:secret@10.1.2.3:7000,127.0.0.1:7001"}, "seed 10.1.2.3:7000"},
 		{[]string{"-target", "bare", "-duration", "0s"}, "-duration"},
 		{[]string{"-target", "bare", "extra"}, "unexpected argument"},
 	} {
@@ -201,6 +210,12 @@ func TestUsage(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want 2 and %q", code, stderr.String(), tc.want)
 			}
 		})
+	}
+	// A password is never repeated in an error.
+	var stderr strings.Builder
+	run(t.Context(), []string{"-target", "self-redis=redis://u:secret@10.1.2.3:6379"}, &strings.Builder{}, &stderr)
+	if strings.Contains(stderr.String(), "secret") {
+		t.Errorf("the password is in %q", stderr.String())
 	}
 	o, err := parseArgs([]string{"-target", "ws://gateway.example:8080/v1/ws", "-api", "http://gateway.example:8081", "-allow-remote"}, &strings.Builder{})
 	if err != nil || o.spec.channels != 1 || o.spec.subscribers != 1000 {
