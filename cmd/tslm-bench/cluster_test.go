@@ -15,7 +15,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/internal/redistest"
 )
 
@@ -250,11 +249,6 @@ func TestClusterURL(t *testing.T) {
 // succeeded or failed.
 func TestStartRedisClusterRun(t *testing.T) {
 	needRedisBinaries(t)
-	// The gateway refuses Cluster URLs until backlog supports Cluster: the
-	// run must then fail, and still tear the cluster down. Remove this
-	// (and the skip below) once backlog.NewRedisClient takes them.
-	_, gwErr := backlog.NewRedisClient("redis://127.0.0.1:1?addr=127.0.0.1:2")
-	refused := gwErr != nil && strings.Contains(gwErr.Error(), "Cluster is not supported yet")
 
 	o, err := parseArgs(args("-target", "self-redis", "-start-redis-cluster", "3", "-scenario", "spread", "-channels", "6", "-publish", "ws"), os.Stderr)
 	if err != nil {
@@ -276,12 +270,6 @@ func TestStartRedisClusterRun(t *testing.T) {
 		t.Fatalf("pids %v", pids)
 	}
 	checkGone(t, pids, nil)
-	if refused {
-		if runErr == nil {
-			t.Fatalf("the gateway refuses Cluster URLs (%v), yet the run succeeded:\n%s", gwErr, log)
-		}
-		t.Skipf("the cluster started and was torn down, but the gateway refuses Cluster URLs yet (%v); the run itself is not tested", gwErr)
-	}
 	if runErr != nil || len(results) != 1 {
 		t.Fatalf("%v, %d results; log:\n%s", runErr, len(results), log)
 	}
