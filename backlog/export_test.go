@@ -24,3 +24,10 @@ func MemoryWaiting(m *Memory, channel string) int {
 // StreamKey is the stream key of channel in r, for tests that XADD as a
 // publisher would.
 func StreamKey(r *Redis, channel string) string { return r.streamKey(channel) }
+
+// SlotOf is the Cluster hash slot the follower computes for a channel.
+func SlotOf(channel string) int { return slotOf(channel) }
+
+// Unbatched makes r send every append on its own, as before the batcher,
+// for comparisons.
+func Unbatched(r *Redis) { r.unbatched = true }

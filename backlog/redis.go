@@ -91,6 +91,9 @@ type Redis struct {
 	conns      conner // nil when client cannot dedicate connections
 	cfg        RedisConfig
 
+	batcher   *appendBatcher
+	unbatched bool // tests and benchmarks compare with and without
+
 	mu sync.Mutex
 	// followers are the open followers; guarded by mu.
 	followers map[*redisFollower]struct{}
@@ -120,6 +123,7 @@ func NewRedis(client redis.UniversalClient, cfg RedisConfig) *Redis {
 		followers: make(map[*redisFollower]struct{})}
 	r.conns, _ = client.(conner)
 	r.writer, r.ownsWriter = withoutRetries(client)
+	r.batcher = newAppendBatcher(r)
 	if r.ownsWriter {
 		for _, h := range cfg.Hooks {
 			r.writer.AddHook(h)
@@ -320,13 +324,19 @@ func (r *Redis) Append(ctx context.Context, channel string, data []byte) (ID, er
 		return ID{}, ErrClosed
 	}
 	keys := []string{r.metaKey(channel), r.streamKey(channel), r.reqKey(channel)}
-	return r.runForID(ctx, appendScript, r.writer, keys, data)
+	return r.idOf(ctx, r.runBatched(ctx, appendScript, keys, data))
 }
 
 // runForID runs a script over channel's keys that answers an entry ID, or
 // nil when the channel does not exist.
 func (r *Redis) runForID(ctx context.Context, script *redis.Script, c redis.UniversalClient, keys []string, args ...any) (ID, error) {
-	s, err := script.Run(ctx, c, keys, args...).Text()
+	return r.idOf(ctx, script.Run(ctx, c, keys, args...))
+}
+
+// idOf reads the answer of a script that answers an entry ID, or nil when
+// the channel does not exist.
+func (r *Redis) idOf(ctx context.Context, cmd *redis.Cmd) (ID, error) {
+	s, err := cmd.Text()
 	if errors.Is(err, redis.Nil) {
 		return ID{}, ErrNotFound
 	}
@@ -349,7 +359,7 @@ func (r *Redis) AppendIdempotent(ctx context.Context, channel string, data []byt
 	}
 	keys := []string{r.metaKey(channel), r.streamKey(channel), r.idemKey(channel, idem.Key), r.reqKey(channel)}
 	window := max(idem.Window.Milliseconds(), 1)
-	vals, err := appendOnceScript.Run(ctx, r.writer, keys, data, window).Slice()
+	vals, err := r.runBatched(ctx, appendOnceScript, keys, data, window).Slice()
 	if errors.Is(err, redis.Nil) {
 		return ID{}, false, ErrNotFound
 	}
@@ -594,6 +604,7 @@ func (r *Redis) Close() error {
 	for _, f := range followers {
 		f.Close()
 	}
+	r.batcher.stop()
 	if r.ownsWriter {
 		r.writer.Close()
 	}

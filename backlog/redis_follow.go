@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,14 @@ type redisFollower struct {
 	shards  map[string]*shard // by node address ("" outside Cluster)
 	err     error             // the last receive error, for Next to report once
 	closed  bool
+	// Cluster only: moved holds, per slot, the master a MOVED reply named,
+	// which wins over the client's slot map until that master fails:
+	// go-redis reloads its map lazily, and a follower that asked it again
+	// would subscribe on the old master again and again. nodes are the
+	// follower's own clients, one per master, made with nodeOpt.
+	moved   map[int]string
+	nodes   map[string]*redis.Client
+	nodeOpt *redis.Options
 
 	pollAt time.Time // when Next polls next; Next's alone
 }
@@ -95,6 +104,7 @@ func (r *Redis) NewFollower() Follower {
 		wake: make(chan struct{}, 1), kick: make(chan struct{}, 1),
 		follows: make(map[string]*redisFollow), pending: make(map[string]bool),
 		subs: make(map[string]*shard), shards: make(map[string]*shard),
+		moved: make(map[int]string), nodes: make(map[string]*redis.Client),
 	}
 	r.mu.Lock()
 	if r.closed {
@@ -174,6 +184,9 @@ func (f *redisFollower) Close() error {
 		s.ps.Close() // ends its receive loop
 	}
 	f.wg.Wait()
+	for _, c := range f.nodes {
+		c.Close()
+	}
 	f.r.mu.Lock()
 	delete(f.r.followers, f)
 	f.r.mu.Unlock()
@@ -546,13 +559,25 @@ func (f *redisFollower) shardFor(channel string) (*shard, error) {
 		SSubscribe(ctx context.Context, channels ...string) *redis.PubSub
 	} = f.r.client
 	if cc, ok := f.r.client.(*redis.ClusterClient); ok {
-		ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
-		defer cancel()
-		node, err := cc.MasterForKey(ctx, f.r.notifyChannel(channel))
-		if err != nil {
-			return nil, f.r.wrap(ctx, err)
+		f.mu.Lock()
+		addr = f.moved[slotOf(channel)]
+		f.mu.Unlock()
+		if addr == "" {
+			ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
+			defer cancel()
+			node, err := cc.MasterForKey(ctx, f.r.notifyChannel(channel))
+			if err != nil {
+				return nil, f.r.wrap(ctx, err)
+			}
+			addr = node.Options().Addr
+			f.mu.Lock()
+			if f.nodeOpt == nil {
+				opt := *node.Options()
+				opt.PushNotificationProcessor = nil // each client makes its own
+				f.nodeOpt = &opt
+			}
+			f.mu.Unlock()
 		}
-		addr, client = node.Options().Addr, node
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -562,10 +587,40 @@ func (f *redisFollower) shardFor(channel string) (*shard, error) {
 	if s := f.shards[addr]; s != nil {
 		return s, nil
 	}
+	if addr != "" {
+		node := f.nodes[addr]
+		if node == nil {
+			if f.nodeOpt == nil {
+				return nil, fmt.Errorf("%w: no Cluster node known yet", ErrUnavailable)
+			}
+			opt := *f.nodeOpt
+			opt.Addr = addr
+			node = redis.NewClient(&opt)
+			f.nodes[addr] = node
+		}
+		client = node
+	}
 	s := &shard{addr: addr, ps: client.SSubscribe(f.ctx)}
 	f.shards[addr] = s
 	f.wg.Go(func() { f.receive(s) })
 	return s, nil
+}
+
+// slotOf is the Cluster hash slot of a channel's keys: CRC16 (XMODEM) of
+// the hash tag, which is the channel name (ValidChannel allows no braces).
+func slotOf(channel string) int {
+	var crc uint16
+	for i := 0; i < len(channel); i++ {
+		crc ^= uint16(channel[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) % 16384
 }
 
 // receive reads one shard's pub/sub connection until the follower closes.
@@ -593,7 +648,21 @@ func (f *redisFollower) receive(s *shard) {
 			kickOf(f.wake)
 			if _, cluster := f.r.client.(*redis.ClusterClient); cluster {
 				// The node may have failed over or lost its slots:
-				// subscribe each channel where it lives now.
+				// subscribe each channel where it lives now. A MOVED
+				// reply to a SSUBSCRIBE says where.
+				f.mu.Lock()
+				if to, ok := redis.IsMovedError(err); ok {
+					if slot, ok := movedSlot(err); ok {
+						f.moved[slot] = to
+					}
+				} else {
+					for slot, to := range f.moved {
+						if to == s.addr {
+							delete(f.moved, slot)
+						}
+					}
+				}
+				f.mu.Unlock()
 				f.replaceShard(s)
 				return
 			}
@@ -613,6 +682,17 @@ func (f *redisFollower) receive(s *shard) {
 			f.confirmed(s, m)
 		}
 	}
+}
+
+// movedSlot reads the slot of a "MOVED <slot> <addr>" reply.
+func movedSlot(err error) (int, bool) {
+	_, rest, ok := strings.Cut(err.Error(), "MOVED ")
+	if !ok {
+		return 0, false
+	}
+	slot, _, _ := strings.Cut(rest, " ")
+	n, err := strconv.Atoi(slot)
+	return n, err == nil && n >= 0 && n < 16384
 }
 
 func isTimeout(err error) bool {

@@ -1,0 +1,90 @@
+package backlog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tslm/tslm/backlog"
+	"github.com/tslm/tslm/internal/redistest"
+)
+
+// TestRedisBatchedAppends: appends sent side by side go out in shared
+// pipelines, yet each keeps its own result: one for a missing channel
+// fails alone, every other is stored once under the ID it answered, in
+// every channel's order. A SCRIPT FLUSH in between (Redis forgot the
+// scripts, as after a restart) makes a batch load them and run again
+// only the calls that did not run.
+func TestRedisBatchedAppends(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "batch:"})
+	names := []string{"b0", "b1", "b2", "b3"}
+	for _, ch := range names {
+		create(t, ctx, r, ch, backlog.ChannelConfig{})
+	}
+	const perWorker, workers = 50, 16
+	var mu sync.Mutex
+	acked := make(map[string][]backlog.ID)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				if i == perWorker/2 && w == 0 {
+					if err := srv.Client().ScriptFlush(ctx).Err(); err != nil {
+						t.Error(err)
+					}
+				}
+				ch := names[(w+i)%len(names)]
+				var id backlog.ID
+				var err error
+				if i%2 == 0 {
+					id, err = r.Append(ctx, ch, fmt.Appendf(nil, `"%d.%d"`, w, i))
+				} else {
+					id, _, err = r.AppendIdempotent(ctx, ch, fmt.Appendf(nil, `"%d.%d"`, w, i), backlog.Idempotency{Key: fmt.Sprintf("k%d.%d", w, i), Window: time.Minute})
+				}
+				if err != nil {
+					t.Errorf("append %d.%d: %v", w, i, err)
+					return
+				}
+				mu.Lock()
+				acked[ch] = append(acked[ch], id)
+				mu.Unlock()
+				if _, err := r.Append(ctx, "missing", []byte("1")); !errors.Is(err, backlog.ErrNotFound) {
+					t.Errorf("append to a missing channel in a batch: %v, want ErrNotFound", err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := 0
+	for _, ch := range names {
+		page, err := r.Range(ctx, ch, backlog.Zero, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := acked[ch]
+		slices.SortFunc(got, backlog.ID.Compare)
+		sameIDs(t, ch, idsOf(page.Messages), got)
+		total += len(got)
+	}
+	if total != perWorker*workers {
+		t.Errorf("%d appends stored, want %d", total, perWorker*workers)
+	}
+
+	// An append whose caller gave up returns its context's error.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := r.Append(cctx, "b0", []byte("1")); !errors.Is(err, context.Canceled) {
+		t.Errorf("append with a cancelled context: %v, want context.Canceled", err)
+	}
+	// After Close, appends fail as closed.
+	r.Close()
+	if _, err := r.Append(ctx, "b0", []byte("1")); !errors.Is(err, backlog.ErrClosed) {
+		t.Errorf("append after Close: %v, want ErrClosed", err)
+	}
+}
