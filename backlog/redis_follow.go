@@ -232,6 +232,12 @@ func (f *redisFollower) Next(ctx context.Context, limit int) ([]Batch, error) {
 		if len(more) > 0 {
 			return more, nil
 		}
+		f.mu.Lock()
+		pending := len(f.dirty) > 0 || len(f.notes) > 0
+		f.mu.Unlock()
+		if pending {
+			continue // a catch-up reads at most followCatchUp channels at a time
+		}
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -2,6 +2,7 @@ package backlog_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -294,4 +295,38 @@ func sameIDs(t *testing.T, what string, got, want []backlog.ID) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("%s: got %d IDs %v, want %d %v", what, len(got), got, len(want), want)
 	}
+}
+
+// TestRedisFollowerCatchesUpBeyondOneRound: a catch-up reads 100 channels
+// at a time; with 1000 channels to catch up and nothing new on the first
+// 999, the last one's entry still comes at once, not a poll interval per
+// round (the poll interval is an hour).
+func TestRedisFollowerCatchesUpBeyondOneRound(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "rounds:", PollInterval: time.Hour})
+	const n = 1000
+	f := r.NewFollower()
+	defer f.Close()
+	var last backlog.ID
+	for i := range n {
+		ch := "c" + strconv.Itoa(i)
+		create(t, ctx, r, ch, backlog.ChannelConfig{})
+		head := appendN(t, ctx, r, ch, 1)[0]
+		f.Follow(ch, head)
+		if i == n-1 {
+			last = appendN(t, ctx, r, ch, 1)[0]
+		}
+	}
+	// Every subscription confirmed before the first Next: no confirmation
+	// arriving later can wake it for the next round.
+	retry(t, ctx, "every subscription confirmed", func() error {
+		got, err := srv.Client().Do(ctx, "PUBSUB", "SHARDNUMSUB", "rounds:n:{c0}", "rounds:n:{c"+strconv.Itoa(n-1)+"}").Slice()
+		if err != nil || len(got) != 4 || got[1] != int64(1) || got[3] != int64(1) {
+			return fmt.Errorf("SHARDNUMSUB = %v, %v", got, err)
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	collect(t, ctx, f, "c"+strconv.Itoa(n-1), 1, 5*time.Second, last)
 }
