@@ -80,6 +80,28 @@ func BenchmarkRedisAppend(b *testing.B) {
 			}
 		})
 	}
+	b.Run("FCALL-tslm_publish/maxlen=1000", func(b *testing.B) {
+		// A direct publisher's call: the same script as Append.
+		r := backlog.NewRedis(srv.Client(), backlog.RedisConfig{KeyPrefix: "bench:"})
+		defer r.Close()
+		if err := r.LoadFunctions(ctx); err != nil {
+			b.Fatal(err)
+		}
+		const ch = "fcall"
+		r.Create(ctx, ch, backlog.ChannelConfig{MaxLen: 1000})
+		keys := []string{"bench:meta:{" + ch + "}", "bench:ch:{" + ch + "}", "bench:req:{" + ch + "}"}
+		client := srv.Client()
+		b.SetBytes(int64(len(benchPayload)))
+		for range 1000 {
+			client.FCall(ctx, "tslm_publish", keys, benchPayload)
+		}
+		b.ResetTimer()
+		for b.Loop() {
+			if err := client.FCall(ctx, "tslm_publish", keys, benchPayload).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
 
 // BenchmarkRedisReadCatchUp follows a 10 000-message channel from the

@@ -89,6 +89,9 @@ func TestRedisCluster(t *testing.T) {
 	t.Run("ClaimBlocksOnEachMaster", func(t *testing.T) {
 		testClusterClaim(t, c, client, newLog(t, backlog.RedisConfig{KeyPrefix: "claim:"}), "claim:")
 	})
+	t.Run("FunctionOnEachMaster", func(t *testing.T) {
+		testClusterFunction(t, c, client, newLog(t, backlog.RedisConfig{KeyPrefix: "fn:", PollInterval: time.Hour}), "fn:")
+	})
 	t.Run("AppendIsNotRetriedAfterItRan", func(t *testing.T) {
 		testClusterNotRetried(t, c)
 	})

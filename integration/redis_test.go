@@ -153,6 +153,38 @@ func TestRedisDirectXaddAndResumeOnAnotherReplica(t *testing.T) {
 	sameIDs(t, "live after the resume", again.messages("prices", len(live)), live)
 }
 
+// TestRedisDirectFCall: a publisher's FCALL tslm_publish, which the
+// replicas loaded at start, reaches subscribers on every replica with the
+// ID it returned, interleaved in order with publishes through a replica.
+// The poll is an hour away, so only the notification can bring it.
+func TestRedisDirectFCall(t *testing.T) {
+	srv, rs := startRedis(t, redistest.Options{}, 2, map[string]string{"TSLM_POLL_INTERVAL": "1h"})
+	rdb := srv.Client()
+	rs[0].create(t, "quotes", nil)
+	subs := []*client{dial(t, rs[0].publicURL), dial(t, rs[1].publicURL)}
+	for _, sub := range subs {
+		sub.subscribe("quotes", nil)
+	}
+	keys := []string{"tslm:meta:{quotes}", "tslm:ch:{quotes}", "tslm:req:{quotes}"}
+	var want []string
+	for i := range 3 {
+		want = append(want, rs[i%2].publish(t, "quotes", "through a replica"))
+		// Each round ends with it, and the last has nothing after it.
+		id, err := rdb.FCall(t.Context(), "tslm_publish", keys, fmt.Sprintf(`{"bid":%d}`, i)).Text()
+		if err != nil {
+			t.Fatalf("FCALL tslm_publish: %v", err)
+		}
+		want = append(want, id)
+	}
+	for _, sub := range subs {
+		sameIDs(t, "messages", sub.messages("quotes", len(want)), want)
+	}
+	err := rdb.FCall(t.Context(), "tslm_publish", []string{"tslm:meta:{none}", "tslm:ch:{none}", "tslm:req:{none}"}, "{}").Err()
+	if err == nil || err.Error() != "ERR tslm: no such channel" {
+		t.Errorf("FCALL on a missing channel: %v, want ERR tslm: no such channel", err)
+	}
+}
+
 // TestRedisDataThatIsNotJSON: payloads a publisher XADDs directly that are
 // not JSON, or not UTF-8, reach clients as JSON strings in valid text
 // frames, both live and in a replay on another replica.
