@@ -116,10 +116,23 @@ func (r *Redis) NewFollower() Follower {
 	r.followers[f] = struct{}{}
 	r.mu.Unlock()
 	f.wg.Go(f.control)
-	if sc, ok := r.client.(*sentinelClient); ok {
-		f.watchSwitches(sc)
+	if w, ok := r.writer.(*sentinelClient); ok {
+		f.watchSwitches(w)
+		f.watchWriter(w)
 	}
 	return f
+}
+
+// client is what the follower reads and subscribes with: the backlog's
+// client, except on a Sentinel set, where it is the writer's. Each
+// failover client learns of a new primary by itself; sharing the
+// writer's, the follower stops reading from the old primary exactly when
+// appends stop going there, never later (see watchWriter).
+func (f *redisFollower) client() redis.UniversalClient {
+	if _, ok := f.r.writer.(*sentinelClient); ok {
+		return f.r.writer
+	}
+	return f.r.client
 }
 
 func (r *Redis) notifyChannel(channel string) string {
@@ -317,7 +330,7 @@ func (f *redisFollower) catchUp(ctx context.Context, out map[string]int, batches
 	for i, fw := range todo {
 		calls[i] = scriptCall{keys: []string{r.streamKey(fw.name), r.metaKey(fw.name)}, args: []any{fw.cursor.String(), max(limit, 0)}}
 	}
-	cmds := evalPipelined(ctx, r.client, readScript, calls)
+	cmds := evalPipelined(ctx, f.client(), readScript, calls)
 	var firstErr error
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -380,7 +393,7 @@ func (f *redisFollower) poll(ctx context.Context) error {
 		per = 1
 	}
 	r := f.r
-	pipe := r.client.Pipeline()
+	pipe := f.client().Pipeline()
 	var cmds []*redis.XStreamSliceCmd
 	var groups [][]*redisFollow
 	for start := 0; start < len(all); start += per {
@@ -563,7 +576,7 @@ func (f *redisFollower) shardFor(channel string) (*shard, error) {
 	addr := ""
 	var client interface {
 		SSubscribe(ctx context.Context, channels ...string) *redis.PubSub
-	} = f.r.client
+	} = f.client()
 	if cc, ok := f.r.client.(*redis.ClusterClient); ok {
 		f.mu.Lock()
 		addr = f.moved[slotOf(channel)]

@@ -1,7 +1,10 @@
 package backlog
 
 import (
+	"context"
+	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -57,4 +60,66 @@ func (f *redisFollower) dropShards() {
 	for _, s := range shards {
 		f.replaceShard(s)
 	}
+}
+
+// watchWriter ties the follower's pub/sub connections to the writer's
+// view of the primary: a connection of the writer's pool sits blocked in
+// BLPOP on a key nobody writes, and go-redis closes it, with the writer's
+// other connections to the old primary, when the writer learns of a
+// switch; the follower then drops its pub/sub connections at once. So
+// from the moment appends stop going to the old primary, its
+// notifications are not listened to either, whichever sentinel each
+// client heard first (watchSwitches may hear one sooner).
+func (f *redisFollower) watchWriter(w *sentinelClient) {
+	key := f.r.cfg.KeyPrefix + "switch-watch"
+	f.wg.Go(func() {
+		var backoff time.Duration
+		for f.ctx.Err() == nil {
+			err := f.blockUntilClosed(w, key)
+			if f.ctx.Err() != nil {
+				return
+			}
+			f.dropShards()
+			if err != nil && !isConnError(err) {
+				return // a reply: this Redis cannot block here (an ACL); the sentinels' announcements remain
+			}
+			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
+			select {
+			case <-f.ctx.Done():
+			case <-time.After(backoff/2 + rand.N(backoff/2+1)):
+			}
+		}
+	})
+}
+
+// blockUntilClosed blocks a connection of w in BLPOP key 0 until go-redis
+// closes it, the connection breaks, or the follower closes (CLIENT
+// UNBLOCK from w's pool, which reaches the same primary).
+func (f *redisFollower) blockUntilClosed(w *sentinelClient, key string) error {
+	conn := w.Conn()
+	defer conn.Close()
+	id, err := conn.ClientID(f.ctx).Result()
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	stop := context.AfterFunc(f.ctx, func() {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			n, err := w.ClientUnblock(ctx, id).Result()
+			cancel()
+			if err == nil && n == 1 {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	})
+	defer stop()
+	err = conn.BLPop(context.WithoutCancel(f.ctx), 0, key).Err()
+	close(done)
+	return err
 }

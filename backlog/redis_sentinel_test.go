@@ -76,8 +76,10 @@ func (sr *sentinelReader) read() (ids []backlog.ID, gaps, errs int) {
 // promotion, as after a partition: until the sentinels demote it, it
 // still takes writes, which its demotion then throws away; so once the
 // sentinels announced the switch, no append the backlog acknowledges may
-// land there. The writer's idle connections to it prove that: a plain
-// copy of the client's options kept them.
+// land there: the first append acknowledged while it still hangs proves
+// that the writer let go of it (a plain copy of the client's options kept
+// its connections). A follower reads and listens through the writer's
+// client, so it never delivers what the old primary took after that.
 func TestRedisSentinelFailover(t *testing.T) {
 	s := redistest.StartSentinel(t, redistest.SentinelOptions{})
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Second)
@@ -133,18 +135,29 @@ func TestRedisSentinelFailover(t *testing.T) {
 	// when the failover ends, after the other replica is reconfigured, a
 	// second or so after the promotion: the writer's connections to the
 	// old primary go then, not before. Writes in between are lost like
-	// any write the old primary took alone (docs/redis.md).
-	for deadline := time.Now().Add(10 * time.Second); r.WriterPoolStats().TotalConns > 0; time.Sleep(10 * time.Millisecond) {
+	// any write the old primary took alone (docs/redis.md). The first
+	// append acknowledged while the old primary still hangs shows the
+	// switch: a writer that kept its connections to the old primary (a
+	// plain copy of the client's options does) would acknowledge none.
+	var acked []backlog.ID
+	var failed int
+	for deadline := time.Now().Add(10 * time.Second); len(acked) == 0; {
 		if time.Now().After(deadline) {
-			t.Fatalf("10s after the promotion the writer still holds %d connections to the old primary", r.WriterPoolStats().TotalConns)
+			t.Fatalf("10s after the promotion no append was acknowledged (%d failed)", failed)
 		}
+		actx, acancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		id, err := r.Append(actx, "fo", []byte(`"switched"`))
+		acancel()
+		if err != nil {
+			failed++
+			continue
+		}
+		acked = append(acked, id)
 	}
 	thaw()
 
 	// Until the sentinels demote the old primary, append as fast as one
 	// publisher does; every acknowledged ID must be the new primary's.
-	var acked []backlog.ID
-	var failed int
 	demoted := false
 	for deadline := time.Now().Add(20 * time.Second); !demoted || len(acked) < 5; {
 		if time.Now().After(deadline) {
