@@ -24,3 +24,10 @@ func MemoryWaiting(m *Memory, channel string) int {
 // StreamKey is the stream key of channel in r, for tests that XADD as a
 // publisher would.
 func StreamKey(r *Redis, channel string) string { return r.streamKey(channel) }
+
+// AfterSubscribe makes every Redis follower run h between an SSUBSCRIBE's
+// write and recording the subscription, until the returned func.
+func AfterSubscribe(h func()) (undo func()) {
+	afterSubscribe.Store(&h)
+	return func() { afterSubscribe.Store(nil) }
+}
