@@ -31,3 +31,10 @@ func SlotOf(channel string) int { return slotOf(channel) }
 // Unbatched makes r send every append on its own, as before the batcher,
 // for comparisons.
 func Unbatched(r *Redis) { r.unbatched = true }
+
+// AfterSubscribe makes every Redis follower run h between an SSUBSCRIBE's
+// write and recording the subscription, until the returned func.
+func AfterSubscribe(h func()) (undo func()) {
+	afterSubscribe.Store(&h)
+	return func() { afterSubscribe.Store(nil) }
+}

@@ -98,6 +98,9 @@ func TestRedisCluster(t *testing.T) {
 	t.Run("SlotMoveWhileAppending", func(t *testing.T) {
 		testClusterSlotMove(t, c, client, newLog(t, backlog.RedisConfig{KeyPrefix: "move:"}), "move:")
 	})
+	t.Run("SlotMoveResubscribesEveryFollower", func(t *testing.T) {
+		testClusterSlotMoveFollowers(t, c, "resub:")
+	})
 	t.Run("FailoverWhileAppending", func(t *testing.T) {
 		testClusterFailover(t, c, client, newLog(t, backlog.RedisConfig{KeyPrefix: "failover:"}), "failover:")
 	})
@@ -626,6 +629,42 @@ func testClusterSlotMove(t *testing.T, c *redistest.Cluster, client redis.Univer
 	if names := walkList(t, ctx, r, "", 10); !slices.Equal(names, []string{ch}) {
 		t.Errorf("List after the move = %v", names)
 	}
+}
+
+// testClusterSlotMoveFollowers moves the slot of a followed channel with
+// no poll to fall back on (an hour): the follower must hear the old
+// master's SUNSUBSCRIBE and subscribe again where the slot went. Its slot
+// map still names the old master, which answers the new SSUBSCRIBE with
+// MOVED; here that reply is read, and the connection replaced, before the
+// follower records the subscription (AfterSubscribe), as happens when the
+// subscribing goroutine waits for a CPU on a loaded machine. The follower
+// used to record it on the connection just replaced, and heard the
+// channel nowhere again.
+func testClusterSlotMoveFollowers(t *testing.T, c *redistest.Cluster, prefix string) {
+	ctx := testContext(t)
+	// A client of its own, whose slot map the other clients' commands
+	// do not refresh.
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { client.Close() })
+	r := backlog.NewRedis(client, backlog.RedisConfig{KeyPrefix: prefix, PollInterval: time.Hour})
+	t.Cleanup(func() { r.Close() })
+	const ch = "resub"
+	stream := prefix + "ch:{" + ch + "}"
+	create(t, ctx, r, ch, backlog.ChannelConfig{})
+	slot := c.Slot(stream)
+	from := c.MasterOf(slot)
+	to := c.Masters()[0]
+	if to == from {
+		to = c.Masters()[1]
+	}
+	tl := startTail(t, ctx, r, ch)
+	wantSubscribedOn(t, ctx, prefix, ch, from)
+	appendN(t, ctx, r, ch, 1)
+	t.Cleanup(backlog.AfterSubscribe(func() { time.Sleep(100 * time.Millisecond) }))
+	c.MoveSlot(slot, to)
+	wantSubscribedOn(t, ctx, prefix, ch, to)
+	appendN(t, ctx, r, ch, 1)
+	tl.wantStream(t, ctx, c.Client(), stream, false)
 }
 
 // testClusterFailover appends with idempotency keys, retrying each until

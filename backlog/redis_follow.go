@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -88,6 +89,10 @@ type shard struct {
 	addr string
 	ps   *redis.PubSub
 }
+
+// afterSubscribe, set by tests only, runs between an SSUBSCRIBE's write
+// and the follower recording the subscription.
+var afterSubscribe atomic.Pointer[func()]
 
 // followCatchUp bounds the channels one catch-up round trip reads.
 const followCatchUp = 100
@@ -542,7 +547,19 @@ func (f *redisFollower) applyPending() error {
 				failed(err, part, true)
 				continue
 			}
+			if h := afterSubscribe.Load(); h != nil {
+				(*h)()
+			}
 			f.mu.Lock()
+			if f.shards[s.addr] != s {
+				// Replaced since shardFor (its receive loop read an
+				// error, such as the MOVED of a stale slot map, before
+				// this lock): recorded on s, the channels would be
+				// subscribed nowhere and never again.
+				f.mu.Unlock()
+				failed(errShardReplaced, part, true)
+				continue
+			}
 			for _, ch := range part {
 				if old := f.subs[ch]; old != nil && old != s {
 					// The slot moved: leave the old owner.
@@ -555,6 +572,8 @@ func (f *redisFollower) applyPending() error {
 	}
 	return firstErr
 }
+
+var errShardReplaced = errors.New("backlog: the pub/sub connection was replaced while subscribing")
 
 func hasBatch(out map[string]int, name string) bool {
 	_, ok := out[name]

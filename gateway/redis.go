@@ -129,16 +129,20 @@ func (c closeBoth) Close() error {
 }
 
 // redisTarget describes where the backlog is, for the start-up log:
-// the server's address, or the primary's name and the sentinels asked for
-// it (a Sentinel client's Options know neither). No credentials.
+// the server's address, the primary's name and the sentinels asked for
+// it (a Sentinel client's Options know neither), or a Cluster's seeds.
+// No credentials.
 func redisTarget(rawURL string, c redis.UniversalClient) []any {
 	if u, err := url.Parse(rawURL); err == nil {
 		if q := u.Query(); q.Has("master_name") {
 			return []any{"sentinel_master", q.Get("master_name"), "sentinels", append([]string{u.Host}, q["addr"]...)}
 		}
 	}
-	if cl, ok := c.(*redis.Client); ok {
+	switch cl := c.(type) {
+	case *redis.Client:
 		return []any{"addr", cl.Options().Addr}
+	case *redis.ClusterClient:
+		return []any{"cluster_seeds", cl.Options().Addrs}
 	}
-	return []any{"addr", "cluster"}
+	return []any{"addr", "unknown"}
 }

@@ -3,11 +3,9 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -211,24 +209,4 @@ func parseID(t *testing.T, s string) backlog.ID {
 		t.Fatal(err)
 	}
 	return id
-}
-
-// TestBinaryRefusesRedisClusterURL: several addresses are a Cluster's
-// seeds, which the gateway does not support yet: it says so at start-up,
-// naming the variable, rather than failing later or obscurely.
-func TestBinaryRefusesRedisClusterURL(t *testing.T) {
-	for _, url := range []string{
-		"redis://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002",
-		"redis://127.0.0.1:7000,127.0.0.1:7001",
-	} {
-		p := startBinary(t, map[string]string{"TSLM_REDIS_URL": url})
-		err := p.wait(t, 30*time.Second)
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
-			t.Fatalf("TSLM_REDIS_URL=%s: exit %v, want a failure", url, err)
-		}
-		if out := p.output(); !strings.Contains(out, "TSLM_REDIS_URL") || !strings.Contains(out, "Cluster is not supported yet") {
-			t.Errorf("TSLM_REDIS_URL=%s: stderr does not name the variable and say Cluster is not supported yet:\n%s", url, out)
-		}
-	}
 }
