@@ -238,17 +238,20 @@ func (f *redisFollower) Next(ctx context.Context, limit int) ([]Batch, error) {
 			return nil, ErrClosed
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
-		case err != nil:
-			return nil, err
 		}
 		out := make(map[string]int) // channel → index in batches
 		batches := f.apply(notes, out, limit)
-		more, err := f.catchUp(ctx, out, batches, limit)
+		more, readErr := f.catchUp(ctx, out, batches, limit)
+		if len(more) > 0 {
+			return more, nil // an error shows again on the next call
+		}
+		// A connection's error is reported once, after what could still
+		// be read: a broken connection must not hold up a catch-up.
+		if err == nil {
+			err = readErr
+		}
 		if err != nil {
 			return nil, err
-		}
-		if len(more) > 0 {
-			return more, nil
 		}
 		f.mu.Lock()
 		pending := len(f.dirty) > 0 || len(f.notes) > 0
@@ -676,6 +679,12 @@ func (f *redisFollower) receive(s *shard) {
 			return
 		}
 		if err != nil {
+			f.mu.Lock()
+			current := f.shards[s.addr] == s
+			f.mu.Unlock()
+			if !current {
+				return // replaced: its PubSub is closed
+			}
 			if isTimeout(err) {
 				f.replaceShard(s)
 				return

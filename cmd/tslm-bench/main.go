@@ -116,7 +116,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.spec.channels, "channels", 0, "channels (default: the scenario's)")
 	fs.IntVar(&o.spec.subscribers, "subscribers", 0, "subscribers per channel, one connection each (default: the scenario's)")
 	fs.IntVar(&o.spec.publishers, "publishers", 8, "publishers, each with one publish in flight, each cycling over every channel")
-	fs.StringVar(&o.spec.publish, "publish", "api", "how publishers publish: api (HTTP POST), ws (the internal WebSocket) or xadd (straight into Redis)")
+	fs.StringVar(&o.spec.publish, "publish", "api", "how publishers publish: api (HTTP POST), ws (the internal WebSocket), fcall (straight into Redis with FCALL tslm_publish) or xadd (a plain XADD, which followers find with their poll, within TSLM_POLL_INTERVAL, unless a notified append follows)")
 	fs.Float64Var(&o.spec.rate, "rate", 0, "messages per second from all publishers together; 0 = as fast as they go")
 	fs.IntVar(&o.spec.size, "size", 64, "bytes of each message's data (at least the ~50 its header takes)")
 	fs.DurationVar(&o.spec.duration, "duration", 10*time.Second, "how long to publish; the run then stops by itself")
@@ -156,8 +156,8 @@ func (o *options) check() error {
 		return usagef("-channels, -subscribers and -publishers must be at least 1")
 	case sp.duration <= 0 || sp.drain < 0 || sp.rate < 0 || sp.size < 0 || sp.maxLen < 1 || sp.dialers < 1:
 		return usagef("-duration must be positive; -drain, -rate and -size not negative; -max-len and -dialers at least 1")
-	case sp.publish != "api" && sp.publish != "ws" && sp.publish != "xadd":
-		return usagef("-publish %q: want api, ws or xadd", sp.publish)
+	case sp.publish != "api" && sp.publish != "ws" && sp.publish != "xadd" && sp.publish != "fcall":
+		return usagef("-publish %q: want api, ws, fcall or xadd", sp.publish)
 	case o.compare != "" && o.compare != "bare":
 		return usagef("-compare %q: only bare can be compared with", o.compare)
 	case o.compare == "bare" && o.target == "bare":
@@ -190,11 +190,12 @@ func (o *options) check() error {
 	if selfRedis {
 		redisURL = strings.TrimPrefix(strings.TrimPrefix(o.target, "self-redis"), "=")
 	}
-	if sp.publish == "xadd" && !(selfRedis || urlTarget && o.redisURL != "") {
-		return usagef("-publish xadd needs a Redis target: self-redis, or a URL target with -redis")
+	direct := sp.publish == "xadd" || sp.publish == "fcall"
+	if direct && !(selfRedis || urlTarget && o.redisURL != "") {
+		return usagef("-publish %s needs a Redis target: self-redis, or a URL target with -redis", sp.publish)
 	}
-	if sp.publish == "xadd" && (o.startCluster > 0 || isClusterURL(redisURL)) {
-		return usagef("-publish xadd publishes to one Redis, not a Cluster: use -publish api or ws")
+	if direct && (o.startCluster > 0 || isClusterURL(redisURL)) {
+		return usagef("-publish %s publishes to one Redis, not a Cluster: use -publish api or ws", sp.publish)
 	}
 	if !o.allowRemote {
 		checks := map[string]string{}

@@ -147,11 +147,11 @@ func TestSelfMemoryCompare(t *testing.T) {
 }
 
 // TestSelfRedis runs a gateway on a Redis of the test's, publishing
-// straight into Redis, and checks that the run's channels are deleted
-// afterwards (that Redis outlives the run).
+// straight into Redis with FCALL tslm_publish, and checks that the run's
+// channels are deleted afterwards (that Redis outlives the run).
 func TestSelfRedis(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
-	code, res, log := benchRun(t, args("-target", "self-redis="+srv.URL(), "-scenario", "spread", "-channels", "4", "-publish", "xadd"), 0, 0)
+	code, res, log := benchRun(t, args("-target", "self-redis="+srv.URL(), "-scenario", "spread", "-channels", "4", "-publish", "fcall"), 0, 0)
 	if code != 0 || len(res) != 1 {
 		t.Fatalf("exit %d; log:\n%s", code, log)
 	}

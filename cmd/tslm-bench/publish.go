@@ -27,7 +27,7 @@ type publisher struct {
 // newPublishers connects spec.publishers publishers by spec.publish.
 func (r *bench) newPublishers(ctx context.Context) error {
 	var rdb *redis.Client
-	if r.spec.publish == "xadd" {
+	if r.spec.publish == "xadd" || r.spec.publish == "fcall" {
 		opts, err := redis.ParseURL(r.tgt.redisURL)
 		if err != nil {
 			return fmt.Errorf("redis URL: %w", err)
@@ -58,6 +58,16 @@ func (r *bench) newPublishers(ctx context.Context) error {
 			p.send = func(ctx context.Context, channel string, payload []byte) error {
 				return rdb.XAdd(ctx, &redis.XAddArgs{Stream: prefix + "ch:{" + channel + "}", MaxLen: maxLen, Approx: true,
 					Values: []string{"data", string(payload)}}).Err()
+			}
+			p.close = func() { closeOnce.Do(func() { rdb.Close() }) }
+		case "fcall":
+			// The documented way for direct publishers: the gateway's
+			// own append, with the notification that feeds followers
+			// at once (docs/redis.md, "Publishing directly").
+			prefix := r.spec.redisPrefix
+			p.send = func(ctx context.Context, channel string, payload []byte) error {
+				tag := "{" + channel + "}"
+				return rdb.FCall(ctx, "tslm_publish", []string{prefix + "meta:" + tag, prefix + "ch:" + tag, prefix + "req:" + tag}, string(payload)).Err()
 			}
 			p.close = func() { closeOnce.Do(func() { rdb.Close() }) }
 		}
