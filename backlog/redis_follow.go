@@ -546,31 +546,43 @@ func (f *redisFollower) applyPending() error {
 		}
 		for start := 0; start < len(c.sub); start += step {
 			part := c.sub[start:min(start+step, len(c.sub))]
+			// Recorded before the SSUBSCRIBE is written, so that
+			// whatever happens on s from then on finds the channels
+			// there: an unsubscription Redis sends when the slot moves
+			// away (confirmed), s replaced after a MOVED or a silence
+			// (replaceShard). Recorded on an s replaced already, they
+			// would be subscribed nowhere and never again.
+			f.mu.Lock()
+			if f.shards[s.addr] != s {
+				f.mu.Unlock()
+				failed(errShardReplaced, part, true)
+				continue
+			}
+			prev := make([]*shard, len(part))
+			for i, ch := range part {
+				prev[i], f.subs[ch] = f.subs[ch], s
+			}
+			f.mu.Unlock()
 			if err := s.ps.SSubscribe(ctx, notifyChannels(f.r, part)...); err != nil {
+				f.mu.Lock()
+				for i, ch := range part {
+					if f.subs[ch] == s {
+						f.subs[ch] = prev[i]
+					}
+				}
+				f.mu.Unlock()
 				failed(err, part, true)
 				continue
 			}
 			if h := afterSubscribe.Load(); h != nil {
 				(*h)()
 			}
-			f.mu.Lock()
-			if f.shards[s.addr] != s {
-				// Replaced since shardFor (its receive loop read an
-				// error, such as the MOVED of a stale slot map, before
-				// this lock): recorded on s, the channels would be
-				// subscribed nowhere and never again.
-				f.mu.Unlock()
-				failed(errShardReplaced, part, true)
-				continue
-			}
-			for _, ch := range part {
-				if old := f.subs[ch]; old != nil && old != s {
+			for i, ch := range part {
+				if old := prev[i]; old != nil && old != s {
 					// The slot moved: leave the old owner.
 					old.ps.SUnsubscribe(ctx, f.r.notifyChannel(ch))
 				}
-				f.subs[ch] = s
 			}
-			f.mu.Unlock()
 		}
 	}
 	return firstErr
