@@ -3,10 +3,8 @@ package backlog_test
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/tslm/tslm/backlog"
@@ -59,9 +57,9 @@ func BenchmarkRedisAppend(b *testing.B) {
 				// 16 publishers on 2 CPUs, as a busy replica's HTTP
 				// handlers are; RedisCPU per append is what batching saves.
 				b.SetParallelism(8)
-				cpu0 := redisCPUOf(b, srv.Client())
+				cpu0 := redistest.CPU(b, srv.Client())
 				defer func() {
-					b.ReportMetric(float64((redisCPUOf(b, srv.Client())-cpu0).Nanoseconds())/float64(b.N), "redis-cpu-ns/op")
+					b.ReportMetric(float64((redistest.CPU(b, srv.Client())-cpu0).Nanoseconds())/float64(b.N), "redis-cpu-ns/op")
 				}()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
@@ -132,22 +130,4 @@ func BenchmarkRedisReadCatchUp(b *testing.B) {
 		f.Close()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*total), "ns/msg")
-}
-
-// redisCPUOf reads used_cpu_sys + used_cpu_user of INFO cpu.
-func redisCPUOf(b *testing.B, c *redis.Client) time.Duration {
-	info, err := c.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var total float64
-	for _, line := range strings.Split(info, "\r\n") {
-		for _, key := range []string{"used_cpu_sys:", "used_cpu_user:"} {
-			if v, ok := strings.CutPrefix(line, key); ok {
-				f, _ := strconv.ParseFloat(v, 64)
-				total += f
-			}
-		}
-	}
-	return time.Duration(total * float64(time.Second))
 }

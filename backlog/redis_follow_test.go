@@ -75,14 +75,9 @@ func TestRedisFollowerReadsNothingPerMessage(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	ctx := testContext(t)
 	r := newRedis(t, srv, backlog.RedisConfig{PollInterval: time.Hour})
-	create(t, ctx, r, "quiet", backlog.ChannelConfig{})
-	head := appendN(t, ctx, r, "quiet", 1)[0]
-	f := r.NewFollower()
-	defer f.Close()
-	f.Follow("quiet", head)
 	// The first append after the subscription may be read by the
 	// subscription's catch-up; wait for it before counting.
-	collect(t, ctx, f, "quiet", 1, 10*time.Second, appendN(t, ctx, r, "quiet", 1)...)
+	f := followAtHead(t, ctx, r, "quiet")
 	before := commandCalls(t, ctx, srv.Client(), "xrange")
 	const n = 200
 	var want []backlog.ID
@@ -214,14 +209,9 @@ func TestRedisFollowerPlainXAdd(t *testing.T) {
 
 	t.Run("between notified appends", func(t *testing.T) {
 		r := newRedis(t, srv, backlog.RedisConfig{PollInterval: time.Hour})
-		create(t, ctx, r, "mixed", backlog.ChannelConfig{})
-		head := appendN(t, ctx, r, "mixed", 1)[0]
-		f := r.NewFollower()
-		defer f.Close()
-		f.Follow("mixed", head)
 		// Subscribed and caught up before the mix, so that only
 		// notifications can bring it.
-		collect(t, ctx, f, "mixed", 1, 10*time.Second, appendN(t, ctx, r, "mixed", 1)...)
+		f := followAtHead(t, ctx, r, "mixed")
 		var want []backlog.ID
 		for range 20 {
 			want = append(want, appendN(t, ctx, r, "mixed", 1)...)
@@ -237,14 +227,9 @@ func TestRedisFollowerPlainXAdd(t *testing.T) {
 
 	t.Run("alone", func(t *testing.T) {
 		r := newRedis(t, srv, backlog.RedisConfig{PollInterval: 100 * time.Millisecond})
-		create(t, ctx, r, "alone", backlog.ChannelConfig{})
-		head := appendN(t, ctx, r, "alone", 1)[0]
-		f := r.NewFollower()
-		defer f.Close()
-		f.Follow("alone", head)
 		// Let the subscription's own catch-up pass first, so that only
 		// the poll can find the entry.
-		collect(t, ctx, f, "alone", 1, 10*time.Second, appendN(t, ctx, r, "alone", 1)...)
+		f := followAtHead(t, ctx, r, "alone")
 		id := xadd(r, "alone")
 		got, _ := collect(t, ctx, f, "alone", 1, 10*time.Second)
 		sameIDs(t, "alone", got, []backlog.ID{id})
@@ -329,4 +314,19 @@ func TestRedisFollowerCatchesUpBeyondOneRound(t *testing.T) {
 	})
 	time.Sleep(200 * time.Millisecond)
 	collect(t, ctx, f, "c"+strconv.Itoa(n-1), 1, 5*time.Second, last)
+}
+
+// followAtHead creates ch and follows it with a new follower of r, closed
+// at the end of the test, once it is subscribed and caught up (it has
+// delivered an append made after it followed): from then on, what reaches
+// it comes by notification, or by the poll.
+func followAtHead(t *testing.T, ctx context.Context, r *backlog.Redis, ch string) backlog.Follower {
+	t.Helper()
+	create(t, ctx, r, ch, backlog.ChannelConfig{})
+	head := appendN(t, ctx, r, ch, 1)[0]
+	f := r.NewFollower()
+	t.Cleanup(func() { f.Close() })
+	f.Follow(ch, head)
+	collect(t, ctx, f, ch, 1, 10*time.Second, appendN(t, ctx, r, ch, 1)...)
+	return f
 }

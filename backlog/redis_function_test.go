@@ -54,14 +54,9 @@ func TestRedisFunctionPublish(t *testing.T) {
 	c := srv.Client()
 
 	t.Run("DeliveredByNotification", func(t *testing.T) {
-		create(t, ctx, r, "mixed", backlog.ChannelConfig{})
-		head := appendN(t, ctx, r, "mixed", 1)[0]
-		f := r.NewFollower()
-		defer f.Close()
-		f.Follow("mixed", head)
 		// Subscribed and caught up before publishing, so that only
 		// notifications can bring what follows.
-		collect(t, ctx, f, "mixed", 1, 10*time.Second, appendN(t, ctx, r, "mixed", 1)...)
+		f := followAtHead(t, ctx, r, "mixed")
 		var want []backlog.ID
 		for i := range 20 {
 			want = append(want, appendN(t, ctx, r, "mixed", 1)...)

@@ -73,24 +73,6 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// redisCPU is the server's own CPU time, from INFO cpu.
-func redisCPU(b *testing.B, c *redis.Client) time.Duration {
-	info, err := c.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var total float64
-	for _, line := range strings.Split(info, "\r\n") {
-		for _, key := range []string{"used_cpu_sys:", "used_cpu_user:"} {
-			if v, ok := strings.CutPrefix(line, key); ok {
-				f, _ := strconv.ParseFloat(v, 64)
-				total += f
-			}
-		}
-	}
-	return time.Duration(total * float64(time.Second))
-}
-
 // BenchmarkRedisDelivery measures the path publishers care about: Append to
 // a Redis backlog, its notification to the hub's follower, fan-out to
 // subscribers. One publisher appends as fast as its round trips allow,
@@ -144,7 +126,7 @@ func BenchmarkRedisDelivery(b *testing.B) {
 					defer sub.Close()
 				}
 			}
-			cpu0, rcpu0, start := cpuTime(), redisCPU(b, client), time.Now()
+			cpu0, rcpu0, start := cpuTime(), redistest.CPU(b, client), time.Now()
 			b.ResetTimer()
 			n := 0
 			var tick *time.Ticker
@@ -176,7 +158,7 @@ func BenchmarkRedisDelivery(b *testing.B) {
 			b.ReportMetric(float64(hist.percentile(0.5))/1e3, "p50-µs")
 			b.ReportMetric(float64(hist.percentile(0.99))/1e3, "p99-µs")
 			b.ReportMetric(float64(cpuTime()-cpu0)/float64(want), "gateway-cpu-ns/delivery")
-			b.ReportMetric(float64(redisCPU(b, client)-rcpu0)/float64(n), "redis-cpu-ns/msg")
+			b.ReportMetric(float64(redistest.CPU(b, client)-rcpu0)/float64(n), "redis-cpu-ns/msg")
 		})
 	}
 }
@@ -254,7 +236,7 @@ func BenchmarkRedisSubscribeCost(b *testing.B) {
 				defer keep.Close()
 			}
 			keys := []string{"total_net_output_bytes", "total_net_input_bytes", "total_commands_processed"}
-			before, cpu0 := redisStats(b, stats, keys...), redisCPU(b, stats)
+			before, cpu0 := redisStats(b, stats, keys...), redistest.CPU(b, stats)
 			for b.Loop() {
 				sub, _, err := hub.Subscribe(ctx, channel, c.from, discardSink{})
 				if err != nil {
@@ -265,7 +247,7 @@ func BenchmarkRedisSubscribeCost(b *testing.B) {
 				}
 				sub.Close()
 			}
-			after, cpu := redisStats(b, stats, keys...), redisCPU(b, stats)-cpu0
+			after, cpu := redisStats(b, stats, keys...), redistest.CPU(b, stats)-cpu0
 			n := float64(b.N)
 			b.ReportMetric(float64(cpu.Microseconds())/n, "redis-cpu-µs/cycle")
 			b.ReportMetric((after[0]-before[0])/n, "redis-out-B/cycle")
