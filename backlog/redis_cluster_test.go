@@ -218,27 +218,7 @@ func testClusterSpread(t *testing.T, c *redistest.Cluster, r *backlog.Redis, pre
 // walkList lists every page, sorted and without duplicates.
 func walkList(t *testing.T, ctx context.Context, r *backlog.Redis, prefix string, limit int) []string {
 	t.Helper()
-	var all []string
-	cursor := ""
-	for pages := 0; ; pages++ {
-		if pages > 1000 {
-			t.Fatal("the walk does not end")
-		}
-		names, next, err := r.List(ctx, prefix, cursor, limit)
-		if err != nil {
-			t.Fatalf("List(%q, %q, %d): %v", prefix, cursor, limit, err)
-		}
-		if len(names) > limit {
-			t.Fatalf("page of %d names, limit %d", len(names), limit)
-		}
-		all = append(all, names...)
-		if next == "" {
-			break
-		}
-		cursor = next
-	}
-	slices.Sort(all)
-	return slices.Compact(all)
+	return backlogtest.Walk(t, ctx, r, prefix, limit)
 }
 
 // waitBlockedOn polls until n clients of node are blocked.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -192,10 +194,7 @@ func (f *redisFollower) Close() error {
 		return nil
 	}
 	f.closed = true
-	shards := make([]*shard, 0, len(f.shards))
-	for _, s := range f.shards {
-		shards = append(shards, s)
-	}
+	shards := slices.Collect(maps.Values(f.shards))
 	f.mu.Unlock()
 	f.cancel()
 	for _, s := range shards {
@@ -858,10 +857,7 @@ func (f *redisFollower) replaceShard(s *shard) {
 // from looking silent to receive. A failed write shows in receive too.
 func (f *redisFollower) pingShards() {
 	f.mu.Lock()
-	shards := make([]*shard, 0, len(f.shards))
-	for _, s := range f.shards {
-		shards = append(shards, s)
-	}
+	shards := slices.Collect(maps.Values(f.shards))
 	f.mu.Unlock()
 	ctx, cancel := context.WithTimeout(f.ctx, time.Second)
 	defer cancel()

@@ -2,7 +2,9 @@ package backlog
 
 import (
 	"context"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -52,10 +54,7 @@ func (f *redisFollower) watchSwitches(sc *sentinelClient) {
 // dropShards replaces every pub/sub connection.
 func (f *redisFollower) dropShards() {
 	f.mu.Lock()
-	shards := make([]*shard, 0, len(f.shards))
-	for _, s := range f.shards {
-		shards = append(shards, s)
-	}
+	shards := slices.Collect(maps.Values(f.shards))
 	f.mu.Unlock()
 	for _, s := range shards {
 		f.replaceShard(s)

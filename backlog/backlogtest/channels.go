@@ -305,8 +305,10 @@ func testReadAfterDelete(t *testing.T, ctx context.Context, l backlog.Log) {
 	}
 }
 
-// walk lists every page and checks the page bound.
-func walk(t *testing.T, ctx context.Context, l backlog.Log, prefix string, limit int) []string {
+// Walk lists every page of l's channels that start with prefix, limit
+// names a page, checks the page bound, and returns the names sorted and
+// without duplicates (Redis may return a name twice).
+func Walk(t *testing.T, ctx context.Context, l backlog.Log, prefix string, limit int) []string {
 	t.Helper()
 	var all []string
 	cursor := ""
@@ -332,7 +334,7 @@ func walk(t *testing.T, ctx context.Context, l backlog.Log, prefix string, limit
 }
 
 func testList(t *testing.T, ctx context.Context, l backlog.Log) {
-	if names := walk(t, ctx, l, "", 10); len(names) != 0 {
+	if names := Walk(t, ctx, l, "", 10); len(names) != 0 {
 		t.Fatalf("empty log lists %v", names)
 	}
 	var want []string
@@ -349,7 +351,7 @@ func testList(t *testing.T, ctx context.Context, l backlog.Log) {
 	}
 	want = slices.Delete(want, 3, 4)
 	for _, limit := range []int{1, 7, 24, 1000} {
-		if got := walk(t, ctx, l, "", limit); !slices.Equal(got, want) {
+		if got := Walk(t, ctx, l, "", limit); !slices.Equal(got, want) {
 			t.Errorf("limit %d lists %v, want %v", limit, got, want)
 		}
 	}
@@ -368,7 +370,7 @@ func testListPrefix(t *testing.T, ctx context.Context, l backlog.Log) {
 		"c":   nil,
 		"a.x": {"a.x"},
 	} {
-		if got := walk(t, ctx, l, prefix, 2); !slices.Equal(got, want) {
+		if got := Walk(t, ctx, l, prefix, 2); !slices.Equal(got, want) {
 			t.Errorf("prefix %q lists %v, want %v", prefix, got, want)
 		}
 	}

@@ -64,7 +64,7 @@ func testExpiryDeletes(t *testing.T, ctx context.Context, l backlog.Log) {
 	if err := l.Delete(ctx, ch); !errors.Is(err, backlog.ErrNotFound) {
 		t.Errorf("Delete of an expired channel: %v, want ErrNotFound", err)
 	}
-	if names := walk(t, ctx, l, "", 100); slices.Contains(names, ch) || !slices.Contains(names, keep) {
+	if names := Walk(t, ctx, l, "", 100); slices.Contains(names, ch) || !slices.Contains(names, keep) {
 		t.Errorf("List = %v, want %s without the expired %s", names, keep, ch)
 	}
 	// A follower ignores the expired channel or reports it deleted;
@@ -242,7 +242,7 @@ func testExpiryContinuous(t *testing.T, ctx context.Context, l backlog.Log) {
 	if id := mustAppend(t, ctx, l, ch, 1)[0]; !ids[2].Less(id) {
 		t.Errorf("id after Delete and Create = %v, want after %v", id, ids[2])
 	}
-	if names := walk(t, ctx, l, "", 1000); !slices.Contains(names, ch) {
+	if names := Walk(t, ctx, l, "", 1000); !slices.Contains(names, ch) {
 		t.Errorf("List = %v, want it to hold %s", names, ch)
 	}
 }

@@ -72,7 +72,7 @@ func testLimitEdge(t *testing.T, ctx context.Context, l backlog.Log) {
 		t.Errorf("Create of an existing channel at the limit = %v, %v; want false, nil", created, err)
 	}
 	wantFull(t, ctx, l)
-	if got := walk(t, ctx, l, "", 100); len(got) != limitChannels {
+	if got := Walk(t, ctx, l, "", 100); len(got) != limitChannels {
 		t.Errorf("List = %v, want the %d channels made", got, limitChannels)
 	}
 }
