@@ -38,3 +38,10 @@ func AfterSubscribe(h func()) (undo func()) {
 	afterSubscribe.Store(&h)
 	return func() { afterSubscribe.Store(nil) }
 }
+
+// LimitNoteBytes lowers the notification data a Redis follower holds for
+// Next, until the returned func.
+func LimitNoteBytes(n int64) (undo func()) {
+	noteBytesLimit.Store(n)
+	return func() { noteBytesLimit.Store(maxNoteBytes) }
+}

@@ -104,6 +104,11 @@ const followCatchUp = 100
 // that a slow consumer costs reads, not memory.
 const maxNoteBytes = 64 << 20
 
+// noteBytesLimit is maxNoteBytes, lowered by tests only.
+var noteBytesLimit atomic.Int64
+
+func init() { noteBytesLimit.Store(maxNoteBytes) }
+
 func (r *Redis) NewFollower() Follower {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &redisFollower{
@@ -772,7 +777,7 @@ func (f *redisFollower) received(m *redis.Message) {
 	if fw == nil || fw.isDirty {
 		return
 	}
-	if !parsed || f.noteMem+len(n.data) > maxNoteBytes {
+	if !parsed || int64(f.noteMem+len(n.data)) > noteBytesLimit.Load() {
 		f.markDirtyLocked(fw)
 		return
 	}

@@ -3,6 +3,7 @@ package backlog_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -329,4 +330,79 @@ func followAtHead(t *testing.T, ctx context.Context, r *backlog.Redis, ch string
 	f.Follow(ch, head)
 	collect(t, ctx, f, ch, 1, 10*time.Second, appendN(t, ctx, r, ch, 1)...)
 	return f
+}
+
+// TestRedisFollowerBoundsHeldNotifications: a consumer that does not call
+// Next lets notifications pile up only to the byte bound; past it they
+// are dropped and their channel is caught up by a read, so that the
+// messages still all come, once, in order and without a gap, and the
+// follower's memory does not follow the backlog. Afterwards a follower
+// that is not held back takes entries from notifications again.
+func TestRedisFollowerBoundsHeldNotifications(t *testing.T) {
+	defer backlog.LimitNoteBytes(4 << 10)()
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "bound:", PollInterval: time.Hour})
+	f := followAtHead(t, ctx, r, "big")
+	payload := []byte(`"` + strings.Repeat("x", 1000) + `"`)
+	var want []backlog.ID
+	for range 40 { // 40 KB of notifications, ten times the bound
+		id, err := r.Append(ctx, "big", payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, id)
+	}
+	before := commandCalls(t, ctx, srv.Client(), "xrange")
+	got, gaps := collect(t, ctx, f, "big", len(want), 10*time.Second)
+	sameIDs(t, "past the bound", got, want)
+	if gaps > 0 {
+		t.Errorf("%d gaps, want none", gaps)
+	}
+	if reads := commandCalls(t, ctx, srv.Client(), "xrange") - before; reads == 0 {
+		t.Error("no catch-up read: the notifications past the bound were held after all")
+	}
+}
+
+// TestRedisFollowerCloseLeavesNothing: a follower that followed channels,
+// lost its pub/sub connection and was closed leaves no goroutine and no
+// connection behind.
+func TestRedisFollowerCloseLeavesNothing(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "leak:", PollInterval: 100 * time.Millisecond})
+	for _, ch := range []string{"a", "b"} {
+		create(t, ctx, r, ch, backlog.ChannelConfig{})
+	}
+	base := runtime.NumGoroutine()
+	head := backlog.Zero
+	for range 3 {
+		f := r.NewFollower()
+		f.Follow("a", head)
+		f.Follow("b", backlog.Zero)
+		collect(t, ctx, f, "a", 1, 10*time.Second, appendN(t, ctx, r, "a", 1)...)
+		if err := srv.Client().Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+			t.Fatal(err)
+		}
+		last := appendN(t, ctx, r, "a", 1)
+		collect(t, ctx, f, "a", 1, 10*time.Second, last...)
+		head = last[0]
+		f.Close()
+	}
+	retry(t, ctx, "goroutines back to their number before the followers", func() error {
+		if n := runtime.NumGoroutine(); n > base {
+			return fmt.Errorf("%d goroutines, %d before", n, base)
+		}
+		return nil
+	})
+	retry(t, ctx, "no pub/sub connection left", func() error {
+		list, err := srv.Client().Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub").Text()
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(list) != "" {
+			return fmt.Errorf("pub/sub clients left:\n%s", list)
+		}
+		return nil
+	})
 }
