@@ -32,8 +32,8 @@ func SlotOf(channel string) int { return slotOf(channel) }
 // for comparisons.
 func Unbatched(r *Redis) { r.unbatched = true }
 
-// AfterSubscribe makes every Redis follower run h between an SSUBSCRIBE's
-// write and recording the subscription, until the returned func.
+// AfterSubscribe makes every Redis follower run h right after it writes
+// an SSUBSCRIBE, until the returned func.
 func AfterSubscribe(h func()) (undo func()) {
 	afterSubscribe.Store(&h)
 	return func() { afterSubscribe.Store(nil) }

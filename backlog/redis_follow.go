@@ -92,8 +92,8 @@ type shard struct {
 	ps   *redis.PubSub
 }
 
-// afterSubscribe, set by tests only, runs between an SSUBSCRIBE's write
-// and the follower recording the subscription.
+// afterSubscribe, set by tests only, runs right after an SSUBSCRIBE is
+// written, before the follower leaves the channels' old owners.
 var afterSubscribe atomic.Pointer[func()]
 
 // followCatchUp bounds the channels one catch-up round trip reads.
