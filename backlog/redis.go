@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -91,8 +92,10 @@ type Redis struct {
 	conns      conner // nil when client cannot dedicate connections
 	cfg        RedisConfig
 
-	batcher   *appendBatcher
-	unbatched bool // tests and benchmarks compare with and without
+	batcher *appendBatcher
+	// notified and caughtUp count for FollowerStats across followers.
+	notified, caughtUp atomic.Uint64
+	unbatched          bool // tests and benchmarks compare with and without
 
 	mu sync.Mutex
 	// followers are the open followers; guarded by mu.

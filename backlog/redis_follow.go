@@ -135,6 +135,34 @@ func (r *Redis) NewFollower() Follower {
 	return f
 }
 
+// FollowerStats describes the followers of a Redis backlog, for metrics.
+type FollowerStats struct {
+	// PubSubConnections and Subscriptions are what the open followers
+	// hold now: one connection per Redis node, one shard subscription
+	// per followed channel.
+	PubSubConnections, Subscriptions int
+	// Notified counts the entries delivered from their notification
+	// alone; CaughtUp the channels read after their cursor because a
+	// notification may have been missed (a subscription confirmed, a
+	// prev that was not the cursor, the poll). Both only grow.
+	Notified, CaughtUp uint64
+}
+
+// FollowerStats adds up the followers' figures.
+func (r *Redis) FollowerStats() FollowerStats {
+	st := FollowerStats{Notified: r.notified.Load(), CaughtUp: r.caughtUp.Load()}
+	r.mu.Lock()
+	followers := slices.Collect(maps.Keys(r.followers))
+	r.mu.Unlock()
+	for _, f := range followers {
+		f.mu.Lock()
+		st.PubSubConnections += len(f.shards)
+		st.Subscriptions += len(f.subs)
+		f.mu.Unlock()
+	}
+	return st
+}
+
 // client is what the follower reads and subscribes with: the backlog's
 // client, except on a Sentinel set, where it is the writer's. Each
 // failover client learns of a new primary by itself; sharing the
@@ -309,6 +337,7 @@ func (f *redisFollower) apply(notes []note, out map[string]int, limit int) []Bat
 		}
 		batches[i].Messages = append(batches[i].Messages, Message{ID: n.id, Data: []byte(n.data)})
 		fw.cursor = n.id
+		f.r.notified.Add(1)
 	}
 	return batches
 }
@@ -338,6 +367,7 @@ func (f *redisFollower) catchUp(ctx context.Context, out map[string]int, batches
 		return batches, nil
 	}
 	r := f.r
+	r.caughtUp.Add(uint64(len(todo)))
 	calls := make([]scriptCall, len(todo))
 	for i, fw := range todo {
 		calls[i] = scriptCall{keys: []string{r.streamKey(fw.name), r.metaKey(fw.name)}, args: []any{fw.cursor.String(), max(limit, 0)}}

@@ -113,13 +113,13 @@ type closeBoth struct {
 	stopLoad func()
 }
 
-// collector exposes the Redis metrics: commands and both clients' pools
-// ("client" for reads and readers, "writer" for the scripts that change
-// channels).
+// collector exposes the Redis metrics: commands, both clients' pools
+// ("client" for reads, "writer" for the scripts that change channels) and
+// the follower's connections and counts.
 func (c closeBoth) collector() prometheus.Collector {
 	return &redisCollector{metrics: c.metrics, pools: func() map[string]*redis.PoolStats {
 		return map[string]*redis.PoolStats{"client": c.client.PoolStats(), "writer": c.Redis.WriterPoolStats()}
-	}}
+	}, followers: c.Redis.FollowerStats}
 }
 
 func (c closeBoth) Close() error {

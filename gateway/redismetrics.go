@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tslm/tslm/backlog"
+
 	"github.com/tslm/tslm/internal/histogram"
 )
 
@@ -148,6 +150,8 @@ type redisCollector struct {
 	// pools returns each client's pool counters by pool name; nil
 	// stats are skipped.
 	pools func() map[string]*redis.PoolStats
+	// followers returns the backlog followers' figures.
+	followers func() backlog.FollowerStats
 }
 
 var (
@@ -158,12 +162,22 @@ var (
 	descPoolHits     = prometheus.NewDesc("tslm_redis_pool_hits_total", "Times a Redis client found an idle connection in its pool.", []string{"pool"}, nil)
 	descPoolMisses   = prometheus.NewDesc("tslm_redis_pool_misses_total", "Times a Redis client found no idle connection in its pool and dialed.", []string{"pool"}, nil)
 	descPoolTimeouts = prometheus.NewDesc("tslm_redis_pool_timeouts_total", "Times a Redis client waited for a pool connection in vain.", []string{"pool"}, nil)
-	descPoolConns    = prometheus.NewDesc("tslm_redis_pool_connections", "Connections a Redis client's pool holds, in use (readers hold theirs for good) or idle.", []string{"pool"}, nil)
+	descPoolConns    = prometheus.NewDesc("tslm_redis_pool_connections", "Connections a Redis client's pool holds, in use or idle.", []string{"pool"}, nil)
 	descPoolIdle     = prometheus.NewDesc("tslm_redis_pool_idle_connections", "Idle connections in a Redis client's pool.", []string{"pool"}, nil)
+
+	descPubSubConns = prometheus.NewDesc("tslm_redis_pubsub_connections",
+		"Pub/sub connections the replica's follower holds: one per Redis node (per master in a Cluster), whatever the channels followed.", nil, nil)
+	descShardSubs = prometheus.NewDesc("tslm_redis_subscriptions",
+		"Shard subscriptions the replica's follower holds: one per channel followed.", nil, nil)
+	descNotified = prometheus.NewDesc("tslm_redis_notified_total",
+		"Entries the follower delivered from their notification alone, with no read of Redis.", nil, nil)
+	descCaughtUp = prometheus.NewDesc("tslm_redis_catchup_reads_total",
+		"Channels the follower read after its cursor because a notification may have been missed: a subscription confirmed, an entry whose predecessor was not the cursor (a plain XADD, a loss), or the poll.", nil, nil)
 )
 
 func (c *redisCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRedisSeconds, descRedisErrors, descPoolHits, descPoolMisses, descPoolTimeouts, descPoolConns, descPoolIdle} {
+	for _, d := range []*prometheus.Desc{descRedisSeconds, descRedisErrors, descPoolHits, descPoolMisses, descPoolTimeouts, descPoolConns, descPoolIdle,
+		descPubSubConns, descShardSubs, descNotified, descCaughtUp} {
 		ch <- d
 	}
 }
@@ -188,5 +202,12 @@ func (c *redisCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descPoolTimeouts, prometheus.CounterValue, float64(st.Timeouts), pool)
 		ch <- prometheus.MustNewConstMetric(descPoolConns, prometheus.GaugeValue, float64(st.TotalConns), pool)
 		ch <- prometheus.MustNewConstMetric(descPoolIdle, prometheus.GaugeValue, float64(st.IdleConns), pool)
+	}
+	if c.followers != nil {
+		st := c.followers()
+		ch <- prometheus.MustNewConstMetric(descPubSubConns, prometheus.GaugeValue, float64(st.PubSubConnections))
+		ch <- prometheus.MustNewConstMetric(descShardSubs, prometheus.GaugeValue, float64(st.Subscriptions))
+		ch <- prometheus.MustNewConstMetric(descNotified, prometheus.CounterValue, float64(st.Notified))
+		ch <- prometheus.MustNewConstMetric(descCaughtUp, prometheus.CounterValue, float64(st.CaughtUp))
 	}
 }
