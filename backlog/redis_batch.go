@@ -2,7 +2,6 @@ package backlog
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -161,8 +160,8 @@ func (r *Redis) runBatched(ctx context.Context, script *redis.Script, keys []str
 		return script.Run(ctx, r.writer, keys, args...)
 	}
 	cmd := r.batcher.run(ctx, script, keys, args...)
-	if errors.Is(cmd.Err(), ErrClosed) || r.isClosed() && cmd.Err() != nil {
-		cmd.SetErr(ErrClosed)
+	if cmd.Err() != nil && r.isClosed() {
+		cmd.SetErr(ErrClosed) // not the writer's own "client is closed"
 	}
 	return cmd
 }

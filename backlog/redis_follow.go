@@ -66,7 +66,12 @@ type redisFollower struct {
 	nodes   map[string]*redis.Client
 	nodeOpt *redis.Options
 
-	pollAt time.Time // when Next polls next; Next's alone
+	// Next's alone: the timer of the next poll (made by the first Next;
+	// an unstopped timer is collected with the follower), and the index
+	// of a call's batches by channel, kept so that a Next per message
+	// allocates neither.
+	pollWait *time.Timer
+	batchOf  map[string]int
 }
 
 // redisFollow is one followed channel. cursor is Next's alone.
@@ -253,11 +258,10 @@ func (f *redisFollower) markDirtyLocked(fw *redisFollow) {
 }
 
 func (f *redisFollower) Next(ctx context.Context, limit int) ([]Batch, error) {
-	if f.pollAt.IsZero() {
-		f.pollAt = time.Now().Add(f.r.cfg.PollInterval)
+	if f.pollWait == nil {
+		f.pollWait = time.NewTimer(f.r.cfg.PollInterval)
+		f.batchOf = make(map[string]int)
 	}
-	poll := time.NewTimer(time.Until(f.pollAt))
-	defer poll.Stop()
 	for {
 		f.mu.Lock()
 		closed, err := f.closed, f.err
@@ -271,9 +275,9 @@ func (f *redisFollower) Next(ctx context.Context, limit int) ([]Batch, error) {
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		}
-		out := make(map[string]int) // channel → index in batches
-		batches := f.apply(notes, out, limit)
-		more, readErr := f.catchUp(ctx, out, batches, limit)
+		clear(f.batchOf)
+		batches := f.apply(notes, f.batchOf, limit)
+		more, readErr := f.catchUp(ctx, f.batchOf, batches, limit)
 		if len(more) > 0 {
 			return more, nil // an error shows again on the next call
 		}
@@ -297,9 +301,8 @@ func (f *redisFollower) Next(ctx context.Context, limit int) ([]Batch, error) {
 		case <-f.ctx.Done():
 			return nil, ErrClosed
 		case <-f.wake:
-		case <-poll.C:
-			f.pollAt = time.Now().Add(f.r.cfg.PollInterval)
-			poll.Reset(f.r.cfg.PollInterval)
+		case <-f.pollWait.C:
+			f.pollWait.Reset(f.r.cfg.PollInterval)
 			if err := f.poll(ctx); err != nil {
 				return nil, err
 			}
