@@ -154,6 +154,9 @@ func (f *memFollower) Next(ctx context.Context, limit int) ([]Batch, error) {
 // stays marked, so that the next call goes on with it.
 func (f *memFollower) collectLocked(limit int) []Batch {
 	marked := f.marked
+	if len(marked) == 0 {
+		return nil // a wake-up for marks an earlier look took already
+	}
 	f.marked = nil
 	var batches []Batch
 	now := f.m.cfg.Now()
