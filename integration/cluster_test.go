@@ -502,7 +502,12 @@ func (s *clusterSub) check(t *testing.T, what, ch string, want []string, gapsOK 
 	for _, id := range want {
 		wanted[id] = true
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	// Generous: after a crash the follower re-subscribes only once the
+	// gateway's slot map names the promoted replica (a reload every 2s)
+	// and its own backoff lets it try again, which a loaded machine
+	// stretches (one run in about 20 under two busy loops took longer
+	// than 15s).
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s.mu.Lock()
 		evs, odd, err := slices.Clone(s.events[ch]), slices.Clone(s.odd), s.err
