@@ -505,8 +505,8 @@ func (s *clusterSub) check(t *testing.T, what, ch string, want []string, gapsOK 
 	// Generous: after a crash the follower re-subscribes only once the
 	// gateway's slot map names the promoted replica (a reload every 2s)
 	// and its own backoff lets it try again, which a loaded machine
-	// stretches (one run in about 20 under two busy loops took longer
-	// than 15s).
+	// stretches (15s may have been what failed one loaded run in about
+	// 20, whose message was not kept).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s.mu.Lock()
