@@ -2,6 +2,8 @@ package backlog
 
 import (
 	"context"
+	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,17 +16,24 @@ import (
 // Redis and the gateway one write and one read instead of n of each.
 // Appends are most of what a busy gateway sends (docs/benchmarks.md).
 //
+// There is no batcher goroutine: the caller that finds no batch in flight
+// leads, running the queue's batch itself, and on its way out hands the
+// lead to the first caller still queued. A publish then costs no wake-up
+// beyond its own, where a goroutine of the batcher's cost two (to wake it,
+// and to wake the caller), and on this path the wake-ups were a measurable
+// share of the gateway's CPU (docs/benchmarks.md, issue 18).
+//
 // Each call stays a script of its own with its own result: the batch is a
 // pipeline, not a transaction, so one channel's error fails only its own
 // append. The writer client never retries, batched or not, so an append is
 // still run at most once.
 type appendBatcher struct {
 	r    *Redis
-	wake chan struct{} // cap 1
 	done chan struct{} // closed by stop
 
-	mu    sync.Mutex
-	queue []*batchedCall
+	mu      sync.Mutex
+	queue   []*batchedCall
+	leading bool // a caller runs a batch, or has been handed the lead
 }
 
 type batchedCall struct {
@@ -33,7 +42,11 @@ type batchedCall struct {
 	keys   []string
 	args   []any
 	cmd    *redis.Cmd
-	ran    chan struct{}
+	// signal gets one send: the call ran (cmd is set), or, with lead set
+	// under mu, the caller now leads. Buffered, so neither send waits on a
+	// caller that gave up.
+	signal chan struct{}
+	lead   bool
 }
 
 // maxBatch bounds the calls of one pipeline, and so the bytes one write
@@ -41,74 +54,101 @@ type batchedCall struct {
 const maxBatch = 128
 
 func newAppendBatcher(r *Redis) *appendBatcher {
-	b := &appendBatcher{r: r, wake: make(chan struct{}, 1), done: make(chan struct{})}
-	go b.loop()
-	return b
+	return &appendBatcher{r: r, done: make(chan struct{})}
 }
 
 func (b *appendBatcher) stop() { close(b.done) }
 
 // run queues one script call and waits for its result, or for ctx.
 func (b *appendBatcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	c := &batchedCall{ctx: ctx, script: script, keys: keys, args: args, ran: make(chan struct{})}
+	c := &batchedCall{ctx: ctx, script: script, keys: keys, args: args, signal: make(chan struct{}, 1)}
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
+	if !b.leading {
+		b.leading = true
+		b.mu.Unlock()
+		b.lead(c)
+		return c.cmd
+	}
 	b.mu.Unlock()
 	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
-	select {
-	case <-c.ran:
+	case <-c.signal:
+		if c.lead {
+			b.lead(c)
+		}
 		return c.cmd
 	case <-ctx.Done():
+	case <-b.done:
+	}
+	b.mu.Lock()
+	promoted := c.lead
+	if !promoted {
+		// Out of the queue, so that the lead is never handed to a caller
+		// that is gone. A batch may hold it already: exec then drops it.
+		if i := slices.Index(b.queue, c); i >= 0 {
+			b.queue = slices.Delete(b.queue, i, i+1)
+		}
+	}
+	b.mu.Unlock()
+	if promoted {
+		// Handed the lead as it gave up: it must still pass it on, or the
+		// calls queued behind it would wait for nobody. Its own append is
+		// not sent (exec drops calls whose context is done).
+		b.lead(c)
+	}
+	cmd := redis.NewCmd(ctx)
+	if ctx.Err() != nil {
 		// The append may still run: the caller says so (Append's
 		// contract on errors), as without batching.
-		cmd := redis.NewCmd(ctx)
 		cmd.SetErr(ctx.Err())
-		return cmd
-	case <-b.done:
-		cmd := redis.NewCmd(ctx)
+	} else {
 		cmd.SetErr(ErrClosed)
-		return cmd
 	}
+	return cmd
 }
 
-func (b *appendBatcher) loop() {
-	for {
-		select {
-		case <-b.done:
-			return
-		case <-b.wake:
-		}
-		for {
-			b.mu.Lock()
-			n := min(len(b.queue), maxBatch)
-			batch := b.queue[:n:n]
-			b.queue = b.queue[n:]
-			if len(b.queue) == 0 {
-				b.queue = nil
-			}
-			b.mu.Unlock()
-			if n == 0 {
-				break
-			}
-			b.exec(batch)
-		}
+// lead runs the batch at the head of the queue, which holds self, then
+// hands the lead to the next queued call, or lets it go.
+func (b *appendBatcher) lead(self *batchedCall) {
+	// Let the publishers the scheduler already woke queue their appends
+	// first: they then share this round trip instead of waiting for it.
+	runtime.Gosched()
+	b.mu.Lock()
+	n := min(len(b.queue), maxBatch)
+	batch := b.queue[:n:n]
+	b.queue = b.queue[n:]
+	b.mu.Unlock()
+	b.exec(batch, self)
+	b.mu.Lock()
+	if len(b.queue) == 0 {
+		b.queue = nil
+		b.leading = false
+		b.mu.Unlock()
+		return
 	}
+	next := b.queue[0]
+	next.lead = true
+	b.mu.Unlock()
+	next.signal <- struct{}{}
 }
 
-// exec runs batch as one pipeline on the writer. Calls whose context is
-// done already are not sent. A script Redis lost (NOSCRIPT: a restart, a
-// SCRIPT FLUSH) did not run, so it is loaded and those calls go again.
-func (b *appendBatcher) exec(batch []*batchedCall) {
+// exec runs batch as one pipeline on the writer, and tells every call but
+// self that it ran. Calls whose context is done already are not sent. A
+// script Redis lost (NOSCRIPT: a restart, a SCRIPT FLUSH) did not run, so
+// it is loaded and those calls go again.
+func (b *appendBatcher) exec(batch []*batchedCall, self *batchedCall) {
+	ran := func(c *batchedCall) {
+		if c != self {
+			c.signal <- struct{}{}
+		}
+	}
 	live := batch[:0:0]
 	var deadline time.Time
 	for _, c := range batch {
 		if c.ctx.Err() != nil {
 			c.cmd = redis.NewCmd(c.ctx)
 			c.cmd.SetErr(c.ctx.Err())
-			close(c.ran)
+			ran(c)
 			continue
 		}
 		if dl, ok := c.ctx.Deadline(); !ok {
@@ -144,7 +184,7 @@ func (b *appendBatcher) exec(batch []*batchedCall) {
 					continue
 				}
 			}
-			close(c.ran)
+			ran(c)
 		}
 		todo = again
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -87,4 +88,82 @@ func TestRedisBatchedAppends(t *testing.T) {
 	if _, err := r.Append(ctx, "b0", []byte("1")); !errors.Is(err, backlog.ErrClosed) {
 		t.Errorf("append after Close: %v, want ErrClosed", err)
 	}
+}
+
+// TestRedisBatchedAppendsGiveUp: callers that give up while queued behind
+// a batch in flight never strand the others. The caller running a batch
+// hands the next one to a caller still queued; were it handed to one that
+// left, every append queued behind would wait for nobody. Redis is paused
+// for writes now and then so that queues form, and half the callers give
+// up after a random wait.
+func TestRedisBatchedAppendsGiveUp(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "giveup:"})
+	create(t, ctx, r, "g", backlog.ChannelConfig{MaxLen: 0})
+	stopPausing := make(chan struct{})
+	var pauses sync.WaitGroup
+	pauses.Go(func() {
+		for {
+			select {
+			case <-stopPausing:
+				return
+			case <-time.After(3 * time.Millisecond):
+			}
+			if err := srv.Client().Do(ctx, "CLIENT", "PAUSE", "2", "WRITE").Err(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	const workers, perWorker = 16, 60
+	var mu sync.Mutex
+	var acked []backlog.ID
+	var gaveUp int
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range perWorker {
+				actx, cancel := ctx, context.CancelFunc(func() {})
+				if (w+i)%2 == 0 {
+					actx, cancel = context.WithTimeout(ctx, time.Duration(rand.N(2000))*time.Microsecond)
+				}
+				id, err := r.Append(actx, "g", fmt.Appendf(nil, `"%d.%d"`, w, i))
+				cancel()
+				mu.Lock()
+				switch {
+				case err == nil:
+					acked = append(acked, id)
+				case errors.Is(err, context.DeadlineExceeded) && actx != ctx:
+					gaveUp++
+				default:
+					t.Errorf("append %d.%d: %v", w, i, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(30 * time.Second):
+		t.Fatal("appends still waiting after 30s: a batch was handed to a caller that had left")
+	}
+	close(stopPausing)
+	pauses.Wait()
+	page, err := r.Range(ctx, "g", backlog.Zero, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := idsOf(page.Messages)
+	for _, id := range acked {
+		if !slices.ContainsFunc(stored, func(s backlog.ID) bool { return s == id }) {
+			t.Errorf("acknowledged %v is not stored", id)
+		}
+	}
+	if gaveUp == 0 {
+		t.Error("no caller gave up: the test did not exercise what it is for")
+	}
+	t.Logf("%d acknowledged, %d gave up, %d stored", len(acked), gaveUp, len(stored))
 }
