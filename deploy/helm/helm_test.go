@@ -119,3 +119,19 @@ func render(t *testing.T, extra ...string) (string, error) {
 	args := append([]string{"template", "tslm", chartDir, "--namespace", "edge", "--kube-version", kubeVersion}, extra...)
 	return runHelm(t, args...)
 }
+
+// TestCIBuildsThisHelm holds .ci/run to building the helm these tests
+// use, so that they find it in the build cache instead of building another
+// while the rest of the suite runs.
+func TestCIBuildsThisHelm(t *testing.T) {
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ci), "go run "+helmModule+" lint") {
+		t.Errorf(".ci/run does not run %q: CI would build helm inside the tests", "go run "+helmModule+" lint")
+	}
+	if !strings.Contains(string(ci), "--kube-version "+kubeVersion) {
+		t.Errorf(".ci/run does not lint for Kubernetes %s, as the tests do", kubeVersion)
+	}
+}
