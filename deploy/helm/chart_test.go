@@ -382,7 +382,7 @@ func redisPorts(t *testing.T, raw string) []int32 {
 }
 
 // TestChartRefuses holds the chart to refusing, at render time and naming
-// the value, settings that would otherwise show only as a pod that never
+// the value (by values.schema.json or the templates' checks), settings that would otherwise show only as a pod that never
 // gets ready, or a NetworkPolicy that lets the pods connect anywhere.
 func TestChartRefuses(t *testing.T) {
 	cases := []struct {
@@ -396,13 +396,17 @@ func TestChartRefuses(t *testing.T) {
 		{"listeners on loopback", []string{"--set", "listenIP=127.0.0.1"}, "listenIP"},
 		{"a listener's port in config", []string{"--set", "config.public.port=9000"}, `"port" is the chart's to set`},
 		{"tokens in the ConfigMap", []string{"--set", "config.public.auth_tokens={a}"}, `"auth_tokens" is the chart's to set`},
-		{"a table as a listener key", []string{"--set", "config.public.grants.x=1"}, `config key "grants"`},
+		{"a table as a listener key", []string{"--set", "config.public.max_connections.x=1"}, "/config/public/max_connections"},
+		{"a listener key of the other listener", []string{"--set", "config.internal.max_connections_per_ip=5"}, "'max_connections_per_ip' not allowed"},
+		{"a misspelt value", []string{"--set", "redis.existingsecret=mine"}, "'existingsecret' not allowed"},
+		{"a misspelt listener key", []string{"--set", "config.public.max_conections=5"}, "'max_conections' not allowed"},
+		{"an unknown log format", []string{"--set", "log.format=xml"}, "/log/format"},
 		{"a token with a comma", []string{"--set", "publicAuthTokens.values={a\\,b}"}, "holds no comma"},
 		{"Redis egress anywhere", []string{"--set", "networkPolicy.egress.redis.to=null"}, "networkPolicy.egress.redis needs ports and to"},
 		{"provider egress anywhere", []string{"--set", "oidc.issuer=https://sso.example.com", "--set", "networkPolicy.egress.identityProvider.to=null"}, "networkPolicy.egress.identityProvider needs"},
 		{"no DNS", []string{"--set", "networkPolicy.egress.dns.ports=null"}, "networkPolicy.egress.dns needs"},
 		{"internal port shut", []string{"--set", "networkPolicy.ingress.internal.from=null"}, "networkPolicy.ingress.internal.from is empty"},
-		{"no shutdown grace", []string{"--set", "drain.shutdownGraceSeconds=0"}, "drain.shutdownGraceSeconds"},
+		{"no shutdown grace", []string{"--set", "drain.shutdownGraceSeconds=0"}, "/drain/shutdownGraceSeconds"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,8 +1,10 @@
 package helm
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -51,6 +53,64 @@ func TestReadmeNamesRealValues(t *testing.T) {
 		}
 		if checked < 5 {
 			t.Errorf("%s names %d values; the test looks for them in backquotes", doc, checked)
+		}
+	}
+}
+
+// TestSchemaListenerKeys holds values.schema.json's config.public and
+// config.internal to the keys docs/config.md gives the listener tables, so
+// that a key the gateway reads is not refused by the chart, and a
+// misspelt one is refused at install rather than at the pod's start.
+func TestSchemaListenerKeys(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## `[listener.public]`")
+	section, _, _ = strings.Cut(section, "\n## ")
+	if !ok {
+		t.Fatal("docs/config.md has no [listener.public] section")
+	}
+	var documented []string
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\|").FindAllStringSubmatch(section, -1) {
+		documented = append(documented, m[1])
+	}
+	slices.Sort(documented)
+
+	raw, err := os.ReadFile(chartDir + "/values.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Properties struct {
+			Config struct {
+				Properties map[string]struct {
+					AdditionalProperties *bool          `json:"additionalProperties"`
+					Properties           map[string]any `json:"properties"`
+				} `json:"properties"`
+			} `json:"config"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatal(err)
+	}
+	for _, listener := range []string{"public", "internal"} {
+		l := schema.Properties.Config.Properties[listener]
+		if l.AdditionalProperties == nil || *l.AdditionalProperties {
+			t.Errorf("config.%s allows any key: a misspelt one would reach the pod", listener)
+		}
+		var keys []string
+		for k := range l.Properties {
+			keys = append(keys, k)
+		}
+		want := documented
+		if listener == "internal" {
+			// docs/config.md: "public listener only".
+			want = slices.DeleteFunc(slices.Clone(documented), func(k string) bool { return k == "max_connections_per_ip" })
+		}
+		slices.Sort(keys)
+		if !slices.Equal(keys, want) {
+			t.Errorf("config.%s in values.schema.json has keys %v; docs/config.md documents %v", listener, keys, want)
 		}
 	}
 }
