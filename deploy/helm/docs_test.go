@@ -5,6 +5,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -111,6 +112,52 @@ func TestSchemaListenerKeys(t *testing.T) {
 		slices.Sort(keys)
 		if !slices.Equal(keys, want) {
 			t.Errorf("config.%s in values.schema.json has keys %v; docs/config.md documents %v", listener, keys, want)
+		}
+	}
+}
+
+// TestChartPortsMatchCompose holds the chart's default ports to those of
+// docker-compose.yml and deploy/haproxy.cfg, so that clients, publishers
+// and docs find the listeners at the same ports whichever way the gateway
+// is deployed.
+func TestChartPortsMatchCompose(t *testing.T) {
+	raw, err := os.ReadFile(chartDir + "/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Ports struct{ Public, Internal int }
+	}
+	if err := yaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	raw, err = os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Environment map[string]string `json:"environment"`
+		} `json:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &compose); err != nil {
+		t.Fatal(err)
+	}
+	env := compose.Services["tslm"].Environment
+	haproxy, err := os.ReadFile("../haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []struct {
+		name, variable string
+		port           int
+	}{{"public", "TSLM_PUBLIC_ADDRS", values.Ports.Public}, {"internal", "TSLM_INTERNAL_ADDRS", values.Ports.Internal}} {
+		want := ":" + strconv.Itoa(l.port)
+		if env[l.variable] != want {
+			t.Errorf("docker-compose.yml sets %s=%q; the chart's %s port is %d", l.variable, env[l.variable], l.name, l.port)
+		}
+		if !strings.Contains(string(haproxy), "server-template tslm 10 tslm"+want+"\n") {
+			t.Errorf("deploy/haproxy.cfg has no backend on the %s port %d", l.name, l.port)
 		}
 	}
 }
