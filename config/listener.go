@@ -205,7 +205,7 @@ func (l *loader) tokens(b *boundListener) {
 	for i, tok := range *b.t.AuthTokens {
 		ikey := fmt.Sprintf("%s[%d]", key, i)
 		if err := auth.CheckListenerToken(auth.Secret(tok)); err != nil {
-			l.fail(ikey, "the token %v: clients send it as their WebSocket subprotocol", err)
+			l.fail(ikey, "the token %v", err)
 			continue
 		}
 		if len(tok) < shortToken {
