@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -295,6 +296,10 @@ func TestOriginalExampleLoads(t *testing.T) {
 	}
 	if tokens := c.PublicAuthTokens; len(tokens) != 1 || string(tokens[0]) != "s3cret" {
 		t.Errorf("tokens %d, want the example's", len(tokens))
+	}
+	// A configuration dumped, by mistake or for debugging, shows no token.
+	if dump := fmt.Sprintf("%v %+v %#v", c, c, c); strings.Contains(dump, "s3cret") {
+		t.Errorf("the Config prints its token: %s", dump)
 	}
 	// A six-byte token can be guessed, and the internal listener allows
 	// everything, not only create and publish: the operator should hear
