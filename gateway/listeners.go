@@ -5,6 +5,8 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -158,7 +160,7 @@ func (c *Config) validateListeners() error {
 		switch {
 		case l.Name == "":
 			return invalid("Listeners", "a listener has no name")
-		case seen[l.Name] || isReserved(l.Name):
+		case seen[l.Name] || slices.Contains(reservedNames, l.Name):
 			return invalid(f+".Name", "is taken: each listener has its own name, and %q are TSLM's", reservedNames)
 		case len(l.Addrs) == 0:
 			return invalid(f+".Addrs", "has no address: give host:port, such as 0.0.0.0:8090")
@@ -175,20 +177,11 @@ func (c *Config) validateListeners() error {
 	return nil
 }
 
-func isReserved(name string) bool {
-	for _, r := range reservedNames {
-		if r == name {
-			return true
-		}
-	}
-	return false
-}
-
 // validate checks a spec's settings that the flat fields' checks do not
 // cover for every listener.
 func (s *spec) validate() error {
 	for _, a := range s.addrs {
-		if a == "" || a == " " {
+		if strings.TrimSpace(a) == "" {
 			return invalid(s.fields.addrs, "has an empty address: give host:port, such as 127.0.0.1:8080 or :8080")
 		}
 	}
