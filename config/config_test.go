@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -84,6 +85,8 @@ auth = "required"
 tls_cert = "tls/pub.crt"
 tls_key = "/etc/tslm/pub.key"
 max_connections_per_ip = 7
+auth_tokens = ["public-token-0123456789", "public-token-abcdefghij"]
+channel_buffer_size = 64
 
 [listener.private]
 ip = "::1"
@@ -92,6 +95,25 @@ default_endpoint_permissions = ["subscribe", "publish", "create", "request", "se
 max_connections = 200
 rate_limit_per_second = 0
 auth = "optional"
+auth_tokens = ["internal-token-0123456"]
+
+[listener.feed]
+ip = "10.0.0.5"
+port = 9090
+default_endpoint_permissions = ["Subscribe", "CreateChannel"]
+auth_tokens = ["feed-token-0123456789"]
+max_message_size = 2000
+max_frame_size = 4000
+max_connections = 50
+rate_limit_per_second = 5
+channel_buffer_size = 16
+auth = "optional"
+tls_cert = "feed.crt"
+tls_key = "feed.key"
+max_connections_per_ip = 3
+
+[listener.bare]
+port = 9091
 
 [auth]
 timeout = "3s"
@@ -158,12 +180,19 @@ anonymous = ["subscribe"]
 		t.Fatal(err)
 	}
 	want := gateway.Config{
-		PublicAddrs:         []string{"0.0.0.0:9080"},
-		InternalAddrs:       []string{"[::1]:9081"},
-		PublicAllow:         []string{"subscribe", "request"},
-		MaxDataBytes:        1000,
-		MaxFrameBytes:       5000,
-		MaxConnections:      300,
+		PublicAddrs:        []string{"0.0.0.0:9080"},
+		InternalAddrs:      []string{"[::1]:9081"},
+		PublicAllow:        []string{"subscribe", "request"},
+		PublicLimits:       gateway.ListenerLimits{MaxDataBytes: 1000, MaxFrameBytes: 5000, MaxConnections: 300, SendQueue: 64},
+		InternalLimits:     gateway.ListenerLimits{MaxConnections: 200},
+		PublicAuthTokens:   []auth.Secret{"public-token-0123456789", "public-token-abcdefghij"},
+		InternalAuthTokens: []auth.Secret{"internal-token-0123456"},
+		Listeners: []gateway.Listener{
+			{Name: "bare", Addrs: []string{":9091"}},
+			{Name: "feed", Addrs: []string{"10.0.0.5:9090"}, Allow: []string{"subscribe", "create"}, AuthTokens: []auth.Secret{"feed-token-0123456789"},
+				Limits: gateway.ListenerLimits{MaxDataBytes: 2000, MaxFrameBytes: 4000, MaxConnections: 50, SendQueue: 16},
+				Rate:   5, Auth: "optional", TLSCert: filepath.Join(dir, "feed.crt"), TLSKey: filepath.Join(dir, "feed.key"), MaxConnectionsPerIP: 3},
+		},
 		PublicRate:          12.5,
 		InternalRate:        gateway.Unlimited,
 		PublicAuth:          "required",
@@ -222,10 +251,8 @@ anonymous = ["subscribe"]
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("loaded\n%+v\nwant\n%+v", got, want)
 	}
-	// The two listeners' max_connections differ: the larger is taken, and
-	// that is worth saying.
-	if len(f.Warnings) != 1 || !strings.Contains(f.Warnings[0], "listener.private.max_connections") || !strings.Contains(f.Warnings[0], "takes the larger, 300") {
-		t.Errorf("warnings %q, want one about max_connections", f.Warnings)
+	if len(f.Warnings) != 0 {
+		t.Errorf("warnings %q, want none", f.Warnings)
 	}
 	if _, err := auth.NewPublisherVerifier(got.Publishers); err != nil {
 		t.Errorf("the loaded publisher config is refused by auth: %v", err)
@@ -236,14 +263,13 @@ anonymous = ["subscribe"]
 	}
 }
 
-// TestOriginalExampleLoads holds the original TSLM's example tslm.toml
-// (issue 20's, without auth_tokens, which TSLM does not read yet) to
-// loading unchanged.
-func TestOriginalExampleLoads(t *testing.T) {
-	f := load(t, `[listener.public]
+// issue20Example is the original TSLM's example tslm.toml, as issue 20
+// quotes it.
+const issue20Example = `[listener.public]
 ip = "0.0.0.0"
 port = 8080
 default_endpoint_permissions = ["Subscribe"]
+auth_tokens = ["s3cret"]          # optional
 max_message_size = 65536          # optional, bytes
 max_frame_size = 16777216         # optional, bytes
 max_connections = 1000            # optional
@@ -253,18 +279,43 @@ rate_limit_per_second = 10        # optional, per connection
 ip = "127.0.0.1"
 port = 8081
 default_endpoint_permissions = ["CreateChannel", "NotifyChannel"]
-`)
+`
+
+// TestOriginalExampleLoads holds the original TSLM's example tslm.toml to
+// loading unchanged, each of its keys applied to its own listener.
+func TestOriginalExampleLoads(t *testing.T) {
+	f := load(t, issue20Example)
 	c := f.Config
-	got := []any{c.PublicAddrs, c.InternalAddrs, c.PublicAllow, c.MaxDataBytes, c.MaxFrameBytes, c.MaxConnections, c.PublicRate, c.InternalRate}
-	want := []any{[]string{"0.0.0.0:8080"}, []string{"127.0.0.1:8081"}, []string{"subscribe"}, 65536, int64(16777216), 1000, 10.0, 0.0}
+	got := []any{c.PublicAddrs, c.InternalAddrs, c.PublicAllow, c.PublicAuthTokens, c.PublicLimits, c.InternalLimits, c.PublicRate, c.InternalRate,
+		c.InternalAuthTokens, c.PublicOff, c.Listeners}
+	want := []any{[]string{"0.0.0.0:8080"}, []string{"127.0.0.1:8081"}, []string{"subscribe"}, []auth.Secret{"s3cret"},
+		gateway.ListenerLimits{MaxDataBytes: 65536, MaxFrameBytes: 16777216, MaxConnections: 1000}, gateway.ListenerLimits{}, 10.0, 0.0,
+		[]auth.Secret(nil), false, []gateway.Listener(nil)}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("original example gave %v, want %v", got, want)
 	}
-	// The internal listener allows everything, not only create and
-	// publish: the operator should hear so.
-	if len(f.Warnings) != 1 || !strings.Contains(f.Warnings[0], ":13:") ||
-		!strings.Contains(f.Warnings[0], "listener.private.default_endpoint_permissions") {
-		t.Errorf("warnings %q, want one at line 13 about the internal listener's permissions", f.Warnings)
+	if tokens := c.PublicAuthTokens; len(tokens) != 1 || string(tokens[0]) != "s3cret" {
+		t.Errorf("tokens %d, want the example's", len(tokens))
+	}
+	// A configuration dumped, by mistake or for debugging, shows no token.
+	if dump := fmt.Sprintf("%v %+v %#v", c, c, c); strings.Contains(dump, "s3cret") {
+		t.Errorf("the Config prints its token: %s", dump)
+	}
+	// A six-byte token can be guessed, and the internal listener allows
+	// everything, not only create and publish: the operator should hear
+	// both, and never the token.
+	want2 := []string{":5:16: listener.public.auth_tokens[0]: the token is 6 bytes long", ":14:1: listener.private.default_endpoint_permissions"}
+	if len(f.Warnings) != len(want2) {
+		t.Fatalf("warnings %q, want %d", f.Warnings, len(want2))
+	}
+	for i, w := range want2 {
+		if !strings.Contains(f.Warnings[i], w) || strings.Contains(f.Warnings[i], "s3cret") {
+			t.Errorf("warning %q, want one containing %q and not the token", f.Warnings[i], w)
+		}
+	}
+	resolved := c.WithDefaults()
+	if err := resolved.Validate(); err != nil {
+		t.Errorf("the example is invalid: %v", err)
 	}
 }
 
@@ -289,16 +340,25 @@ func TestErrorsNameTheLine(t *testing.T) {
 		{"wrong type in a list", "[listener.public]\ndefault_endpoint_permissions = \"Subscribe\"\n", 2, "listener.public.default_endpoint_permissions", "want an array of strings"},
 		{"port out of range", "[listener.public]\nip = \"0.0.0.0\"\nport = 70000\n", 3, "listener.public.port", "1-65535"},
 		{"bad ip", "[listener.internal]\nip = \"localhost\"\n", 2, "listener.internal.ip", "not an IP address"},
-		{"unknown listener", "[listener.public]\nport = 8080\n\n[listener.admin]\nport = 9000\n", 4, "listener.admin", "unknown listener \"admin\""},
-		{"unknown listener by dotted keys", "listener.admin.port = 9000\n", 1, "listener.admin", "unknown listener"},
+		{"further listener without port", "[listener.public]\nport = 8080\n\n[listener.admin]\nip = \"10.0.0.1\"\n", 4, "listener.admin", "has no port"},
+		{"further listener without port, by dotted keys", "listener.admin.ip = \"10.0.0.1\"\n", 1, "listener.admin", "has no port"},
+		{"listener without a name", "[listener.\" \"]\nport = 9000\n", 1, "listener. ", "needs a name"},
 		{"internal and private", "[listener.internal]\nport = 1\n[listener.private]\nport = 2\n", 3, "listener.private", "same listener"},
-		{"port clash", "[listener.public]\nport = 9000\n[listener.internal]\nip = \"127.0.0.1\"\nport = 9000\n", 5, "listener.internal.port", "clashes"},
-		{"auth_tokens", "[listener.public]\nport = 8080\nauth_tokens = [\"s3cret\"]\n", 3, "listener.public.auth_tokens", "not supported yet"},
+		{"port clash", "[listener.public]\nport = 9000\n[listener.internal]\nip = \"127.0.0.1\"\nport = 9000\n", 5, "listener.internal.port", "clashes with listener.public's :9000"},
+		{"port clash, later by name", "[listener.zeta]\nport = 9000\n[listener.alpha]\nip = \"127.0.0.1\"\nport = 9000\n", 5, "listener.alpha.port", "clashes with listener.zeta's"},
+		{"port clash with the default", "[listener.public]\n[listener.other]\nport = 8080\n", 3, "listener.other.port", "clashes"},
+		{"no clash on other hosts", "[listener.a]\nip = \"127.0.0.1\"\nport = 9000\n[listener.b]\nip = \"127.0.0.2\"\nport = 9000\nauth = \"strict\"\n", 7, "listener.b.auth", "unknown auth mode"},
+		{"no auth_tokens", "[listener.public]\nport = 8080\nauth_tokens = []\n", 3, "listener.public.auth_tokens", "names no token"},
+		{"bad token", "[listener.public]\nauth_tokens = [\n  \"good-token-0123456789\",\n  \"two words\",\n]\n", 4, "listener.public.auth_tokens[1]", "has a character a WebSocket subprotocol may not hold at byte 3"},
+		{"empty token", "[listener.feed]\nport = 9000\nauth_tokens = [\"\"]\n", 3, "listener.feed.auth_tokens[0]", "is empty"},
+		{"token not a string", "[listener.public]\nauth_tokens = [1]\n", 2, "listener.public.auth_tokens[0]", "want a string"},
+		{"negative channel buffer", "[listener.public]\nchannel_buffer_size = -1\n", 2, "listener.public.channel_buffer_size", "must be positive"},
 		{"bad permission", "[listener.public]\ndefault_endpoint_permissions = [\n  \"Subscribe\",\n  \"Delete\",\n]\n", 4, "listener.public.default_endpoint_permissions[1]", "unknown operation \"Delete\""},
 		{"no permission", "[listener.public]\ndefault_endpoint_permissions = []\n", 2, "listener.public.default_endpoint_permissions", "names no operation"},
 		{"bad auth mode", "[listener.public]\nauth = \"strict\"\n", 2, "listener.public.auth", "unknown auth mode"},
 		{"cert without key", "[listener.public]\ntls_cert = \"a.crt\"\n", 2, "listener.public.tls_cert", "set tls_key too"},
 		{"per-IP limit on internal", "[listener.internal]\nmax_connections_per_ip = 5\n", 2, "listener.internal.max_connections_per_ip", "no per-address limit"},
+		{"message not below frame, further listener", "[listener.feed]\nport = 9000\nmax_message_size = 2000\nmax_frame_size = 1000\n", 3, "listener.feed.max_message_size", "less than the frame limit"},
 		{"zero limit", "[listener.public]\nmax_connections = 0\n", 2, "listener.public.max_connections", "must be positive"},
 		{"negative rate", "[listener.public]\nrate_limit_per_second = -1\n", 2, "listener.public.rate_limit_per_second", "not negative"},
 		{"infinite rate", "[listener.public]\nrate_limit_per_second = inf\n", 2, "listener.public.rate_limit_per_second", "finite"},
@@ -376,9 +436,11 @@ pattern = "a b"
 func TestWarnings(t *testing.T) {
 	f := load(t, `[listener.public]
 max_frame_size = 200000
+channel_buffer_size = 0
 
 [listener.internal]
 max_frame_size = 100000
+auth_tokens = ["short"]
 
 [[auth.api_key]]
 name = "old"
@@ -394,8 +456,9 @@ pattern = "a.*"
 [[channel]]
 pattern = "a.*"
 `)
-	want := []string{":5:1: listener.internal.max_frame_size: differs", ":10:1: auth.api_key[0].expires: the API key \"old\" expired",
-		":14:1: auth.token_key[0].hmac: the HMAC secret is written in the config file", ":19:1: channel[1].pattern: channel[0] has the same pattern"}
+	want := []string{":3:1: listener.public.channel_buffer_size: 0 meant unbounded", ":7:16: listener.internal.auth_tokens[0]: the token is 5 bytes long",
+		":12:1: auth.api_key[0].expires: the API key \"old\" expired",
+		":16:1: auth.token_key[0].hmac: the HMAC secret is written in the config file", ":21:1: channel[1].pattern: channel[0] has the same pattern"}
 	if len(f.Warnings) != len(want) {
 		t.Fatalf("warnings %q, want %d", f.Warnings, len(want))
 	}
@@ -404,8 +467,26 @@ pattern = "a.*"
 			t.Errorf("warning %q, want one containing %q", f.Warnings[i], w)
 		}
 	}
-	if f.Config.MaxFrameBytes != 200000 {
-		t.Errorf("max_frame_size %d, want the larger, 200000", f.Config.MaxFrameBytes)
+	// Each listener keeps its own frame limit.
+	if c := f.Config; c.PublicLimits.MaxFrameBytes != 200000 || c.InternalLimits.MaxFrameBytes != 100000 || c.PublicLimits.SendQueue != 0 {
+		t.Errorf("limits %+v %+v, want each listener's own", c.PublicLimits, c.InternalLimits)
+	}
+}
+
+// TestListenersTheFileNames: the file's listeners are the ones that open.
+// Without [listener.public] no public listener opens, and a file that
+// then names no public-role listener at all is warned.
+func TestListenersTheFileNames(t *testing.T) {
+	f := load(t, "[listener.main]\nport = 8080\n\n[listener.private]\nport = 8081\n")
+	if c := f.Config; !c.PublicOff || len(c.Listeners) != 1 || c.Listeners[0].Name != "main" || len(f.Warnings) != 0 {
+		t.Errorf("got %+v, warnings %q; want the public listener off and main open", c, f.Warnings)
+	}
+	f = load(t, "[listener.private]\nport = 8081\n")
+	if !f.Config.PublicOff || len(f.Warnings) != 1 || !strings.Contains(f.Warnings[0], ":1:2: listener.private: the file names no listener but this one") {
+		t.Errorf("got PublicOff %v, warnings %q; want it off, and said", f.Config.PublicOff, f.Warnings)
+	}
+	if f := load(t, "[auth]\ntimeout = \"3s\"\n"); f.Config.PublicOff {
+		t.Error("a file without listener tables turned the public listener off")
 	}
 }
 

@@ -1,7 +1,9 @@
 // Package config reads the TOML file named by TSLM_CONFIG into a
 // gateway.Config.
 //
-// The file has the original TSLM's format, named [listener.NAME] tables,
+// The file has the original TSLM's format, named [listener.NAME] tables
+// (public, internal or its original name private, and any other name for
+// a further public-role listener, each with its own limits and tokens),
 // extended with TSLM's own tables ([auth], [auth.oidc], [[auth.api_key]],
 // [[auth.token_key]], [auth.publisher_tokens], [[channel]]); docs/config.md
 // documents every key. Decoding is strict: an unknown key, a value of the

@@ -25,7 +25,8 @@ func TestExampleFileLoads(t *testing.T) {
 		t.Errorf("the example warns: %q", f.Warnings)
 	}
 	c := f.Config
-	if c.PublicAuth != "optional" || c.OIDCIssuer == "" || len(c.Publishers.APIKeys) != 1 || len(c.Publishers.JWTKeys) != 2 || len(c.Channels) != 2 {
+	if c.PublicAuth != "optional" || c.OIDCIssuer == "" || len(c.Publishers.APIKeys) != 1 || len(c.Publishers.JWTKeys) != 2 || len(c.Channels) != 2 ||
+		c.PublicLimits.SendQueue != 1024 || c.PublicLimits.MaxConnections != 10000 || c.PublicOff || len(c.PublicAuthTokens) != 0 {
 		t.Errorf("the example set %+v", c)
 	}
 	if _, err := auth.NewPublisherVerifier(c.Publishers); err != nil {
@@ -79,7 +80,16 @@ func TestExampleFileCommentedSettingsLoad(t *testing.T) {
 		t.Fatalf("the example with its commented settings:\n%v", err)
 	}
 	c := f.Config
-	if c.PublicTLSCert == "" || c.InternalTLSKey == "" || len(c.Publishers.JWTKeys) != 3 {
+	if c.PublicTLSCert == "" || c.InternalTLSKey == "" || len(c.Publishers.JWTKeys) != 3 ||
+		len(c.PublicAuthTokens) != 1 || len(c.InternalAuthTokens) != 1 || len(c.Listeners) != 1 || c.Listeners[0].Name != "partners" ||
+		c.Listeners[0].Limits.MaxConnections != 500 || len(c.Listeners[0].AuthTokens) != 1 {
 		t.Errorf("uncommented settings missing: %+v", c)
+	}
+	if len(f.Warnings) != 0 {
+		t.Errorf("the example with its commented settings warns: %q", f.Warnings)
+	}
+	resolved := c.WithDefaults()
+	if err := resolved.Validate(); err != nil {
+		t.Errorf("the example with its commented settings is invalid: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/config"
 	"github.com/tslm/tslm/internal/envconfig"
 )
@@ -23,6 +24,12 @@ port = 8080
 max_connections = 1000
 rate_limit_per_second = 10
 auth = "optional"
+auth_tokens = ["file-token-0123456789"]
+
+[listener.feed]
+port = 9090
+max_connections = 20
+auth_tokens = ["feed-token-0123456789"]
 
 [auth]
 timeout = "3s"
@@ -38,10 +45,11 @@ anonymous = ["subscribe"]
 		t.Fatal(err)
 	}
 	environ := map[string]string{
-		envconfig.ConfigVar:    path,
-		"TSLM_PUBLIC_ADDRS":    "127.0.0.1:9999",
-		"TSLM_MAX_CONNECTIONS": "5",
-		"TSLM_PUBLIC_AUTH":     "required",
+		envconfig.ConfigVar:       path,
+		"TSLM_PUBLIC_ADDRS":       "127.0.0.1:9999",
+		"TSLM_MAX_CONNECTIONS":    "5",
+		"TSLM_PUBLIC_AUTH":        "required",
+		"TSLM_PUBLIC_AUTH_TOKENS": "env-token-0123456789,env-token-abcdefghij",
 	}
 	f, err := config.Load(environ[envconfig.ConfigVar])
 	if err != nil {
@@ -56,6 +64,14 @@ anonymous = ["subscribe"]
 	want := []any{[]string{"127.0.0.1:9999"}, 5, "required", 10.0, 3 * time.Second, 1, []string{"127.0.0.1:8081"}, int64(131072)}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("merged %v, want %v", got, want)
+	}
+	// The variables win over each listener's own values too.
+	if c.PublicLimits.MaxConnections != 0 || c.Listeners[0].Limits.MaxConnections != 0 {
+		t.Errorf("per-listener max_connections %d and %d survived TSLM_MAX_CONNECTIONS", c.PublicLimits.MaxConnections, c.Listeners[0].Limits.MaxConnections)
+	}
+	if !reflect.DeepEqual(c.PublicAuthTokens, []auth.Secret{"env-token-0123456789", "env-token-abcdefghij"}) ||
+		!reflect.DeepEqual(c.Listeners[0].AuthTokens, []auth.Secret{"feed-token-0123456789"}) {
+		t.Error("TSLM_PUBLIC_AUTH_TOKENS should replace the public listener's tokens, and only those")
 	}
 	if st.ConfigFile != path {
 		t.Errorf("ConfigFile %q, want %q", st.ConfigFile, path)

@@ -146,3 +146,16 @@ func TestReadmeSecurityModelSnippets(t *testing.T) {
 		t.Errorf("the token's principal %+v, want publish on billing.* only", p)
 	}
 }
+
+// TestReadmeMigratingSnippet holds the README's "Migrating from the
+// original TSLM" to showing the original's example file verbatim, which
+// TestOriginalExampleLoads loads.
+func TestReadmeMigratingSnippet(t *testing.T) {
+	blocks := readmeTOML(t, "Migrating from the original TSLM")
+	if len(blocks) != 1 || blocks[0] != issue20Example {
+		t.Fatalf("the README's TOML:\n%q\nwant the original's example:\n%q", blocks, issue20Example)
+	}
+	if _, err := Load(write(t, blocks[0])); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -146,6 +146,27 @@ type Config struct {
 	// MaxConnectionsPerIP bounds the public listener's connections from
 	// one client address; 0 means 256. The internal listener has none.
 	MaxConnectionsPerIP int
+	// PublicAuthTokens and InternalAuthTokens are each listener's tokens,
+	// the original TSLM's auth_tokens: when a listener has any, every
+	// WebSocket upgrade, event stream and HTTP API request it serves
+	// (health, readiness and metrics aside) must present one, or is
+	// refused with 401. A token admits a client; it is no credential, so
+	// the listener's auth mode applies after it as to a client without
+	// any. See docs/protocol.md "Listener tokens".
+	PublicAuthTokens   []auth.Secret
+	InternalAuthTokens []auth.Secret
+	// PublicLimits and InternalLimits are limits a config file sets per
+	// listener, over the process-wide MaxFrameBytes, MaxDataBytes,
+	// MaxConnections and SendQueue; zero fields mean those.
+	PublicLimits, InternalLimits ListenerLimits
+	// PublicOff opens no public listener: a config file whose public-role
+	// listeners are all named otherwise (Listeners) sets it, so that only
+	// the listeners it names open. Setting PublicAddrs in the environment
+	// clears it.
+	PublicOff bool
+	// Listeners are further public-role listeners, from a config file
+	// (see Listener).
+	Listeners []Listener
 	// HandshakeTimeout bounds reading a request's headers and completing a
 	// WebSocket upgrade; 0 means 10s.
 	HandshakeTimeout time.Duration
@@ -286,6 +307,7 @@ func (c Config) WithDefaults() Config {
 		on := true
 		c.AccessLog = &on
 	}
+	c.withListenerDefaults()
 	return c
 }
 
@@ -452,6 +474,9 @@ func (c *Config) validateSecurity() error {
 		return &ConfigError{Field: "TrustedProxies", Err: err}
 	}
 	if err := c.validateRules(); err != nil {
+		return err
+	}
+	if err := c.validateListeners(); err != nil {
 		return err
 	}
 	return c.validateCredentials()

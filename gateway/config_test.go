@@ -60,7 +60,7 @@ func TestValidateNamesTheField(t *testing.T) {
 
 func TestNegativeRateMeansUnlimited(t *testing.T) {
 	g := &Gateway{cfg: Config{PublicRate: Unlimited}.WithDefaults()}
-	if c := g.wsConfig("public", 0, g.cfg.PublicRate, g.cfg.PublicBurst); c.CommandRate != 0 {
+	if c := g.wsConfig(&g.cfg.specs()[0]); c.CommandRate != 0 {
 		t.Errorf("ws rate = %v, want 0 (unlimited)", c.CommandRate)
 	}
 }

@@ -13,12 +13,10 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
-	jsclient "github.com/tslm/tslm/clients/js"
 	"github.com/tslm/tslm/httpapi"
 	"github.com/tslm/tslm/internal/clientip"
 	"github.com/tslm/tslm/internal/tlsreload"
@@ -38,13 +36,14 @@ type Gateway struct {
 	oidcAttempted <-chan struct{} // nil without an OpenID provider
 	policy        *auth.Policy
 
-	public, internal         *ws.Server
-	api                      *httpapi.API
-	budget                   *ws.SendBudget // shared by both servers
-	clientIP                 func(*http.Request) netip.Addr
-	publicHTTP, internalHTTP *http.Server
-	publicLn, internalLn     []net.Listener
-	serveWG                  sync.WaitGroup
+	// listeners are every listener (listeners.go), public-role ones
+	// first, the internal one last; public is nil when Config.PublicOff.
+	listeners        []*listener
+	public, internal *listener
+	api              *httpapi.API
+	budget           *ws.SendBudget // shared by every listener's server
+	clientIP         func(*http.Request) netip.Addr
+	serveWG          sync.WaitGroup
 
 	// draining turns /readyz to 503 from the stop signal on, so that load
 	// balancers send new clients elsewhere before this replica closes the
@@ -67,13 +66,19 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 	g.clientIP = proxies.ClientIP
 	// Certificates are read before anything starts, so that a wrong path
 	// stops start-up rather than the first handshake.
-	publicTLS, err := loadTLS("PublicTLSCert", "PublicTLSKey", cfg.PublicTLSCert, cfg.PublicTLSKey, logger)
-	if err != nil {
-		return nil, err
-	}
-	internalTLS, err := loadTLS("InternalTLSCert", "InternalTLSKey", cfg.InternalTLSCert, cfg.InternalTLSKey, logger)
-	if err != nil {
-		return nil, err
+	for _, sp := range cfg.specs() {
+		l := &listener{spec: sp}
+		var err error
+		if l.tls, err = loadTLS(sp.fields.tlsCert, sp.fields.tlsKey, sp.tlsCert, sp.tlsKey, logger); err != nil {
+			return nil, err
+		}
+		g.listeners = append(g.listeners, l)
+		switch {
+		case sp.internal:
+			g.internal = l
+		case sp.name == "public":
+			g.public = l
+		}
 	}
 	if err := g.openSecurity(ctx); err != nil {
 		return nil, err
@@ -87,43 +92,23 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (*Gateway, erro
 		return nil, err
 	}
 	g.hub = broker.New(g.log, g.hubConfig())
-	publicOps, _ := ws.ParseOps(cfg.PublicAllow) // checked by Validate
-	publicWS := g.wsConfig("public", publicOps, cfg.PublicRate, cfg.PublicBurst)
-	publicWS.MaxConnectionsPerIP = cfg.MaxConnectionsPerIP // the internal listener's clients are trusted apps
-	g.public = ws.New(g.hub, publicWS)
-	g.internal = ws.New(g.hub, g.wsConfig("internal", ws.OpAll, cfg.InternalRate, cfg.InternalBurst))
+	for _, l := range g.listeners {
+		l.ws = ws.New(g.hub, g.wsConfig(&l.spec))
+	}
 	g.api = httpapi.New(g.hub, g.apiConfig())
-
-	publicMux := http.NewServeMux()
-	publicMux.Handle("GET /v1/ws", g.public)
-	publicMux.HandleFunc("GET /v1/sse", g.public.ServeSSE)
-	publicMux.HandleFunc("GET /healthz", healthz)
-	if cfg.Demo {
-		jsclient.Register(publicMux)
+	for i, l := range g.listeners {
+		var err error
+		if l.lns, err = listen(l.addrs, l.tls); err != nil {
+			for _, opened := range g.listeners[:i] {
+				closeAll(opened.lns)
+			}
+			g.closeCore()
+			return nil, &ConfigError{Field: l.fields.addrs, Err: err}
+		}
 	}
-
-	internalMux := http.NewServeMux()
-	internalMux.Handle("GET /v1/ws", g.internal)
-	internalMux.HandleFunc("GET /v1/sse", g.internal.ServeSSE)
-	internalMux.HandleFunc("GET /healthz", healthz)
-	internalMux.HandleFunc("GET /readyz", g.readyz)
-	internalMux.Handle("GET /metrics", promhttp.HandlerFor(g.metricsRegistry(), promhttp.HandlerOpts{}))
-	if cfg.Pprof {
-		registerPprof(internalMux)
+	for _, l := range g.listeners {
+		l.http = g.serve(l.name, g.mux(l), l.lns, l.tls != nil)
 	}
-	g.api.Register(internalMux)
-
-	if g.publicLn, err = listen(cfg.PublicAddrs, publicTLS); err != nil {
-		g.closeCore()
-		return nil, &ConfigError{Field: "PublicAddrs", Err: err}
-	}
-	if g.internalLn, err = listen(cfg.InternalAddrs, internalTLS); err != nil {
-		closeAll(g.publicLn)
-		g.closeCore()
-		return nil, &ConfigError{Field: "InternalAddrs", Err: err}
-	}
-	g.publicHTTP = g.serve("public", publicMux, g.publicLn, publicTLS != nil)
-	g.internalHTTP = g.serve("internal", internalMux, g.internalLn, internalTLS != nil)
 	return g, nil
 }
 
@@ -157,10 +142,12 @@ func (g *Gateway) hubConfig() broker.Config {
 	}
 }
 
-// apiConfig is the HTTP API's share, on the internal listener.
+// apiConfig is the HTTP API's share, on the internal listener, whose
+// limits, mode and tokens it shares.
 func (g *Gateway) apiConfig() httpapi.Config {
-	c := httpapi.Config{MaxDataBytes: int64(g.cfg.MaxDataBytes), MaxReadLimit: g.cfg.MaxReadLimit, MaxListLimit: g.cfg.MaxListLimit, Logger: g.logger,
-		AuthMode: g.mode("internal"), Policy: g.policy}
+	in := &g.internal.spec
+	c := httpapi.Config{MaxDataBytes: int64(in.limits.MaxDataBytes), MaxReadLimit: g.cfg.MaxReadLimit, MaxListLimit: g.cfg.MaxListLimit, Logger: g.logger,
+		AuthMode: in.mode(), Policy: g.policy, Tokens: auth.NewListenerTokens(in.tokens)}
 	if g.authn != nil {
 		c.Authenticator = g.authn
 	}
@@ -187,35 +174,39 @@ func (g *Gateway) redisConfig() backlog.RedisConfig {
 		MaxChannels: g.cfg.MaxChannels}
 }
 
-func (g *Gateway) wsConfig(name string, allow ws.Ops, rate float64, burst int) ws.Config {
+// wsConfig is a listener's WebSocket server's configuration.
+func (g *Gateway) wsConfig(sp *spec) ws.Config {
+	rate := sp.rate
 	if rate < 0 {
 		rate = 0 // ws's unlimited
 	}
 	c := ws.Config{
-		Name:             name,
-		Allow:            allow,
-		Public:           name == "public",
-		AuthMode:         g.mode(name),
-		AuthTimeout:      g.cfg.AuthTimeout,
-		Policy:           g.policy,
-		MaxFrameBytes:    g.cfg.MaxFrameBytes,
-		MaxDataBytes:     g.cfg.MaxDataBytes,
-		SendQueueFrames:  g.cfg.SendQueue,
-		SendQueueBytes:   g.cfg.SendQueueBytes,
-		MaxSubscriptions: g.cfg.MaxSubscriptions,
-		MaxConnections:   g.cfg.MaxConnections,
-		CommandRate:      rate,
-		CommandBurst:     burst,
-		PingInterval:     g.cfg.PingInterval,
-		PongTimeout:      g.cfg.PongTimeout,
-		WriteTimeout:     g.cfg.WriteTimeout,
-		AllowedOrigins:   g.cfg.AllowedOrigins,
-		ClientIP:         g.clientIP,
-		HandshakeTimeout: g.cfg.HandshakeTimeout,
-		SendBudget:       g.budget,
-		Names:            g.cfg.Names,
-		AccessLog:        g.cfg.accessLogOn(),
-		Logger:           g.logger,
+		Name:                sp.name,
+		Allow:               sp.ops(),
+		Public:              !sp.internal,
+		AuthMode:            sp.mode(),
+		AuthTimeout:         g.cfg.AuthTimeout,
+		Policy:              g.policy,
+		Tokens:              auth.NewListenerTokens(sp.tokens),
+		MaxFrameBytes:       sp.limits.MaxFrameBytes,
+		MaxDataBytes:        sp.limits.MaxDataBytes,
+		SendQueueFrames:     sp.limits.SendQueue,
+		SendQueueBytes:      g.cfg.SendQueueBytes,
+		MaxSubscriptions:    g.cfg.MaxSubscriptions,
+		MaxConnections:      sp.limits.MaxConnections,
+		MaxConnectionsPerIP: sp.perIP, // none on the internal listener: its clients are trusted apps
+		CommandRate:         rate,
+		CommandBurst:        sp.burst,
+		PingInterval:        g.cfg.PingInterval,
+		PongTimeout:         g.cfg.PongTimeout,
+		WriteTimeout:        g.cfg.WriteTimeout,
+		AllowedOrigins:      g.cfg.AllowedOrigins,
+		ClientIP:            g.clientIP,
+		HandshakeTimeout:    g.cfg.HandshakeTimeout,
+		SendBudget:          g.budget,
+		Names:               g.cfg.Names,
+		AccessLog:           g.cfg.accessLogOn(),
+		Logger:              g.logger,
 	}
 	if g.authn != nil {
 		// Not a nil *auth.Authenticator in the interface, which would
@@ -293,11 +284,23 @@ func (g *Gateway) serve(name string, h http.Handler, lns []net.Listener, isTLS b
 	return srv
 }
 
-// PublicAddrs are the public listener's bound addresses.
-func (g *Gateway) PublicAddrs() []net.Addr { return addrsOf(g.publicLn) }
+// PublicAddrs are the public listener's bound addresses; none when
+// Config.PublicOff.
+func (g *Gateway) PublicAddrs() []net.Addr { return g.Addrs("public") }
 
 // InternalAddrs are the internal listener's bound addresses.
-func (g *Gateway) InternalAddrs() []net.Addr { return addrsOf(g.internalLn) }
+func (g *Gateway) InternalAddrs() []net.Addr { return g.Addrs("internal") }
+
+// Addrs are the bound addresses of the listener called name ("public",
+// "internal", or a Config.Listeners name); none for no such listener.
+func (g *Gateway) Addrs(name string) []net.Addr {
+	for _, l := range g.listeners {
+		if l.name == name {
+			return addrsOf(l.lns)
+		}
+	}
+	return nil
+}
 
 func addrsOf(lns []net.Listener) []net.Addr {
 	addrs := make([]net.Addr, len(lns))
@@ -321,11 +324,11 @@ func (g *Gateway) Drain() {
 // Draining reports whether Drain (or Shutdown) was called.
 func (g *Gateway) Draining() bool { return g.draining.Load() }
 
-// Shutdown drains (see Drain), stops accepting on the public listener,
-// tells every WebSocket client of both listeners to reconnect elsewhere
-// (1001) and ends every event stream (event: shutdown), waits for them
-// until ctx is done, then closes the internal listener and releases
-// everything. The internal listener goes last so that /readyz keeps
+// Shutdown drains (see Drain), stops accepting on the public-role
+// listeners, tells every WebSocket client of every listener to reconnect
+// elsewhere (1001) and ends every event stream (event: shutdown), waits
+// for them until ctx is done, then closes the internal listener and
+// releases everything. The internal listener goes last so that /readyz keeps
 // answering "draining" and /metrics keeps being scraped while clients
 // leave. It returns ctx's error when clients had to be cut off.
 func (g *Gateway) Shutdown(ctx context.Context) error {
@@ -345,8 +348,15 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}
 		wg.Wait()
 	}
-	run(g.publicHTTP.Shutdown, g.public.Shutdown, g.internal.Shutdown)
-	run(g.internalHTTP.Shutdown)
+	var first []func(context.Context) error
+	for _, l := range g.listeners {
+		if !l.internal {
+			first = append(first, l.http.Shutdown)
+		}
+		first = append(first, l.ws.Shutdown)
+	}
+	run(first...)
+	run(g.internal.http.Shutdown)
 	g.serveWG.Wait()
 	g.closeCore()
 	return drainErr
@@ -385,7 +395,11 @@ func (g *Gateway) Hub() *broker.Hub { return g.hub }
 func (g *Gateway) metricsRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	reg.MustRegister(&collector{hub: g.hub, servers: map[string]*ws.Server{"public": g.public, "internal": g.internal}, api: g.api, budget: g.budget})
+	servers := make(map[string]*ws.Server, len(g.listeners))
+	for _, l := range g.listeners {
+		servers[l.name] = l.ws
+	}
+	reg.MustRegister(&collector{hub: g.hub, servers: servers, api: g.api, budget: g.budget})
 	if r, ok := g.log.(closeBoth); ok {
 		reg.MustRegister(r.collector())
 	}

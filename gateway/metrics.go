@@ -42,7 +42,7 @@ var (
 	descStreamsTotal  = prometheus.NewDesc("tslm_sse_streams_accepted_total", "Server-Sent Events streams started.", []string{"listener"}, nil)
 	descCommands      = prometheus.NewDesc("tslm_commands_total", "Client commands received.", []string{"listener"}, nil)
 	descCloses        = prometheus.NewDesc("tslm_server_closes_total", "Connections closed by the server, by close code.", []string{"listener", "code"}, nil)
-	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades and event streams refused with an HTTP status, by reason: subprotocol, origin, max_connections_per_ip, max_connections, shutdown, unauthorized.", []string{"listener", "reason"}, nil)
+	descRefused       = prometheus.NewDesc("tslm_upgrades_refused_total", "WebSocket upgrades and event streams refused with an HTTP status, by reason: subprotocol, token, origin, max_connections_per_ip, max_connections, shutdown, unauthorized.", []string{"listener", "reason"}, nil)
 	descErrors        = prometheus.NewDesc("tslm_errors_total", "Error frames sent, by error code.", []string{"listener", "code"}, nil)
 	descAuth          = prometheus.NewDesc("tslm_auth_total", "Credentials checked (upgrade headers, auth frames, HTTP API requests), by result: ok or refused.", []string{"listener", "result"}, nil)
 	descBudget        = prometheus.NewDesc("tslm_send_budget_bytes", "Bytes queued for the clients of both listeners (state used) against TSLM_SEND_QUEUE_BUDGET (state limit).", []string{"state"}, nil)

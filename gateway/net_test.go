@@ -48,7 +48,7 @@ func startGateway(t *testing.T, cfg Config, logger *slog.Logger) *Gateway {
 func TestHandshakeTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	g := startGateway(t, Config{HandshakeTimeout: timeout}, nil)
-	if got := g.publicHTTP.ReadHeaderTimeout; got != timeout {
+	if got := g.public.http.ReadHeaderTimeout; got != timeout {
 		t.Errorf("ReadHeaderTimeout = %v, want the handshake timeout %v", got, timeout)
 	}
 	addr := g.PublicAddrs()[0].String()
@@ -85,7 +85,7 @@ func TestHandshakeTimeout(t *testing.T) {
 // the whole request's.
 func TestReadHeaderTimeoutWithinReadTimeout(t *testing.T) {
 	g := startGateway(t, Config{HandshakeTimeout: 20 * time.Second, HTTPReadTimeout: 5 * time.Second}, nil)
-	for _, srv := range []*http.Server{g.publicHTTP, g.internalHTTP} {
+	for _, srv := range []*http.Server{g.public.http, g.internal.http} {
 		if srv.ReadHeaderTimeout != 5*time.Second {
 			t.Errorf("ReadHeaderTimeout = %v, want HTTPReadTimeout's 5s", srv.ReadHeaderTimeout)
 		}

@@ -223,14 +223,14 @@ func slowConsumer(t *testing.T, g *Gateway, api func(method, path, body string, 
 	defer slow.Close()
 	wsRoundTrip(t, slow, `{"type":"subscribe","ref":"s","channel":"slow"}`, "ack")
 	big := `{"pad":"` + strings.Repeat("x", 48<<10) + `"}`
-	for i := 0; g.public.Stats().Closes[4000] == 0; i++ {
+	for i := 0; g.public.ws.Stats().Closes[4000] == 0; i++ {
 		if i == 2000 { // about 100 MB through a socket that reads nothing
 			t.Fatal("the subscriber that reads nothing was never closed as a slow consumer")
 		}
 		api(http.MethodPost, "/v1/channels/slow/messages", big, http.StatusCreated)
 	}
 	waitUntil(t, "the slow consumer's end counted", func() bool {
-		for e, n := range g.public.Stats().Ends {
+		for e, n := range g.public.ws.Stats().Ends {
 			if e.Code == "4000" && n > 0 {
 				return true
 			}

@@ -73,16 +73,6 @@ func hasPublisherKeys(c auth.PublisherConfig) bool {
 	return len(c.APIKeys) > 0 || len(c.JWTKeys) > 0
 }
 
-// mode is a listener's auth mode; Validate has checked its name.
-func (g *Gateway) mode(listener string) auth.Mode {
-	name := g.cfg.InternalAuth
-	if listener == "public" {
-		name = g.cfg.PublicAuth
-	}
-	m, _ := auth.ParseMode(name)
-	return m
-}
-
 // channelDefaults are a new channel's max_len and retention when its
 // creator names none: its first matching rule's, zero for the hub's
 // defaults.
@@ -101,15 +91,7 @@ func (c *Config) validateCredentials() error {
 			return &ConfigError{Field: "Publishers", Err: err}
 		}
 	}
-	if hasPublisherKeys(c.Publishers) || c.OIDCIssuer != "" {
-		return nil
-	}
-	for _, l := range []struct{ field, mode string }{{"PublicAuth", c.PublicAuth}, {"InternalAuth", c.InternalAuth}} {
-		if m, _ := auth.ParseMode(l.mode); m != auth.ModeOff {
-			return conflict(l.field, "OIDCIssuer", "is %q, but no credentials are configured (no API keys, no token keys, no OpenID provider): nobody could authenticate", l.mode)
-		}
-	}
-	return nil
+	return c.validateListenerCredentials()
 }
 
 // validateRules checks the channel rules' defaults against the limits a

@@ -38,6 +38,12 @@ type Config struct {
 	AuthMode      auth.Mode
 	Authenticator Authenticator
 	Policy        *auth.Policy
+	// Tokens, when not nil, are the listener's tokens (auth_tokens): every
+	// request must carry one in the TSLM-Auth-Token header, or is refused
+	// with 401 before anything else, so that a listener whose WebSocket
+	// needs a token is not open through its API. A token is no principal:
+	// AuthMode applies as to a request without credentials.
+	Tokens *auth.ListenerTokens
 	// Logger receives the failures a client is not told about: internal
 	// errors and an unreachable backlog. nil means slog.Default().
 	Logger *slog.Logger
@@ -98,18 +104,44 @@ func New(hub *broker.Hub, cfg Config) *API {
 // is answered in JSON too (405 and 404); routes registered on mux under
 // /v1/ by others are more specific and keep precedence.
 func (a *API) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/channels", a.list)
-	mux.HandleFunc("PUT /v1/channels/{channel}", a.create)
-	mux.HandleFunc("GET /v1/channels/{channel}", a.info)
-	mux.HandleFunc("DELETE /v1/channels/{channel}", a.delete)
-	mux.HandleFunc("POST /v1/channels/{channel}/messages", a.publish)
-	mux.HandleFunc("GET /v1/channels/{channel}/messages", a.messages)
-	mux.HandleFunc("/v1/channels", methodNotAllowed("GET, HEAD"))
-	mux.HandleFunc("/v1/channels/{channel}", methodNotAllowed("DELETE, GET, HEAD, PUT"))
-	mux.HandleFunc("/v1/channels/{channel}/messages", methodNotAllowed("GET, HEAD, POST"))
-	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, broker.CodeNotFound, "no such route: "+r.URL.Path)
-	})
+	for pattern, h := range map[string]http.HandlerFunc{
+		"GET /v1/channels":                     a.list,
+		"PUT /v1/channels/{channel}":           a.create,
+		"GET /v1/channels/{channel}":           a.info,
+		"DELETE /v1/channels/{channel}":        a.delete,
+		"POST /v1/channels/{channel}/messages": a.publish,
+		"GET /v1/channels/{channel}/messages":  a.messages,
+		"/v1/channels":                         methodNotAllowed("GET, HEAD"),
+		"/v1/channels/{channel}":               methodNotAllowed("DELETE, GET, HEAD, PUT"),
+		"/v1/channels/{channel}/messages":      methodNotAllowed("GET, HEAD, POST"),
+		"/v1/": func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, broker.CodeNotFound, "no such route: "+r.URL.Path)
+		},
+	} {
+		mux.HandleFunc(pattern, a.gate(h))
+	}
+}
+
+// gate lets through requests with one of the listener's tokens, when it
+// has some; a request without tells nothing of the routes, hence the
+// 404s and 405s behind it too.
+func (a *API) gate(h http.HandlerFunc) http.HandlerFunc {
+	if a.cfg.Tokens == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		values := r.Header.Values(auth.ListenerTokenHeader)
+		if len(values) == 1 && a.cfg.Tokens.Match(values[0]) {
+			h(w, r)
+			return
+		}
+		msg := "no listener token: this listener admits only requests with one of its auth_tokens in the " + auth.ListenerTokenHeader + " header"
+		if len(values) > 0 {
+			msg = "listener token refused: send one of this listener's auth_tokens in the " + auth.ListenerTokenHeader + " header"
+		}
+		w.Header().Set("WWW-Authenticate", auth.ListenerTokenChallenge)
+		writeError(w, http.StatusUnauthorized, broker.CodeUnauthorized, msg)
+	}
 }
 
 // createRequest is the optional body of a create. Pointers tell an absent

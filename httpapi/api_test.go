@@ -105,7 +105,7 @@ func newFixtureWith(t *testing.T, cfg Config) *fixture {
 	logger := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	hub := broker.New(f.log, broker.Config{MaxMaxLen: testMaxMaxLen, MaxRetention: 48 * time.Hour, Logger: logger})
 	api := New(hub, Config{MaxDataBytes: testMaxDataBytes, MaxReadLimit: testMaxReadLimit, MaxListLimit: testMaxListLimit, Logger: logger,
-		AuthMode: cfg.AuthMode, Authenticator: cfg.Authenticator, Policy: cfg.Policy})
+		AuthMode: cfg.AuthMode, Authenticator: cfg.Authenticator, Policy: cfg.Policy, Tokens: cfg.Tokens})
 	f.api = api
 	mux := http.NewServeMux()
 	api.Register(mux)

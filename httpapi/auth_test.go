@@ -171,3 +171,48 @@ func TestAuthentication(t *testing.T) {
 		}
 	})
 }
+
+// TestListenerTokens: on a listener with tokens, every route (the 404 and
+// 405 answers included) needs one in the TSLM-Auth-Token header; with it,
+// a request is one without credentials, as the listener's auth mode sees
+// it.
+func TestListenerTokens(t *testing.T) {
+	authn := apiKeys(t, map[string][]auth.Grant{"publisher-key": {grantOf(auth.AllOps, "*")}})
+	f := newFixtureWith(t, Config{AuthMode: auth.ModeOptional, Authenticator: authn,
+		Tokens: auth.NewListenerTokens([]auth.Secret{"s3cret-token"})})
+	token := http.Header{auth.ListenerTokenHeader: {"s3cret-token"}}
+	for _, c := range []struct {
+		name, method, path string
+		header             http.Header
+		says               string
+	}{
+		{"no token", http.MethodGet, "/v1/channels", nil, "no listener token"},
+		{"no token, with credentials", http.MethodPut, "/v1/channels/a", bearerOf("publisher-key"), "no listener token"},
+		{"wrong token", http.MethodGet, "/v1/channels", http.Header{auth.ListenerTokenHeader: {"s3cret-tokem"}}, "refused"},
+		{"two tokens", http.MethodGet, "/v1/channels", http.Header{auth.ListenerTokenHeader: {"s3cret-token", "s3cret-token"}}, "refused"},
+		{"token as a bearer", http.MethodGet, "/v1/channels", bearerOf("s3cret-token"), "no listener token"},
+		{"unknown route", http.MethodGet, "/v1/nothing", nil, "no listener token"},
+		{"wrong method", http.MethodPatch, "/v1/channels/a", nil, "no listener token"},
+	} {
+		status, body := f.doWith(t, c.method, c.path, "", c.header)
+		var e errorBody
+		if err := json.Unmarshal(body, &e); err != nil || status != http.StatusUnauthorized || e.Code != broker.CodeUnauthorized || !strings.Contains(e.Message, c.says) {
+			t.Errorf("%s: %d %s, want 401 unauthorized saying %q", c.name, status, body, c.says)
+		}
+		if strings.Contains(string(body), "s3cret") {
+			t.Errorf("%s: the answer repeats the token: %s", c.name, body)
+		}
+	}
+	withKey := http.Header{auth.ListenerTokenHeader: {"s3cret-token"}, "Authorization": {"Bearer publisher-key"}}
+	if status, body := f.doWith(t, http.MethodPut, "/v1/channels/a", "", withKey); status != http.StatusCreated {
+		t.Fatalf("create with token and credentials: %d %s", status, body)
+	}
+	// The token is no credential: optional mode refuses what only
+	// credentials allow.
+	if status, body := f.doWith(t, http.MethodPut, "/v1/channels/b", "", token); status != http.StatusUnauthorized || !strings.Contains(string(body), "needs credentials") {
+		t.Fatalf("create with the token alone: %d %s, want 401 for want of credentials", status, body)
+	}
+	if status, _ := f.doWith(t, http.MethodGet, "/v1/nothing", "", token); status != http.StatusNotFound {
+		t.Errorf("unknown route with the token: %d, want 404", status)
+	}
+}

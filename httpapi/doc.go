@@ -8,7 +8,9 @@
 //
 // On a listener that checks credentials, each request's Authorization:
 // Bearer is authenticated and the request decided by the listener's
-// auth.Policy, as WebSocket commands are (auth.go).
+// auth.Policy, as WebSocket commands are (auth.go). A listener with
+// tokens (auth_tokens) first refuses every request without one in the
+// TSLM-Auth-Token header (api.go, gate).
 //
 // An API holds no mutable state after New but its atomic counters: its
 // handlers are safe for concurrent use, and Register may be called on several muxes. It does not

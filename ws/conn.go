@@ -70,13 +70,14 @@ type conn struct {
 
 var _ broker.Sink = (*conn)(nil)
 
-// newConn makes the connection of ws, speaking for who (nil: nobody yet).
-func newConn(s *Server, ws *websocket.Conn, who *auth.Principal) *conn {
+// newConn makes the connection of ws, speaking for who (nil: nobody yet),
+// in tslm.legacy or v1.
+func newConn(s *Server, ws *websocket.Conn, who *auth.Principal, legacy bool) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		srv:      s,
 		ws:       ws,
-		legacy:   ws.Subprotocol() == ProtocolLegacy,
+		legacy:   legacy,
 		enc:      v1Encoder,
 		queue:    newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes, s.cfg.SendBudget),
 		ctx:      ctx,

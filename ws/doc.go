@@ -1,5 +1,9 @@
 // Package ws serves the gateway's WebSocket clients: the upgrade, protocol
-// v1 and the tslm.legacy adapter, and each connection's reader and writer.
+// v1 and the tslm.legacy adapter (also served at /, the original TSLM's
+// endpoint: ServeLegacy), and each connection's reader and writer. A
+// listener's tokens (handshake.go) are checked before anything else, on
+// every upgrade and event stream; a token offered as a subprotocol is
+// answered with itself when the server has nothing else to answer.
 //
 // Every connection has exactly one reader goroutine (the HTTP handler's),
 // which decodes and runs commands in order, and one writer goroutine, which

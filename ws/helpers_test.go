@@ -28,13 +28,14 @@ import (
 const readTimeout = 10 * time.Second
 
 // testServer is a Server over a real hub and in-memory backlog, mounted at
-// /v1/ws and /v1/sse of an httptest server on a loopback port.
+// /, /v1/ws and /v1/sse of an httptest server on a loopback port.
 type testServer struct {
 	srv  *Server
 	hub  *broker.Hub
 	mem  *backlog.Memory
 	http *httptest.Server
 	url  string // ws://127.0.0.1:port/v1/ws
+	root string // ws://127.0.0.1:port/, the original TSLM's endpoint
 }
 
 // serverOptions tune what sits behind the Server.
@@ -87,6 +88,7 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ws", srv)
 	mux.HandleFunc("GET /v1/sse", srv.ServeSSE)
+	mux.HandleFunc("GET /{$}", srv.ServeLegacy)
 	hs := httptest.NewUnstartedServer(mux)
 	if opts.conn != nil {
 		hs.Listener = wrapListener{hs.Listener, opts.conn}
@@ -104,7 +106,8 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 			t.Errorf("Shutdown at cleanup: %v", err)
 		}
 	})
-	return &testServer{srv: srv, hub: hub, mem: mem, http: hs, url: "ws" + strings.TrimPrefix(hs.URL, "http") + "/v1/ws"}
+	base := "ws" + strings.TrimPrefix(hs.URL, "http")
+	return &testServer{srv: srv, hub: hub, mem: mem, http: hs, url: base + "/v1/ws", root: base + "/"}
 }
 
 // onlyConn returns the server's one open connection, waiting for it to be

@@ -94,6 +94,13 @@ type Config struct {
 	AuthMode      auth.Mode
 	Authenticator Authenticator
 	Policy        *auth.Policy
+	// Tokens, when not nil, are the listener's tokens (the original TSLM's
+	// auth_tokens): every upgrade and event stream must present one, or is
+	// refused with HTTP 401 before anything else is checked but its
+	// subprotocols. A token admits a connection; it is no principal, so
+	// AuthMode and the Policy apply to the connection as to one without
+	// credentials. See docs/protocol.md "Listener tokens".
+	Tokens *auth.ListenerTokens
 	// AuthTimeout is how long a connection to a listener whose AuthMode is
 	// auth.ModeRequired has to authenticate before it is closed with 4500;
 	// 0 means 10s.
@@ -196,8 +203,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Server serves WebSocket clients of one listener at GET /v1/ws, and
-// Server-Sent Events streams at GET /v1/sse (ServeSSE). It is safe
+// Server serves WebSocket clients of one listener at GET /v1/ws, the
+// original TSLM's clients at GET / (ServeLegacy), and Server-Sent Events
+// streams at GET /v1/sse (ServeSSE). It is safe
 // for concurrent use.
 type Server struct {
 	cfg      Config
@@ -283,7 +291,8 @@ func New(hub *broker.Hub, cfg Config) *Server {
 	s := &Server{cfg: cfg, hub: hub, conns: make(map[*conn]struct{}), streams: make(map[*stream]struct{}), perIP: make(map[netip.Addr]int), drained: make(chan struct{})}
 	s.origins = newOrigins(cfg.AllowedOrigins, cfg.Logger)
 	s.upgrader = websocket.Upgrader{
-		Subprotocols: []string{ProtocolV1, ProtocolLegacy},
+		// negotiate chooses the subprotocol, which may be a listener
+		// token, and Upgrade answers what it chose.
 		// ServeHTTP has checked the origin, with an answer that names
 		// the setting to change.
 		CheckOrigin:      func(*http.Request) bool { return true },

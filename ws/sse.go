@@ -243,8 +243,12 @@ func (s *Server) sseFail(w http.ResponseWriter, err error) {
 // ServeSSE serves GET /v1/sse: it checks and subscribes every channel, and
 // only then starts the stream, so that every refusal is an HTTP status
 // (EventSource gives up for good on one, and retries a stream that ends).
-// The checks go in ServeHTTP's order, cheapest first.
+// The checks go in ServeHTTP's order, cheapest first: listener token,
+// request, origin, connections, credentials.
 func (s *Server) ServeSSE(w http.ResponseWriter, r *http.Request) {
+	if !s.streamToken(w, r) {
+		return
+	}
 	req, perr := s.parseSSE(r)
 	if perr != nil {
 		s.sseFail(w, perr)

@@ -193,10 +193,12 @@ func (s *sseStream) expectEnd() {
 func (ts *testServer) refusedSSE(t testing.TB, query string, header http.Header, status int, code broker.Code) (*http.Response, string) {
 	t.Helper()
 	resp := sseGet(t, ts.sseURL(query), header)
-	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != status {
-		t.Fatalf("GET ?%s: HTTP %d %s, want %d", query, resp.StatusCode, body, status)
+		// Not read: a stream that was not refused never ends.
+		resp.Body.Close()
+		t.Fatalf("GET ?%s: HTTP %d, want %d", query, resp.StatusCode, status)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	var e struct {
 		Code    broker.Code `json:"code"`
 		Message string      `json:"message"`

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strconv"
 	"time"
 
@@ -17,7 +16,8 @@ import (
 // Reasons an upgrade is refused with an HTTP status, as counted in
 // Stats.Refused.
 const (
-	RefusedSubprotocol         = "subprotocol"            // 400: neither tslm.v1 nor tslm.legacy offered
+	RefusedSubprotocol         = "subprotocol"            // 400: no subprotocol the endpoint speaks offered
+	RefusedToken               = "token"                  // 401: no listener token, or a wrong one, on a listener that has some
 	RefusedOrigin              = "origin"                 // 403: a browser origin not allowed
 	RefusedMaxConnectionsPerIP = "max_connections_per_ip" // 429: the client's address has its share
 	RefusedMaxConnections      = "max_connections"        // 503: the listener is full
@@ -34,6 +34,7 @@ const (
 	refusedMaxConnections
 	refusedShutdown
 	refusedUnauthorized
+	refusedToken
 )
 
 var refusalNames = [...]string{
@@ -43,6 +44,7 @@ var refusalNames = [...]string{
 	refusedMaxConnections:      RefusedMaxConnections,
 	refusedShutdown:            RefusedShutdown,
 	refusedUnauthorized:        RefusedUnauthorized,
+	refusedToken:               RefusedToken,
 }
 
 // Retry-After of the 429 and 503 answers. A full listener, or address,
@@ -53,20 +55,31 @@ const (
 	retryAfterShutdown = time.Second
 )
 
-// ServeHTTP upgrades the request and serves the connection until it ends.
+// ServeHTTP serves GET /v1/ws: it upgrades the request and serves the
+// connection until it ends, in protocol v1 or tslm.legacy, as the client
+// chose by subprotocol.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serveUpgrade(w, r, false) }
+
+// ServeLegacy serves the original TSLM's endpoint, GET /: every connection
+// speaks tslm.legacy, whatever subprotocol (none, tslm.legacy or a
+// listener token) it offered.
+func (s *Server) ServeLegacy(w http.ResponseWriter, r *http.Request) { s.serveUpgrade(w, r, true) }
+
+// serveUpgrade upgrades the request and serves the connection until it
+// ends; root is the original endpoint.
 // Every refusal it can decide before the upgrade is a plain HTTP answer: a
 // client that is not speaking WebSocket yet should get a status, not a
 // connection that opens only to close. The checks go from the cheapest to
 // the dearest, so that a flood is capped before it costs any cryptography:
-// handshake, subprotocol, origin, connections, credentials.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// handshake, listener token and subprotocol, origin, connections,
+// credentials.
+func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, root bool) {
 	if !websocket.IsWebSocketUpgrade(r) {
 		s.upgrader.Upgrade(w, r, nil) // answers why with a 400
 		return
 	}
-	if offered := websocket.Subprotocols(r); len(offered) > 0 &&
-		!slices.Contains(offered, ProtocolV1) && !slices.Contains(offered, ProtocolLegacy) {
-		s.refuse(w, refusedSubprotocol, http.StatusBadRequest, 0, "unsupported subprotocol: offer tslm.v1 or tslm.legacy")
+	hs, ok := s.negotiate(w, r, root)
+	if !ok {
 		return
 	}
 	if origin := r.Header.Get("Origin"); !s.origins.allow(origin, r.Host) {
@@ -96,12 +109,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.release(ip)
 		return
 	}
-	wsConn, err := s.upgrader.Upgrade(w, r, nil)
+	var answer http.Header
+	if hs.answer != "" {
+		answer = http.Header{"Sec-Websocket-Protocol": {hs.answer}}
+	}
+	wsConn, err := s.upgrader.Upgrade(w, r, answer)
 	if err != nil {
 		s.release(ip) // the upgrader has answered
 		return
 	}
-	c := newConn(s, wsConn, who)
+	c := newConn(s, wsConn, who, hs.legacy)
 	c.client = ip
 	if !s.admit(c) {
 		// Shutdown began during the upgrade.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/gateway"
 	"github.com/tslm/tslm/ws"
 )
@@ -97,6 +98,8 @@ type Vars struct {
 	InternalTLSKey      string        `env:"INTERNAL_TLS_KEY"`
 	TrustedProxies      []string      `env:"TRUSTED_PROXIES"`
 	MaxConnectionsPerIP int           `env:"MAX_CONNECTIONS_PER_IP"`
+	PublicAuthTokens    []auth.Secret `env:"PUBLIC_AUTH_TOKENS"`
+	InternalAuthTokens  []auth.Secret `env:"INTERNAL_AUTH_TOKENS"`
 	HandshakeTimeout    time.Duration `env:"HANDSHAKE_TIMEOUT"`
 	SendQueueBudget     int64         `env:"SEND_QUEUE_BUDGET"`
 
@@ -118,8 +121,14 @@ var processOnly = []string{"LogLevel", "LogFormat", "Config"}
 const ConfigVar = Prefix + "CONFIG"
 
 // notVariables are the gateway.Config fields no variable sets: Load
-// fills them itself.
-var notVariables = []string{"Names", "Publishers", "Channels"}
+// fills Names itself, and the others come from the config file only
+// (the process-wide limits' variables clear the file's per-listener
+// values, and TSLM_PUBLIC_ADDRS clears PublicOff: see overListeners).
+var notVariables = []string{"Names", "Publishers", "Channels", "PublicLimits", "InternalLimits", "PublicOff", "Listeners"}
+
+// secretVars are the variables whose values are never repeated in an
+// error.
+var secretVars = []string{"PUBLIC_AUTH_TOKENS", "INTERNAL_AUTH_TOKENS"}
 
 // emptyMeansNone are the variables for which an empty value is meaningful:
 // an empty list of extra origins allows the server's own origin only. Every
@@ -200,6 +209,7 @@ func LoadOver(base gateway.Config, environ map[string]string) (Settings, error) 
 		return st, err
 	}
 	st.Gateway = over(base, vars, given)
+	overListeners(&st.Gateway, given)
 	st.ConfigFile = vars.Config
 	// Refusals sent to clients and operators name the variable to set.
 	st.Gateway.Names = ws.SettingNames{
@@ -226,7 +236,7 @@ func explainFrom(err error, base gateway.Config, environ map[string]string) erro
 	}
 	v, ok := variableOf(ce.Field)
 	if !ok {
-		return err
+		return Explain(err) // a setting only the file has
 	}
 	if _, set := environ[v]; !set {
 		if f := reflect.ValueOf(base).FieldByName(ce.Field); f.IsValid() && !f.IsZero() {
@@ -245,12 +255,48 @@ func Explain(err error) error {
 	}
 	v, ok := variableOf(ce.Field)
 	if !ok {
+		v, ok = fileSetting(ce.Field)
+	}
+	if !ok {
 		return err
 	}
-	if r, ok := variableOf(ce.Related); ok {
+	r, ok := variableOf(ce.Related)
+	if !ok {
+		r, ok = fileSetting(ce.Related)
+	}
+	if ok {
 		return fmt.Errorf("%s: %w (see %s)", v, ce.Err, r)
 	}
 	return fmt.Errorf("%s: %w", v, ce.Err)
+}
+
+// fileSetting names a setting only the config file sets per listener,
+// such as "PublicLimits.MaxFrameBytes", the way the file writes it.
+func fileSetting(field string) (string, bool) {
+	keys := map[string]string{"MaxFrameBytes": "max_frame_size", "MaxDataBytes": "max_message_size", "MaxConnections": "max_connections",
+		"SendQueue": "channel_buffer_size", "MaxConnectionsPerIP": "max_connections_per_ip", "AuthTokens": "auth_tokens",
+		"Auth": "auth", "Allow": "default_endpoint_permissions", "Rate": "rate_limit_per_second", "TLSCert": "tls_cert", "TLSKey": "tls_key"}
+	owner, f, ok := strings.Cut(field, ".")
+	if !ok {
+		return "", false
+	}
+	f = strings.TrimPrefix(f, "Limits.")
+	name := ""
+	switch {
+	case owner == "PublicLimits":
+		name = "public"
+	case owner == "InternalLimits":
+		name = "internal"
+	case strings.HasPrefix(owner, "Listeners[") && strings.HasSuffix(owner, "]"):
+		name = owner[len("Listeners[") : len(owner)-1]
+	default:
+		return "", false
+	}
+	key, ok := keys[f]
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf("listener.%s.%s in the %s file", name, key, ConfigVar), true
 }
 
 func variableOf(field string) (string, bool) {
@@ -312,7 +358,10 @@ func checkValues(vars *Vars, environ map[string]string) error {
 		case reflect.Slice:
 			for j := range f.Len() {
 				item := strings.TrimSpace(f.Index(j).String())
-				if item == "" {
+				switch {
+				case item == "" && slices.Contains(secretVars, name):
+					return fmt.Errorf("%s%s has an empty entry (entry %d)", Prefix, name, j+1)
+				case item == "":
 					return fmt.Errorf("%s%s has an empty entry in %q", Prefix, name, environ[Prefix+name])
 				}
 				f.Index(j).SetString(item)
@@ -349,6 +398,42 @@ func over(base gateway.Config, vars Vars, environ map[string]string) gateway.Con
 		dst.FieldByName(f.Name).Set(src.Field(i))
 	}
 	return cfg
+}
+
+// overListeners applies the process-wide variables to what a config file
+// set per listener: a limit's variable replaces every listener's value of
+// that limit, as it replaces the process-wide one, and
+// TSLM_PUBLIC_ADDRS opens the public listener a file left out.
+func overListeners(cfg *gateway.Config, environ map[string]string) {
+	set := func(name string) bool {
+		_, ok := environ[Prefix+name]
+		return ok
+	}
+	cfg.Listeners = slices.Clone(cfg.Listeners) // the file's Config shares it
+	limits := []*gateway.ListenerLimits{&cfg.PublicLimits, &cfg.InternalLimits}
+	for i := range cfg.Listeners {
+		limits = append(limits, &cfg.Listeners[i].Limits)
+		if set("MAX_CONNECTIONS_PER_IP") {
+			cfg.Listeners[i].MaxConnectionsPerIP = 0
+		}
+	}
+	for _, l := range limits {
+		if set("MAX_FRAME_BYTES") {
+			l.MaxFrameBytes = 0
+		}
+		if set("MAX_DATA_BYTES") {
+			l.MaxDataBytes = 0
+		}
+		if set("MAX_CONNECTIONS") {
+			l.MaxConnections = 0
+		}
+		if set("SEND_QUEUE") {
+			l.SendQueue = 0
+		}
+	}
+	if set("PUBLIC_ADDRS") {
+		cfg.PublicOff = false
+	}
 }
 
 func (st *Settings) readLogging(vars Vars) error {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tslm/tslm/auth"
 	"github.com/tslm/tslm/gateway"
 	"github.com/tslm/tslm/ws"
 )
@@ -405,5 +406,76 @@ func TestLoadReadsSwitches(t *testing.T) {
 	}
 	if _, err := Load(map[string]string{"TSLM_ACCESS_LOG": "sometimes"}); err == nil || !strings.Contains(err.Error(), "TSLM_ACCESS_LOG") {
 		t.Errorf("TSLM_ACCESS_LOG=sometimes: error %v, want one naming the variable", err)
+	}
+}
+
+// TestListenerTokenVariables: TSLM_PUBLIC_AUTH_TOKENS and
+// TSLM_INTERNAL_AUTH_TOKENS are comma-separated lists of tokens, and no
+// error about them repeats a token.
+func TestListenerTokenVariables(t *testing.T) {
+	st, err := Load(map[string]string{"TSLM_PUBLIC_AUTH_TOKENS": "first-token, second-token", "TSLM_INTERNAL_AUTH_TOKENS": "third-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := st.Gateway; !reflect.DeepEqual(g.PublicAuthTokens, []auth.Secret{"first-token", "second-token"}) ||
+		!reflect.DeepEqual(g.InternalAuthTokens, []auth.Secret{"third-token"}) {
+		t.Errorf("tokens %v %v", g.PublicAuthTokens, g.InternalAuthTokens) // printed redacted
+	}
+	for value, says := range map[string]string{
+		"first-token,,second-token": "TSLM_PUBLIC_AUTH_TOKENS has an empty entry (entry 2)",
+		"first-token,second token":  "TSLM_PUBLIC_AUTH_TOKENS: token 2 has a character",
+	} {
+		_, err := Load(map[string]string{"TSLM_PUBLIC_AUTH_TOKENS": value})
+		if err == nil || !strings.Contains(err.Error(), says) {
+			t.Errorf("TSLM_PUBLIC_AUTH_TOKENS=%q: %v, want an error saying %q", value, err, says)
+		}
+		if err != nil && (strings.Contains(err.Error(), "first-token") || strings.Contains(err.Error(), "second")) {
+			t.Errorf("the error repeats a token: %v", err)
+		}
+	}
+	if _, err := Load(map[string]string{"TSLM_INTERNAL_AUTH_TOKENS": ""}); err == nil || strings.Contains(err.Error(), "first") {
+		t.Errorf("empty TSLM_INTERNAL_AUTH_TOKENS: %v, want refused", err)
+	}
+}
+
+// TestVariablesOverrideListenersOfTheFile: a process-wide limit's variable
+// replaces every listener's value of it, as it replaces the file's
+// process-wide one; TSLM_PUBLIC_ADDRS opens the public listener a file
+// left out. The file's Config is not changed.
+func TestVariablesOverrideListenersOfTheFile(t *testing.T) {
+	file := gateway.Config{
+		PublicOff:      true,
+		PublicLimits:   gateway.ListenerLimits{MaxConnections: 5, MaxFrameBytes: 200000},
+		InternalLimits: gateway.ListenerLimits{MaxConnections: 6, SendQueue: 10},
+		Listeners: []gateway.Listener{{Name: "feed", Addrs: []string{":9000"}, MaxConnectionsPerIP: 3,
+			Limits: gateway.ListenerLimits{MaxConnections: 7, MaxDataBytes: 1000}}},
+	}
+	st, err := LoadOver(file, map[string]string{"TSLM_MAX_CONNECTIONS": "9", "TSLM_MAX_CONNECTIONS_PER_IP": "4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := st.Gateway
+	got := []any{g.PublicLimits, g.InternalLimits, g.Listeners[0].Limits, g.Listeners[0].MaxConnectionsPerIP, g.MaxConnections, g.PublicOff}
+	want := []any{gateway.ListenerLimits{MaxFrameBytes: 200000}, gateway.ListenerLimits{SendQueue: 10}, gateway.ListenerLimits{MaxDataBytes: 1000}, 0, 9, true}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("merged %v, want %v", got, want)
+	}
+	if file.Listeners[0].Limits.MaxConnections != 7 {
+		t.Error("LoadOver changed the file's listeners")
+	}
+	st, err = LoadOver(file, map[string]string{"TSLM_PUBLIC_ADDRS": "127.0.0.1:0", "TSLM_MAX_FRAME_BYTES": "300000", "TSLM_MAX_DATA_BYTES": "2000", "TSLM_SEND_QUEUE": "20"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g = st.Gateway
+	got = []any{g.PublicLimits, g.InternalLimits, g.Listeners[0].Limits, g.PublicOff}
+	want = []any{gateway.ListenerLimits{MaxConnections: 5}, gateway.ListenerLimits{MaxConnections: 6}, gateway.ListenerLimits{MaxConnections: 7}, false}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("merged %v, want %v", got, want)
+	}
+	// A conflict between a variable and a listener's own limit names both.
+	_, err = LoadOver(gateway.Config{PublicLimits: gateway.ListenerLimits{MaxDataBytes: 100000}}, map[string]string{"TSLM_MAX_FRAME_BYTES": "70000"})
+	if err == nil || !strings.HasPrefix(err.Error(), "listener.public.max_message_size in the TSLM_CONFIG file: ") || !strings.Contains(err.Error(), "(see TSLM_MAX_FRAME_BYTES)") {
+		t.Errorf("conflict with a listener's limit: %v", err)
 	}
 }
