@@ -285,13 +285,6 @@ func loadConfig(t *testing.T, vs valueSet, o *objects, c *corev1.Container) envc
 	if len(f.Warnings) > 0 {
 		t.Errorf("the chart's config file warns: %q\n%s", f.Warnings, file)
 	}
-	if _, ok := env[tokensVar]; ok && !slices.Contains(envconfig.Names(), tokensVar) {
-		// Until the gateway reads the original TSLM's tokens (issue 20),
-		// the variable would be refused as unknown; once it does, the
-		// tokens are loaded and checked with the rest.
-		t.Logf("%s is not a variable of this gateway yet: loading without it", tokensVar)
-		delete(env, tokensVar)
-	}
 	st, err := envconfig.LoadOver(f.Config, env)
 	if err != nil {
 		t.Fatalf("the gateway refuses the chart's variables over its file:\n%v\nvariables: %v", err, env)

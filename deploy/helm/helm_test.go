@@ -128,8 +128,8 @@ func TestCIBuildsThisHelm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(ci), "go run "+helmModule+" lint") {
-		t.Errorf(".ci/run does not run %q: CI would build helm inside the tests", "go run "+helmModule+" lint")
+	if !strings.Contains(string(ci), "helm_module="+helmModule+"\n") || !strings.Contains(string(ci), `go run "$helm_module" lint`) {
+		t.Errorf(".ci/run does not build and run %s before the tests: CI would build helm inside them", helmModule)
 	}
 	if !strings.Contains(string(ci), "--kube-version "+kubeVersion) {
 		t.Errorf(".ci/run does not lint for Kubernetes %s, as the tests do", kubeVersion)
