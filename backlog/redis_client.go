@@ -33,10 +33,10 @@ import (
 //
 // It turns ContextTimeoutEnabled on, so that ctx deadlines bound every
 // command, and unless the URL sets pool_size it sizes the pool (per node
-// for a Cluster) at 10 per CPU plus 1024 for blocking Reads: each hub
-// reader holds one connection for good, and their number grows with the
-// channels followed. Connections are opened lazily, so the headroom costs
-// nothing until it is used. Errors never quote the URL's password.
+// for a Cluster) at 10 per CPU plus 1024 for blocking Claims: a serving
+// app's pull holds a connection while it waits for a request.
+// Connections are opened lazily, so the headroom costs nothing until it
+// is used. Errors never quote the URL's password.
 func NewRedisClient(rawURL string) (redis.UniversalClient, error) {
 	if host := hostOf(rawURL); strings.Contains(host, ",") {
 		if strings.Contains(rawURL, "master_name=") {

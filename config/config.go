@@ -77,6 +77,7 @@ type document struct {
 	Listener map[string]listenerTable `toml:"listener"`
 	Auth     authTable                `toml:"auth"`
 	Channel  []channelTable           `toml:"channel"`
+	Redis    redisTable               `toml:"redis"`
 }
 
 // loader turns a decoded document into a Config, collecting every mistake.
@@ -108,6 +109,7 @@ func parse(name string, doc []byte) (File, error) {
 	l.listeners(d.Listener)
 	l.auth(d.Auth)
 	l.channels(d.Channel)
+	l.redis(d.Redis)
 	if len(l.errs) == 0 {
 		l.validate()
 	}

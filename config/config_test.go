@@ -170,6 +170,11 @@ public = []
 [[channel]]
 pattern = "*"
 anonymous = ["subscribe"]
+
+[redis]
+url = "redis://redis.internal:6380/2?pool_size=50"
+prefix = "edge:"
+poll_interval = "750ms"
 `)
 	dir := filepath.Dir(path)
 	if err := os.WriteFile(filepath.Join(dir, "secret.key"), []byte(secret+"\n"), 0o600); err != nil {
@@ -240,6 +245,9 @@ anonymous = ["subscribe"]
 			{Pattern: auth.MustParsePattern("private.*"), PublicSet: true},
 			{Pattern: auth.MustParsePattern("*"), Anonymous: auth.Ops(auth.OpSubscribe)},
 		},
+		RedisURL:     "redis://redis.internal:6380/2?pool_size=50",
+		RedisPrefix:  "edge:",
+		PollInterval: 750 * time.Millisecond,
 	}
 	// Expires compares by instant, not by location.
 	got := f.Config
@@ -332,7 +340,14 @@ func TestErrorsNameTheLine(t *testing.T) {
 	}{
 		{"malformed TOML", "[listener.public]\nip = \"0.0.0.0\nport = 1\n", 2, "", "new lines"},
 		{"unknown key", "[listener.public]\nport = 8080\nprot = 8081\n", 3, "listener.public.prot", "unknown key"},
-		{"unknown table", "[listener.public]\nport = 8080\n\n[redis]\nurl = \"x\"\n", 4, "redis", "unknown table"},
+		{"unknown table", "[listener.public]\nport = 8080\n\n[cache]\nurl = \"x\"\n", 4, "cache", "unknown table"},
+		{"unknown key of [redis]", "[redis]\nurl = \"redis://r:6379\"\nmaster = \"m\"\n", 3, "redis.master", "unknown key"},
+		{"redis url not a URL", "[redis]\nurl = \"r:6379\"\n", 2, "redis.url", "redis"},
+		{"redis url of a Cluster with a database", "[redis]\nurl = \"redis://a:1,b:2/3\"\n", 2, "redis.url", "database"},
+		{"redis prefix with a brace", "[redis]\nprefix = \"a{b\"\n", 2, "redis.prefix", "key prefix"},
+		{"redis prefix empty", "[redis]\nprefix = \"\"\n", 2, "redis.prefix", "1-"},
+		{"redis poll interval not a duration", "[redis]\npoll_interval = \"2\"\n", 2, "redis.poll_interval", "not a duration"},
+		{"redis poll interval too short", "[redis]\npoll_interval = \"1ms\"\n", 2, "redis.poll_interval", "at least 10ms"},
 		{"unknown grant operation", "[[auth.api_key]]\nname = \"a\"\nsha256 = \"" + hash + "\"\ngrants = { delete = [\"x\"] }\n", 4, "auth.api_key[0].grants.delete", "unknown key"},
 		{"wrong type", "[listener.public]\nport = \"8080\"\n", 2, "listener.public.port", "want an integer, not a TOML string"},
 		{"wrong type in an array of tables", "[[channel]]\npattern = \"a\"\n[[channel]]\npattern = \"b\"\nmax_len = \"many\"\n", 5, "channel[1].max_len", "want an integer"},
@@ -455,16 +470,20 @@ hmac = "`+strings.Repeat("z", 32)+`"
 pattern = "a.*"
 [[channel]]
 pattern = "a.*"
+
+[redis]
+url = "redis://:hunter2@redis:6379/0"
 `)
 	want := []string{":3:1: listener.public.channel_buffer_size: 0 meant unbounded", ":7:16: listener.internal.auth_tokens[0]: the token is 5 bytes long",
 		":12:1: auth.api_key[0].expires: the API key \"old\" expired",
-		":16:1: auth.token_key[0].hmac: the HMAC secret is written in the config file", ":21:1: channel[1].pattern: channel[0] has the same pattern"}
+		":16:1: auth.token_key[0].hmac: the HMAC secret is written in the config file", ":21:1: channel[1].pattern: channel[0] has the same pattern",
+		":24:1: redis.url: the URL holds a password"}
 	if len(f.Warnings) != len(want) {
 		t.Fatalf("warnings %q, want %d", f.Warnings, len(want))
 	}
 	for i, w := range want {
-		if !strings.Contains(f.Warnings[i], w) {
-			t.Errorf("warning %q, want one containing %q", f.Warnings[i], w)
+		if !strings.Contains(f.Warnings[i], w) || strings.Contains(f.Warnings[i], "hunter2") {
+			t.Errorf("warning %q, want one containing %q, and no password", f.Warnings[i], w)
 		}
 	}
 	// Each listener keeps its own frame limit.

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -82,7 +83,8 @@ func TestExampleFileCommentedSettingsLoad(t *testing.T) {
 	c := f.Config
 	if c.PublicTLSCert == "" || c.InternalTLSKey == "" || len(c.Publishers.JWTKeys) != 3 ||
 		len(c.PublicAuthTokens) != 1 || len(c.InternalAuthTokens) != 1 || len(c.Listeners) != 1 || c.Listeners[0].Name != "partners" ||
-		c.Listeners[0].Limits.MaxConnections != 500 || len(c.Listeners[0].AuthTokens) != 1 {
+		c.Listeners[0].Limits.MaxConnections != 500 || len(c.Listeners[0].AuthTokens) != 1 ||
+		c.RedisURL != "redis://redis:6379/0" || c.RedisPrefix != "tslm:" || c.PollInterval != 2*time.Second {
 		t.Errorf("uncommented settings missing: %+v", c)
 	}
 	if len(f.Warnings) != 0 {

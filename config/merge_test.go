@@ -40,6 +40,11 @@ issuer = "https://sso.example"
 [[channel]]
 pattern = "prices.*"
 anonymous = ["subscribe"]
+
+[redis]
+url = "redis://file-redis:6379/0"
+prefix = "file:"
+poll_interval = "5s"
 `
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -50,6 +55,8 @@ anonymous = ["subscribe"]
 		"TSLM_MAX_CONNECTIONS":    "5",
 		"TSLM_PUBLIC_AUTH":        "required",
 		"TSLM_PUBLIC_AUTH_TOKENS": "env-token-0123456789,env-token-abcdefghij",
+		"TSLM_REDIS_URL":          "redis://env-redis:6379/0",
+		"TSLM_POLL_INTERVAL":      "1s",
 	}
 	f, err := config.Load(environ[envconfig.ConfigVar])
 	if err != nil {
@@ -60,8 +67,10 @@ anonymous = ["subscribe"]
 		t.Fatal(err)
 	}
 	c := st.Gateway.WithDefaults()
-	got := []any{c.PublicAddrs, c.MaxConnections, c.PublicAuth, c.PublicRate, c.AuthTimeout, len(c.Channels), c.InternalAddrs, c.MaxFrameBytes}
-	want := []any{[]string{"127.0.0.1:9999"}, 5, "required", 10.0, 3 * time.Second, 1, []string{"127.0.0.1:8081"}, int64(131072)}
+	got := []any{c.PublicAddrs, c.MaxConnections, c.PublicAuth, c.PublicRate, c.AuthTimeout, len(c.Channels), c.InternalAddrs, c.MaxFrameBytes,
+		c.RedisURL, c.RedisPrefix, c.PollInterval}
+	want := []any{[]string{"127.0.0.1:9999"}, 5, "required", 10.0, 3 * time.Second, 1, []string{"127.0.0.1:8081"}, int64(131072),
+		"redis://env-redis:6379/0", "file:", time.Second}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("merged %v, want %v", got, want)
 	}

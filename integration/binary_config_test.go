@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tslm/tslm/internal/redistest"
 )
 
 // TestBinaryReadsConfigFile starts the real binary on the original TSLM's
@@ -112,5 +115,53 @@ func TestBinaryRefusesBadConfigFile(t *testing.T) {
 	}
 	if strings.Contains(p.output(), "s3cret") {
 		t.Errorf("stderr shows a token:\n%s", p.output())
+	}
+}
+
+// TestBinaryReadsRedisFromConfigFile: the file's [redis] table puts the
+// real binary on that Redis, under the file's key prefix, with the
+// password of its URL; the log warns that the password is in the file
+// and never shows it.
+func TestBinaryReadsRedisFromConfigFile(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	// A user of its own, so that the URL needs its password while the
+	// test's own client stays the default user.
+	const password = "file-redis-password-42"
+	if err := srv.Client().Do(ctx, "ACL", "SETUSER", "gw", "on", ">"+password, "~*", "&*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tslm.toml")
+	doc := "[listener.public]\nport = 8080\n\n[redis]\nurl = \"redis://gw:" + password + "@" + srv.Addr() + "/0\"\nprefix = \"fromfile:\"\npoll_interval = \"500ms\"\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startBinary(t, map[string]string{"TSLM_CONFIG": path})
+	internal := p.addr(t, "internal")
+	req, err := http.NewRequest(http.MethodPut, "http://"+internal+"/v1/channels/filed", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("create: HTTP %d", resp.StatusCode)
+	}
+	if n, err := srv.Client().Exists(ctx, "fromfile:meta:{filed}").Result(); err != nil || n != 1 {
+		t.Errorf("the channel's meta under the file's prefix: exists %d, %v; keys %v", n, err, srv.Client().Keys(ctx, "*").Val())
+	}
+	warned := false
+	for _, l := range p.logLines() {
+		msg, _ := l["msg"].(string)
+		warned = warned || l["level"] == "WARN" && strings.HasPrefix(msg, path+":5:1: redis.url: the URL holds a password")
+	}
+	if !warned {
+		t.Errorf("no warning of the password in the file; stderr:\n%s", p.output())
+	}
+	if strings.Contains(p.output(), password) {
+		t.Errorf("stderr shows the password:\n%s", p.output())
 	}
 }
