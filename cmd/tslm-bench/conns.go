@@ -25,6 +25,7 @@ import (
 // URL target without -gateway-pid; the bare broadcaster has no /metrics).
 type IdleResult struct {
 	SettleS float64 `json:"settle_s"`
+	GC      bool    `json:"gc"` // -gc: read after the server collected its garbage
 	// Before connecting (the channels created), and with every
 	// connection open and settled.
 	RSSBeforeMiB  *float64 `json:"rss_before_mib"`
@@ -45,7 +46,8 @@ type IdleRatios struct {
 
 // StormResult is -scenario storm's part of the JSON line.
 type StormResult struct {
-	Messages int `json:"messages_per_channel"` // published while the subscribers were down
+	Messages int  `json:"messages_per_channel"` // published while the subscribers were down
+	GC       bool `json:"gc"`                   // -gc: memory read after the server collected its garbage
 	// BaselineS is the time the subscribers took to connect and
 	// subscribe fresh; CatchUpS the time from the reconnect until every
 	// one of them had received every message it missed; Ratio the one
@@ -81,9 +83,15 @@ type memory struct {
 }
 
 // readMemory reads the target's RSS (from /proc, with its pid) and Go
-// heap in use (from its /metrics).
+// heap in use (from its /metrics), with -gc after a server the tool
+// started has collected its garbage.
 func (r *bench) readMemory(ctx context.Context) memory {
 	var m memory
+	if r.spec.gc && r.tgt.child != nil {
+		if err := r.tgt.child.command("gc"); err != nil {
+			fmt.Fprintf(r.progress, "tslm-bench: [%s] -gc: %v\n", r.tgt.name, err)
+		}
+	}
 	if r.tgt.pid != 0 {
 		if rss, _, err := procRSS(r.tgt.pid); err == nil {
 			m.rss = &rss
@@ -302,7 +310,7 @@ func (r *bench) measureIdle(ctx context.Context) (*Result, error) {
 	res.Interrupted = ctx.Err() != nil
 	n := len(r.subs)
 	res.Idle = &IdleResult{
-		SettleS:      round3(r.spec.settle.Seconds()),
+		SettleS: round3(r.spec.settle.Seconds()), GC: r.spec.gc && r.tgt.child != nil,
 		RSSBeforeMiB: mibOf(before.rss), RSSMiB: mibOf(with.rss), HeapBeforeMiB: mibOf(before.heap), HeapMiB: mibOf(with.heap),
 		RSSPerConn: perConn(before.rss, with.rss, n), HeapPerConn: perConn(before.heap, with.heap, n),
 	}
@@ -337,7 +345,7 @@ func (r *bench) measureStorm(ctx context.Context) (*Result, error) {
 	}
 	fmt.Fprintf(r.progress, "tslm-bench: [%s] baseline: %d connections subscribed to %d channels in %.2fs\n",
 		r.tgt.name, len(r.subs), len(r.names), baseline.Seconds())
-	st := &StormResult{Messages: r.spec.messages, BaselineS: round3(baseline.Seconds())}
+	st := &StormResult{Messages: r.spec.messages, BaselineS: round3(baseline.Seconds()), GC: r.spec.gc && r.tgt.child != nil}
 	finish := func() (*Result, error) {
 		r.tearDown(ctx)
 		res := r.baseResult(at, baseline, self)
@@ -488,6 +496,9 @@ func summarizeConns(w io.Writer, res *Result) {
 		return fmt.Sprintf("%.1f %s", *v, unit)
 	}
 	if i := res.Idle; i != nil {
+		if i.GC {
+			fmt.Fprintln(w, "   memory      read after the server collected its garbage (-gc)")
+		}
 		fmt.Fprintf(w, "   RSS         %s before, %s with them after %.0fs: %s per connection\n",
 			opt(i.RSSBeforeMiB, "MiB"), opt(i.RSSMiB, "MiB"), i.SettleS, opt(i.RSSPerConn, "B"))
 		fmt.Fprintf(w, "   Go heap     %s before, %s with them: %s per connection\n",
@@ -497,6 +508,9 @@ func summarizeConns(w io.Writer, res *Result) {
 		}
 	}
 	if s := res.Storm; s != nil {
+		if s.GC && s.Skipped == "" {
+			fmt.Fprintln(w, "   memory      read after the server collected its garbage (-gc)")
+		}
 		if s.Skipped != "" {
 			fmt.Fprintf(w, "   storm       skipped: %s\n", s.Skipped)
 		} else {

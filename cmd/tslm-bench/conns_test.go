@@ -36,7 +36,7 @@ func checkIdle(t *testing.T, r Result, target string, heap bool) {
 // TestIdle runs the idle scenario on a gateway with the in-memory
 // backlog against the bare broadcaster, then on one with Redis.
 func TestIdle(t *testing.T) {
-	code, res, log := benchRun(t, small("-target", "self-memory", "-scenario", "idle", "-compare", "bare"), 0, 0)
+	code, res, log := benchRun(t, small("-target", "self-memory", "-scenario", "idle", "-compare", "bare", "-gc"), 0, 0)
 	if code != 0 || len(res) != 2 {
 		t.Fatalf("exit %d, %d results; log:\n%s", code, len(res), log)
 	}
@@ -45,7 +45,10 @@ func TestIdle(t *testing.T) {
 	if res[0].Idle.VsBare != nil || res[1].Idle.VsBare == nil || res[1].Idle.VsBare.RSSPerConn == 0 {
 		t.Errorf("ratios: bare's %+v, self-memory's %+v", res[0].Idle.VsBare, res[1].Idle.VsBare)
 	}
-	for _, want := range []string{"50 connections subscribed", "per connection", "vs bare", "verified"} {
+	if !res[0].Idle.GC || !res[1].Idle.GC {
+		t.Errorf("-gc: bare's %v, self-memory's %v", res[0].Idle.GC, res[1].Idle.GC)
+	}
+	for _, want := range []string{"50 connections subscribed", "per connection", "-gc", "vs bare", "verified"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("no %q in the log:\n%s", want, log)
 		}
@@ -57,6 +60,9 @@ func TestIdle(t *testing.T) {
 		t.Fatalf("exit %d, %d results; log:\n%s", code, len(res), log)
 	}
 	checkIdle(t, res[0], "self-redis", true)
+	if res[0].Idle.GC {
+		t.Errorf("memory read after a GC without -gc")
+	}
 }
 
 // checkStorm checks a storm of 50 subscribers on 5 channels, each

@@ -41,6 +41,7 @@ type spec struct {
 	messages   int           // storm: messages published per channel while the subscribers are down
 	settle     time.Duration // the wait before reading the gateway's memory
 	localAddrs int           // subscribers dial from 127.0.0.1 … 127.0.0.<localAddrs> in turn
+	gc         bool          // a started server collects its garbage before each memory reading
 }
 
 // subscriptions is the run's subscribers, one connection each.

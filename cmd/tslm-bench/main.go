@@ -141,6 +141,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.spec.conns, "connections", 10000, "idle and storm: subscribers, one connection each, spread over -channels")
 	fs.IntVar(&o.spec.messages, "messages", 100, "storm: messages published to each channel while its subscribers are down")
 	fs.DurationVar(&o.spec.settle, "settle", 5*time.Second, "idle and storm: the wait before reading the gateway's memory (after connecting, and after the storm)")
+	fs.BoolVar(&o.spec.gc, "gc", false, "idle and storm: a server the tool started collects its garbage and returns free memory to the OS (debug.FreeOSMemory) before each memory reading, so that it shows what the connections hold")
 	fs.IntVar(&o.spec.localAddrs, "local-addrs", 1, "subscribers connect from 127.0.0.1 … 127.0.0.`N` in turn: past ~28 000 connections to one address the ephemeral ports run out")
 	fs.IntVar(&o.spec.channels, "channels", 0, "channels (default: the scenario's)")
 	fs.IntVar(&o.spec.subscribers, "subscribers", 0, "subscribers per channel, one connection each (default: the scenario's)")
