@@ -34,7 +34,8 @@ func checkIdle(t *testing.T, r Result, target string, heap bool) {
 }
 
 // TestIdle runs the idle scenario on a gateway with the in-memory
-// backlog against the bare broadcaster, then on one with Redis.
+// backlog against the bare broadcaster, then on one with Redis, its
+// subscribers dialing from three loopback addresses.
 func TestIdle(t *testing.T) {
 	code, res, log := benchRun(t, small("-target", "self-memory", "-scenario", "idle", "-compare", "bare", "-gc"), 0, 0)
 	if code != 0 || len(res) != 2 {
@@ -55,7 +56,7 @@ func TestIdle(t *testing.T) {
 	}
 
 	srv := redistest.Start(t, redistest.Options{})
-	code, res, log = benchRun(t, small("-target", "self-redis="+srv.URL(), "-scenario", "idle", "-publish", "ws"), 0, 0)
+	code, res, log = benchRun(t, small("-target", "self-redis="+srv.URL(), "-scenario", "idle", "-publish", "ws", "-local-addrs", "3"), 0, 0)
 	if code != 0 || len(res) != 1 {
 		t.Fatalf("exit %d, %d results; log:\n%s", code, len(res), log)
 	}
