@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -34,10 +35,25 @@ type spec struct {
 	allowGaps   bool
 	redisPrefix string
 	dialers     int // connections opened at a time
+
+	// idle and storm only (conns.go)
+	conns      int           // subscribers in all, subscriber i on channel i % channels
+	messages   int           // storm: messages published per channel while the subscribers are down
+	settle     time.Duration // the wait before reading the gateway's memory
+	localAddrs int           // subscribers dial from 127.0.0.1 … 127.0.0.<localAddrs> in turn
+	gc         bool          // a started server collects its garbage before each memory reading
+}
+
+// subscriptions is the run's subscribers, one connection each.
+func (s spec) subscriptions() int {
+	if s.conns > 0 {
+		return s.conns
+	}
+	return s.channels * s.subscribers
 }
 
 func (s spec) connections() int {
-	n := s.channels * s.subscribers
+	n := s.subscriptions()
 	if s.publish == "ws" {
 		n += s.publishers
 	}
@@ -61,6 +77,7 @@ type bench struct {
 	accepted  atomic.Uint64 // of which new and in order
 	published atomic.Uint64 // acknowledged publishes
 	pubErrors atomic.Uint64
+	connected atomic.Int64 // connections subscribed (idle and storm's progress)
 
 	errMu     sync.Mutex
 	pubErrMsg string // the first publish error
@@ -100,6 +117,14 @@ func newRunID() string {
 
 // setUp creates the channels and connects and subscribes the subscribers.
 func (r *bench) setUp(ctx context.Context) error {
+	if err := r.createChannels(ctx); err != nil {
+		return err
+	}
+	return r.connectAll(ctx)
+}
+
+// createChannels names and creates the run's channels.
+func (r *bench) createChannels(ctx context.Context) error {
 	id := newRunID()
 	r.names = make([]string, r.spec.channels)
 	for i := range r.names {
@@ -116,46 +141,77 @@ func (r *bench) setUp(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating channels: %w", err)
 	}
-	r.subs = make([]*subscriber, r.spec.channels*r.spec.subscribers)
-	d := websocket.Dialer{Subprotocols: []string{"tslm.v1"}, HandshakeTimeout: 30 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 1024}
+	return nil
+}
+
+// connectAll connects and subscribes the subscribers.
+func (r *bench) connectAll(ctx context.Context) error {
+	r.subs = make([]*subscriber, r.spec.subscriptions())
 	return r.each(ctx, len(r.subs), func(ctx context.Context, i int) error {
-		s := &subscriber{channel: i % r.spec.channels, st: newStream(r.spec.publishers), done: make(chan struct{})}
-		ws, resp, err := d.DialContext(ctx, r.tgt.publicWS, nil)
-		if err != nil {
-			if resp != nil {
-				b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-				return fmt.Errorf("subscriber %d: %v: HTTP %d %s", i, err, resp.StatusCode, strings.TrimSpace(string(b)))
-			}
-			return fmt.Errorf("subscriber %d: %w", i, err)
-		}
-		s.ws = ws
-		if err := subscribe(ws, r.names[s.channel]); err != nil {
-			ws.Close()
-			return fmt.Errorf("subscriber %d: %w", i, err)
+		s := &subscriber{channel: i % r.spec.channels, st: newStream(r.spec.publishers)}
+		if _, err := r.connect(ctx, i, s, ""); err != nil {
+			return err
 		}
 		r.subs[i] = s // a subscriber in r.subs has its reader
-		go r.read(s)
 		return nil
 	})
 }
 
-// subscribe subscribes ws to channel and waits for the ack.
-func subscribe(ws *websocket.Conn, channel string) error {
-	frame, _ := json.Marshal(map[string]string{"type": "subscribe", "ref": "s", "channel": channel})
+// connect dials subscriber i's connection, subscribes it to its channel
+// (after ID since, unless ""), and starts its reader. It returns whether
+// the ack said resumed (with since).
+func (r *bench) connect(ctx context.Context, i int, s *subscriber, since string) (resumed bool, err error) {
+	d := websocket.Dialer{Subprotocols: []string{"tslm.v1"}, HandshakeTimeout: 30 * time.Second, ReadBufferSize: 4096, WriteBufferSize: 1024}
+	if n := r.spec.localAddrs; n > 1 {
+		// Past about 28 000 (the ephemeral ports) connections to one
+		// address and port need more source addresses.
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i%n+1))}}
+		d.NetDialContext = nd.DialContext
+	}
+	ws, resp, err := d.DialContext(ctx, r.tgt.publicWS, nil)
+	if err != nil {
+		if resp != nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
+			return false, fmt.Errorf("subscriber %d: %v: HTTP %d %s", i, err, resp.StatusCode, strings.TrimSpace(string(b)))
+		}
+		return false, fmt.Errorf("subscriber %d: %w", i, err)
+	}
+	if resumed, err = subscribe(ws, r.names[s.channel], since); err != nil {
+		ws.Close()
+		return false, fmt.Errorf("subscriber %d: %w", i, err)
+	}
+	s.ws, s.done = ws, make(chan struct{})
+	s.closing.Store(false)
+	r.connected.Add(1)
+	go r.read(s)
+	return resumed, nil
+}
+
+// subscribe subscribes ws to channel, after ID since unless "", and waits
+// for the ack; it returns the ack's resumed.
+func subscribe(ws *websocket.Conn, channel, since string) (resumed bool, err error) {
+	cmd := map[string]string{"type": "subscribe", "ref": "s", "channel": channel}
+	if since != "" {
+		cmd["since"] = since
+	}
+	frame, _ := json.Marshal(cmd)
 	ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	if err := ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-		return err
+		return false, err
 	}
 	ws.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var ack struct{ Type, Ref, Code, Message string }
+	var ack struct {
+		Type, Ref, Code, Message string
+		Resumed                  bool
+	}
 	if err := ws.ReadJSON(&ack); err != nil {
-		return fmt.Errorf("waiting for the subscribe's ack: %w", err)
+		return false, fmt.Errorf("waiting for the subscribe's ack: %w", err)
 	}
 	if ack.Type != "ack" || ack.Ref != "s" {
-		return fmt.Errorf("subscribe answered %s %s %s", ack.Type, ack.Code, ack.Message)
+		return false, fmt.Errorf("subscribe answered %s %s %s", ack.Type, ack.Code, ack.Message)
 	}
 	ws.SetReadDeadline(time.Time{})
-	return nil
+	return ack.Resumed, nil
 }
 
 // each runs f for 0..n-1, spec.dialers at a time, stopping at the first

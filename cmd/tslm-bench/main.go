@@ -80,6 +80,31 @@ read the TSLM_* variables of the environment (not TSLM_CONFIG).
 
 Scenarios: fanout = 1 channel × 1000 subscribers, spread = 1000 channels ×
 1 subscriber; -channels and -subscribers (per channel) change the counts.
+  idle   -connections (10 000) subscribers on -channels (100), no traffic:
+         the gateway's RSS and Go heap per connection, after -settle; then
+         one message per channel proves every connection still subscribed
+  storm  -connections subscribers connect fresh (the baseline), then are
+         all dropped at once; -messages (100) per channel are published
+         while they are down; all reconnect, resuming with since = the
+         last ID each received; the time until every one has caught up,
+         over the baseline's; the gateway's RSS idle, at peak and after
+         (bare has no backlog: its storm is skipped, its baseline kept)
+
+Many connections: each side holds one file descriptor per connection. The
+tool raises its soft limit (RLIMIT_NOFILE) to what the run needs, up to
+the hard limit, and the servers it starts inherit it; above the hard
+limit it stops at once: raise it (ulimit -Hn as root, LimitNOFILE in
+systemd, nofile in /etc/security/limits.conf). For 50 000 connections on
+one machine, as root:
+  ulimit -n 200000                                    # this shell
+  sysctl -w net.ipv4.ip_local_port_range="1024 65535"  # ephemeral ports
+  sysctl -w net.core.somaxconn=65535                  # accept backlog
+  sysctl -w net.ipv4.tcp_max_syn_backlog=65535
+  sysctl -w net.ipv4.tcp_mem="786432 1048576 1572864" # pages, for the sockets' buffers
+  sysctl -w fs.nr_open=1048576 fs.file-max=2097152
+and pass -max-conns 50000 -local-addrs 4: connections to one address and
+port are unique by source address and port, ~64 000 per source address at
+most; 127.0.0.1–127.0.0.4 all reach loopback on Linux.
 
 Exit codes: 0 every run verified, 1 a run failed or lost/duplicated a
 message, 2 usage error.
@@ -112,7 +137,12 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow addresses that are not loopback")
 	fs.IntVar(&o.maxConns, "max-conns", 20000, "refuse a run that needs more WebSocket connections than this")
 	fs.StringVar(&o.compare, "compare", "", `"bare": run the same load against the bare broadcaster first, and report the target's ratios to it`)
-	fs.StringVar(&o.spec.scenario, "scenario", "fanout", "fanout (1 channel × N subscribers) or spread (N channels × 1 subscriber)")
+	fs.StringVar(&o.spec.scenario, "scenario", "fanout", "fanout (1 channel × N subscribers), spread (N channels × 1 subscriber), idle (-connections at rest: memory per connection) or storm (-connections dropped at once, resuming -messages each)")
+	fs.IntVar(&o.spec.conns, "connections", 10000, "idle and storm: subscribers, one connection each, spread over -channels")
+	fs.IntVar(&o.spec.messages, "messages", 100, "storm: messages published to each channel while its subscribers are down")
+	fs.DurationVar(&o.spec.settle, "settle", 5*time.Second, "idle and storm: the wait before reading the gateway's memory (after connecting, and after the storm)")
+	fs.BoolVar(&o.spec.gc, "gc", false, "idle and storm: a server the tool started collects its garbage and returns free memory to the OS (debug.FreeOSMemory) before each memory reading, so that it shows what the connections hold")
+	fs.IntVar(&o.spec.localAddrs, "local-addrs", 1, "subscribers connect from 127.0.0.1 … 127.0.0.`N` in turn: past ~28 000 connections to one address the ephemeral ports run out")
 	fs.IntVar(&o.spec.channels, "channels", 0, "channels (default: the scenario's)")
 	fs.IntVar(&o.spec.subscribers, "subscribers", 0, "subscribers per channel, one connection each (default: the scenario's)")
 	fs.IntVar(&o.spec.publishers, "publishers", 8, "publishers, each with one publish in flight, each cycling over every channel")
@@ -135,6 +165,16 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, usagef("unexpected argument %q", fs.Arg(0))
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if conns := o.spec.scenario == "idle" || o.spec.scenario == "storm"; conns && !set["drain"] {
+		o.spec.drain = 2 * time.Minute // thousands of connections catching up take longer than a drain
+	} else if !conns {
+		o.spec.conns = 0 // a count of subscribers per channel instead
+	}
+	if set["connections"] && o.spec.conns == 0 {
+		return nil, usagef("-connections must be at least 1")
+	}
 	return o, o.check()
 }
 
@@ -146,8 +186,27 @@ func (o *options) check() error {
 		sp.channels, sp.subscribers = or(sp.channels, 1), or(sp.subscribers, 1000)
 	case "spread":
 		sp.channels, sp.subscribers = or(sp.channels, 1000), or(sp.subscribers, 1)
+	case "idle", "storm":
+		sp.channels = or(sp.channels, 100)
+		if sp.subscribers != 0 {
+			return usagef("-scenario %s counts -connections in all, not -subscribers per channel", sp.scenario)
+		}
+		if sp.conns < 1 {
+			return usagef("-connections must be at least 1")
+		}
+		sp.subscribers = (sp.conns + sp.channels - 1) / sp.channels
 	default:
-		return usagef("-scenario %q: want fanout or spread", sp.scenario)
+		return usagef("-scenario %q: want fanout, spread, idle or storm", sp.scenario)
+	}
+	switch {
+	case sp.messages < 1 || sp.settle < 0:
+		return usagef("-messages must be at least 1, -settle not negative")
+	case sp.scenario == "storm" && sp.maxLen <= sp.messages:
+		return usagef("-max-len %d must be above -messages %d: a backlog trimmed past a subscriber's last ID cannot resume it", sp.maxLen, sp.messages)
+	case sp.localAddrs < 1 || sp.localAddrs > 254:
+		return usagef("-local-addrs %d: want 1 to 254", sp.localAddrs)
+	case sp.localAddrs > 1 && o.allowRemote:
+		return usagef("-local-addrs is for a gateway on loopback")
 	}
 	switch {
 	case o.target == "":
@@ -300,7 +359,11 @@ func execute(ctx context.Context, o *options, stderr io.Writer) ([]*Result, erro
 			return results, fmt.Errorf("%s: %w", name, err)
 		}
 		if name != "bare" && len(results) > 0 {
-			res.compare(results[0])
+			if res.Idle != nil || res.Storm != nil {
+				res.compareConns(results[0])
+			} else {
+				res.compare(results[0])
+			}
 		}
 		summarize(stderr, res)
 		results = append(results, res)

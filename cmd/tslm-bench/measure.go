@@ -47,6 +47,12 @@ func (r *bench) sample(ctx context.Context, probe *redisProbe) sample {
 // error means no result (a target that would not start, a subscriber
 // that could not connect), not a failed verification.
 func (r *bench) measure(ctx context.Context) (*Result, error) {
+	switch r.spec.scenario {
+	case "idle":
+		return r.measureIdle(ctx)
+	case "storm":
+		return r.measureStorm(ctx)
+	}
 	var probe *redisProbe
 	if r.tgt.redisURL != "" {
 		var err error

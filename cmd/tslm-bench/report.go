@@ -41,22 +41,24 @@ type Result struct {
 	DeliveredPerS float64 `json:"delivered_per_s"`
 	LatencyMS     Latency `json:"latency_ms"`
 
-	GatewayCPUS             *float64 `json:"gateway_cpu_s"`
-	RedisCPUS               *float64 `json:"redis_cpu_s"`
-	LoadCPUS                float64  `json:"load_cpu_s"` // this tool's own
-	GatewayUSPerDelivered   *float64 `json:"gateway_cpu_us_per_delivered"`
-	RedisUSPerDelivered     *float64 `json:"redis_cpu_us_per_delivered"`
-	ServerUSPerDelivered    *float64 `json:"server_cpu_us_per_delivered"` // gateway + Redis
-	LoadUSPerDelivered      float64  `json:"load_cpu_us_per_delivered"`
-	GatewayRSSMiB           *float64 `json:"gateway_rss_mib"`
-	GatewayPeakRSSMiB       *float64 `json:"gateway_peak_rss_mib"`
-	RedisNodes              *int     `json:"redis_nodes"`       // the Redis servers measured: 1, or a Cluster's masters
-	RedisClientsMax         *int     `json:"redis_clients_max"` // Redis connections of everyone but this tool, summed over the nodes
-	RedisClientsMaxPerNode  *int     `json:"redis_clients_max_per_node"`
-	RedisClientsAtEnd       *int     `json:"redis_clients_end"`
-	Verify                  Verdict  `json:"verify"`
-	VsBare                  *Ratios  `json:"vs_bare,omitempty"`
-	gatewayCPU, serverCPU   float64  // per delivered, for the ratios
+	GatewayCPUS             *float64     `json:"gateway_cpu_s"`
+	RedisCPUS               *float64     `json:"redis_cpu_s"`
+	LoadCPUS                float64      `json:"load_cpu_s"` // this tool's own
+	GatewayUSPerDelivered   *float64     `json:"gateway_cpu_us_per_delivered"`
+	RedisUSPerDelivered     *float64     `json:"redis_cpu_us_per_delivered"`
+	ServerUSPerDelivered    *float64     `json:"server_cpu_us_per_delivered"` // gateway + Redis
+	LoadUSPerDelivered      float64      `json:"load_cpu_us_per_delivered"`
+	GatewayRSSMiB           *float64     `json:"gateway_rss_mib"`
+	GatewayPeakRSSMiB       *float64     `json:"gateway_peak_rss_mib"`
+	RedisNodes              *int         `json:"redis_nodes"`       // the Redis servers measured: 1, or a Cluster's masters
+	RedisClientsMax         *int         `json:"redis_clients_max"` // Redis connections of everyone but this tool, summed over the nodes
+	RedisClientsMaxPerNode  *int         `json:"redis_clients_max_per_node"`
+	RedisClientsAtEnd       *int         `json:"redis_clients_end"`
+	Verify                  Verdict      `json:"verify"`
+	VsBare                  *Ratios      `json:"vs_bare,omitempty"`
+	Idle                    *IdleResult  `json:"idle,omitempty"`
+	Storm                   *StormResult `json:"storm,omitempty"`
+	gatewayCPU, serverCPU   float64      // per delivered, for the ratios
 	haveGateway, haveServer bool
 }
 
@@ -135,6 +137,10 @@ func (res *Result) compare(bare *Result) {
 
 // summarize writes res for humans.
 func summarize(w io.Writer, res *Result) {
+	if res.Idle != nil || res.Storm != nil {
+		summarizeConns(w, res)
+		return
+	}
 	fmt.Fprintf(w, "\n== %s: %s, %d channels × %d subscribers, %d %s publishers", res.Target, res.Scenario,
 		res.Channels, res.SubscribersPerChannel, res.Publishers, res.Publish)
 	if res.Rate > 0 {
@@ -171,12 +177,16 @@ func summarize(w io.Writer, res *Result) {
 		}
 		fmt.Fprintf(w, "  p99 %.2f×\n", v.P99)
 	}
-	vd := res.Verify
+	summarizeVerdict(w, res.Verify)
+}
+
+// summarizeVerdict writes a run's verification for humans.
+func summarizeVerdict(w io.Writer, vd Verdict) {
 	if vd.OK {
 		fmt.Fprintf(w, "   verified    every message once and in order (%d gaps)\n", vd.Gaps)
 	} else {
-		fmt.Fprintf(w, "   FAILED      lost %d, duplicated or late %d, IDs out of order %d, gaps %d, disconnects %d, unexpected frames %d, publish errors %d\n",
-			vd.Lost, vd.Duplicates, vd.MisorderedIDs, vd.Gaps, vd.Disconnects, vd.Errors, vd.PublishErrors)
+		fmt.Fprintf(w, "   FAILED      lost %d, duplicated or late %d, IDs out of order %d, gaps %d, disconnects %d, unexpected frames %d, publish errors %d, not resumed %d\n",
+			vd.Lost, vd.Duplicates, vd.MisorderedIDs, vd.Gaps, vd.Disconnects, vd.Errors, vd.PublishErrors, vd.NotResumed)
 		for _, p := range vd.Problems {
 			fmt.Fprintf(w, "               %s\n", p)
 		}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -44,7 +45,8 @@ type serveAddrs struct {
 // serveMain runs the child: it serves until its stdin closes (the tool
 // closes it, or died) and returns the exit code. Meanwhile it obeys the
 // lines of its stdin, each answered with a line "ok" or "error: …":
-// "cpuprofile PATH" starts a CPU profile into PATH, "stop" ends it.
+// "cpuprofile PATH" starts a CPU profile into PATH, "stop" ends it, "gc"
+// collects garbage and returns free memory to the OS.
 func serveMain(kind string) int {
 	addrs, stop, err := startServing(kind)
 	if err != nil {
@@ -75,6 +77,10 @@ func serveMain(kind string) int {
 			}
 		case "stop":
 			stopProfile()
+		case "gc":
+			// What the process holds, not what it has yet to collect:
+			// FreeOSMemory collects and returns the free pages at once.
+			debug.FreeOSMemory()
 		default:
 			err = fmt.Errorf("unknown command %q", cmd)
 		}

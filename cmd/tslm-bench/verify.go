@@ -49,6 +49,15 @@ func (s *stream) message(id string, publisher int, seq uint64) bool {
 	return true
 }
 
+// lastID is the last message's ID, "0-0" before any: where a resume
+// starts.
+func (s *stream) lastID() string {
+	if !s.haveID {
+		return "0-0"
+	}
+	return strconv.FormatUint(s.lastMS, 10) + "-" + strconv.FormatUint(s.lastSeq, 10)
+}
+
 // lost is what never arrived of the messages the publishers had
 // acknowledged: ackedTo[p] is publisher p's highest acknowledged sequence
 // number on the channel.
@@ -94,6 +103,9 @@ type Verdict struct {
 	Disconnects   uint64 `json:"disconnects"`
 	Errors        uint64 `json:"errors"`
 	PublishErrors uint64 `json:"publish_errors"`
+	// NotResumed counts resubscribes (-scenario storm) whose ack said
+	// resumed:false: the gateway could not prove that nothing was lost.
+	NotResumed uint64 `json:"not_resumed,omitempty"`
 	// Problems says, for humans, what went wrong (a few examples).
 	Problems []string `json:"problems,omitempty"`
 }
@@ -122,5 +134,5 @@ func (v *Verdict) problem(msg string) {
 // decide sets OK.
 func (v *Verdict) decide(allowGaps bool) {
 	v.OK = v.Lost == 0 && v.Duplicates == 0 && v.MisorderedIDs == 0 && v.Disconnects == 0 &&
-		v.Errors == 0 && v.PublishErrors == 0 && (allowGaps || v.Gaps == 0)
+		v.Errors == 0 && v.PublishErrors == 0 && (allowGaps || v.Gaps == 0 && v.NotResumed == 0)
 }

@@ -178,7 +178,7 @@ func TestUsage(t *testing.T) {
 	}{
 		{nil, "-target is required"},
 		{[]string{"-target", "nginx"}, "want bare, self-memory"},
-		{[]string{"-target", "bare", "-scenario", "storm"}, "-scenario"},
+		{[]string{"-target", "bare", "-scenario", "requests"}, "-scenario"},
 		{[]string{"-target", "bare", "-publish", "xadd"}, "needs a Redis target"},
 		{[]string{"-target", "self-memory", "-publish", "xadd"}, "needs a Redis target"},
 		{[]string{"-target", "self-redis"}, "-start-redis"},
