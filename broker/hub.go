@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -554,8 +555,18 @@ type channelState struct {
 	// left, or it was deleted; guarded by Hub.mu.
 	gone bool
 
-	mu   sync.Mutex
-	subs atomic.Pointer[[]*Subscription] // copy-on-write under mu
+	// members are the channel's subscriptions in no particular order, each
+	// knowing its index (Subscription.index), so that adding and removing
+	// one costs O(1) however many there are: a reconnect storm onto a hot
+	// channel adds and removes thousands. Guarded by mu.
+	mu      sync.Mutex
+	members []*Subscription
+	// snapshot is a copy of members for the fan-out to iterate without mu,
+	// or nil once members changed since it was taken. It is rebuilt by the
+	// fan-out that finds it nil, so churn costs at most one copy per batch
+	// fanned out, which visits every subscriber anyway, instead of one per
+	// subscribe and unsubscribe. Written under mu.
+	snapshot atomic.Pointer[[]*Subscription]
 
 	// messageBytes is the cost of the largest message of the last page a
 	// replay read here (0: none yet), from which the next replay sizes its
@@ -566,31 +577,54 @@ type channelState struct {
 func (c *channelState) add(s *Subscription) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := c.subscribers()
-	next := make([]*Subscription, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, s)
-	c.subs.Store(&next)
+	s.index = len(c.members)
+	c.members = append(c.members, s)
+	// Cleared after members holds s: a fan-out that finds no snapshot from
+	// now on rebuilds one with s; one that found the old snapshot read its
+	// batch from the backlog before s registered, so s's own read of the
+	// backlog has that batch (see Hub.subscribe).
+	c.snapshot.Store(nil)
 }
 
+// remove takes s out of members by moving the last member into its place.
+// Order among subscribers does not matter: each one's messages still come
+// in order, as the fan-out hands every message to all of them before the
+// next.
 func (c *channelState) remove(s *Subscription) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := c.subscribers()
-	next := make([]*Subscription, 0, len(old))
-	for _, o := range old {
-		if o != s {
-			next = append(next, o)
-		}
+	i := s.index
+	if i >= len(c.members) || c.members[i] != s {
+		return // never added
 	}
-	c.subs.Store(&next)
+	last := len(c.members) - 1
+	c.members[i] = c.members[last]
+	c.members[i].index = i
+	c.members[last] = nil // no reference kept to a closed subscription
+	c.members = c.members[:last]
+	if cap(c.members) > 64 && len(c.members) < cap(c.members)/4 {
+		// After a storm has left, give the memory back; halving on a
+		// quarter keeps this O(1) amortised.
+		c.members = append(make([]*Subscription, 0, cap(c.members)/2), c.members...)
+	}
+	c.snapshot.Store(nil)
 }
 
+// subscribers returns the subscriptions to fan a batch out to: everyone
+// registered before the call, and maybe some registered during it. The
+// slice is shared and must not be modified.
 func (c *channelState) subscribers() []*Subscription {
-	if p := c.subs.Load(); p != nil {
+	if p := c.snapshot.Load(); p != nil {
 		return *p
 	}
-	return nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.snapshot.Load(); p != nil {
+		return *p
+	}
+	snap := slices.Clone(c.members)
+	c.snapshot.Store(&snap)
+	return snap
 }
 
 // join registers s with the followed state of channel, starting to follow

@@ -1,0 +1,93 @@
+package broker
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// checkMembers asserts that c's fan-out sees exactly want, in any order,
+// and that every member knows its index.
+func checkMembers(t *testing.T, c *channelState, want map[*Subscription]bool) {
+	t.Helper()
+	got := c.subscribers()
+	if len(got) != len(want) {
+		t.Fatalf("fan-out sees %d subscribers, want %d", len(got), len(want))
+	}
+	seen := make(map[*Subscription]bool, len(got))
+	for _, s := range got {
+		if !want[s] || seen[s] {
+			t.Fatalf("fan-out sees %p: subscribed %v, seen before %v", s, want[s], seen[s])
+		}
+		seen[s] = true
+	}
+	for i, s := range c.members {
+		if s.index != i {
+			t.Fatalf("member at %d has index %d", i, s.index)
+		}
+	}
+}
+
+func TestMembersAddRemove(t *testing.T) {
+	c := &channelState{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := map[*Subscription]bool{}
+	var in []*Subscription
+	// Grow to 300, shrink to 0 (through the slice's shrinking), grow again,
+	// removing from random places, and look after every step, as the
+	// fan-out would between two batches.
+	for _, target := range []int{300, 0, 150, 20} {
+		for len(in) != target {
+			if len(in) < target {
+				s := &Subscription{}
+				c.add(s)
+				in, want[s] = append(in, s), true
+			} else {
+				i := rng.IntN(len(in))
+				s := in[i]
+				c.remove(s)
+				in, want[s] = slices.Delete(in, i, i+1), false
+				delete(want, s)
+				c.remove(s) // a second remove is a no-op
+			}
+			checkMembers(t, c, want)
+		}
+	}
+	c.remove(&Subscription{}) // never added: nothing happens
+	checkMembers(t, c, want)
+}
+
+// A snapshot handed to a fan-out stays as it was while members change.
+func TestSnapshotIsStable(t *testing.T) {
+	c := &channelState{}
+	a, b := &Subscription{}, &Subscription{}
+	c.add(a)
+	c.add(b)
+	snap := c.subscribers()
+	c.remove(a)
+	c.add(&Subscription{})
+	if !slices.Equal(snap, []*Subscription{a, b}) {
+		t.Fatalf("snapshot changed under the fan-out: %v", snap)
+	}
+	if got := c.subscribers(); len(got) != 2 || slices.Contains(got, a) {
+		t.Fatalf("new snapshot %v still holds the removed subscriber or misses the added one", got)
+	}
+}
+
+// Subscribing and unsubscribing on a channel with many subscribers
+// allocates nothing once the member slice has grown: no copy of the list.
+func TestAddRemoveDoNotCopy(t *testing.T) {
+	c := &channelState{}
+	for range 5000 {
+		c.add(&Subscription{})
+	}
+	c.subscribers()
+	s := &Subscription{}
+	allocs := testing.AllocsPerRun(100, func() {
+		c.add(s)
+		c.remove(s)
+	})
+	if allocs != 0 {
+		t.Fatalf("add and remove allocate %v times, want 0", allocs)
+	}
+}
