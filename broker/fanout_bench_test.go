@@ -98,3 +98,44 @@ func BenchmarkFanout(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSubscribeDuringFanout is BenchmarkSubscribeUnsubscribe while
+// another goroutine fans messages out to the channel's n subscribers
+// without pause: a reconnect storm onto a channel that is busy. It also
+// reports how many messages were fanned out per subscribe, since a
+// subscribe that is cheap because it starves the fan-out (or the other
+// way round) is no win.
+func BenchmarkSubscribeDuringFanout(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			h, subs := benchHub(b, n)
+			c := subs[0].ch
+			ctx := context.Background()
+			stop := make(chan struct{})
+			var fanouts uint64
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					fanouts++
+					m := backlog.Message{ID: backlog.ID{Ms: 1 << 60, Seq: fanouts}, Data: []byte(`1`)}
+					h.reader.deliver(ctx, c, backlog.Batch{Channel: "hot", Messages: []backlog.Message{m}})
+				}
+			}()
+			b.ReportAllocs()
+			ops := 0
+			for b.Loop() {
+				benchSubscribe(b, h).Close()
+				ops++
+			}
+			close(stop)
+			<-done
+			b.ReportMetric(float64(fanouts)/float64(ops), "fanouts/op")
+		})
+	}
+}
