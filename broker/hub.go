@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -561,12 +560,14 @@ type channelState struct {
 	// channel adds and removes thousands. Guarded by mu.
 	mu      sync.Mutex
 	members []*Subscription
-	// snapshot is a copy of members for the fan-out to iterate without mu,
-	// or nil once members changed since it was taken. It is rebuilt by the
-	// fan-out that finds it nil, so churn costs at most one copy per batch
-	// fanned out, which visits every subscriber anyway, instead of one per
-	// subscribe and unsubscribe. Written under mu.
-	snapshot atomic.Pointer[[]*Subscription]
+	// snapshot is the fan-out's copy of members, to iterate without mu. It
+	// is rebuilt, reusing its array, by the first fan-out after members
+	// changed (dirty), so churn costs one copy per batch fanned out, which
+	// visits every subscriber anyway, instead of a fresh list per
+	// subscribe and unsubscribe. Owned by the fan-out (see subscribers);
+	// rebuilt under mu.
+	snapshot []*Subscription
+	dirty    atomic.Bool // members changed since snapshot was taken; set under mu
 
 	// messageBytes is the cost of the largest message of the last page a
 	// replay read here (0: none yet), from which the next replay sizes its
@@ -579,11 +580,11 @@ func (c *channelState) add(s *Subscription) {
 	defer c.mu.Unlock()
 	s.index = len(c.members)
 	c.members = append(c.members, s)
-	// Cleared after members holds s: a fan-out that finds no snapshot from
-	// now on rebuilds one with s; one that found the old snapshot read its
-	// batch from the backlog before s registered, so s's own read of the
-	// backlog has that batch (see Hub.subscribe).
-	c.snapshot.Store(nil)
+	// Set after members holds s: a fan-out that finds it set from now on
+	// copies members with s; one that found it clear read its batch from
+	// the backlog before s registered, so s's own read of the backlog has
+	// that batch (see Hub.subscribe).
+	c.dirty.Store(true)
 }
 
 // remove takes s out of members by moving the last member into its place.
@@ -607,24 +608,32 @@ func (c *channelState) remove(s *Subscription) {
 		// quarter keeps this O(1) amortised.
 		c.members = append(make([]*Subscription, 0, cap(c.members)/2), c.members...)
 	}
-	c.snapshot.Store(nil)
+	c.dirty.Store(true)
 }
 
 // subscribers returns the subscriptions to fan a batch out to: everyone
-// registered before the call, and maybe some registered during it. The
-// slice is shared and must not be modified.
+// registered before the call, and maybe some registered during it. It
+// expects one caller per channel at a time, done with the slice it
+// returned before it calls again: the hub's reader, which fans a
+// channel's batches out one after the other. The slice must not be
+// modified.
 func (c *channelState) subscribers() []*Subscription {
-	if p := c.snapshot.Load(); p != nil {
-		return *p
+	if !c.dirty.Load() {
+		return c.snapshot
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p := c.snapshot.Load(); p != nil {
-		return *p
+	// Cleared under mu, before the copy: a change after the copy sets it
+	// again.
+	c.dirty.Store(false)
+	buf := c.snapshot[:0]
+	if cap(buf) > 2*cap(c.members) {
+		buf = nil // the channel shrank: let the big array go
 	}
-	snap := slices.Clone(c.members)
-	c.snapshot.Store(&snap)
-	return snap
+	c.snapshot = append(buf, c.members...)
+	// No references kept to subscriptions that left.
+	clear(c.snapshot[len(c.snapshot):cap(c.snapshot)])
+	return c.snapshot
 }
 
 // join registers s with the followed state of channel, starting to follow
