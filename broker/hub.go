@@ -560,14 +560,17 @@ type channelState struct {
 	// channel adds and removes thousands. Guarded by mu.
 	mu      sync.Mutex
 	members []*Subscription
-	// snapshot is the fan-out's copy of members, to iterate without mu. It
-	// is rebuilt, reusing its array, by the first fan-out after members
-	// changed (dirty), so churn costs one copy per batch fanned out, which
-	// visits every subscriber anyway, instead of a fresh list per
-	// subscribe and unsubscribe. Owned by the fan-out (see subscribers);
-	// rebuilt under mu.
+	// snapshot is the fan-out's copy of members, which it iterates without
+	// mu. It is rebuilt, reusing its array, by the first fan-out after
+	// members changed (fresh unset), so churn costs one copy per batch
+	// fanned out, which visits every subscriber anyway, instead of a fresh
+	// list per subscribe and unsubscribe. A remove empties it, or, while a
+	// fan-out iterates it (fanning), that fan-out does once done: it keeps
+	// no subscription that left alive, on a channel that goes quiet too.
+	// Guarded by mu, but its elements are the fan-out's while fanning.
 	snapshot []*Subscription
-	dirty    atomic.Bool // members changed since snapshot was taken; set under mu
+	fresh    bool // snapshot holds members
+	fanning  bool
 
 	// messageBytes is the cost of the largest message of the last page a
 	// replay read here (0: none yet), from which the next replay sizes its
@@ -580,11 +583,11 @@ func (c *channelState) add(s *Subscription) {
 	defer c.mu.Unlock()
 	s.index = len(c.members)
 	c.members = append(c.members, s)
-	// Set after members holds s: a fan-out that finds it set from now on
-	// copies members with s; one that found it clear read its batch from
-	// the backlog before s registered, so s's own read of the backlog has
-	// that batch (see Hub.subscribe).
-	c.dirty.Store(true)
+	// A fan-out that takes its list from now on copies members with s; one
+	// that took it before read its batch from the backlog before s
+	// registered, so s's own read of the backlog has that batch (see
+	// Hub.subscribe).
+	c.fresh = false
 }
 
 // remove takes s out of members by moving the last member into its place.
@@ -608,32 +611,49 @@ func (c *channelState) remove(s *Subscription) {
 		// quarter keeps this O(1) amortised.
 		c.members = append(make([]*Subscription, 0, cap(c.members)/2), c.members...)
 	}
-	c.dirty.Store(true)
+	c.fresh = false
+	if !c.fanning {
+		c.emptySnapshot()
+	}
 }
 
 // subscribers returns the subscriptions to fan a batch out to: everyone
 // registered before the call, and maybe some registered during it. It
-// expects one caller per channel at a time, done with the slice it
-// returned before it calls again: the hub's reader, which fans a
-// channel's batches out one after the other. The slice must not be
-// modified.
+// expects one fan-out per channel at a time (the hub's reader fans a
+// channel's batches out one after the other), which calls fanned once it
+// is done with the slice. The slice must not be modified.
 func (c *channelState) subscribers() []*Subscription {
-	if !c.dirty.Load() {
-		return c.snapshot
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// Cleared under mu, before the copy: a change after the copy sets it
-	// again.
-	c.dirty.Store(false)
-	buf := c.snapshot[:0]
-	if cap(buf) > 2*cap(c.members) {
-		buf = nil // the channel shrank: let the big array go
+	if !c.fresh {
+		buf := c.snapshot[:0]
+		if cap(buf) > 2*cap(c.members) {
+			buf = nil // the channel shrank: let the big array go
+		}
+		c.snapshot = append(buf, c.members...)
+		clear(c.snapshot[len(c.snapshot):cap(c.snapshot)])
+		c.fresh = true
 	}
-	c.snapshot = append(buf, c.members...)
-	// No references kept to subscriptions that left.
-	clear(c.snapshot[len(c.snapshot):cap(c.snapshot)])
+	c.fanning = true
 	return c.snapshot
+}
+
+// fanned ends the fan-out that called subscribers.
+func (c *channelState) fanned() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fanning = false
+	if !c.fresh {
+		c.emptySnapshot() // a subscriber may have left during the fan-out
+	}
+}
+
+// emptySnapshot drops the references the snapshot holds, keeping its
+// array for the next copy. Each copy is emptied at most once, so this
+// costs what making the copy did. It expects mu held and no fan-out.
+func (c *channelState) emptySnapshot() {
+	clear(c.snapshot)
+	c.snapshot = c.snapshot[:0]
 }
 
 // join registers s with the followed state of channel, starting to follow

@@ -11,6 +11,7 @@ import (
 func checkMembers(t *testing.T, c *channelState, want map[*Subscription]bool) {
 	t.Helper()
 	got := c.subscribers()
+	defer c.fanned()
 	if len(got) != len(want) {
 		t.Fatalf("fan-out sees %d subscribers, want %d", len(got), len(want))
 	}
@@ -61,7 +62,7 @@ func TestMembersAddRemove(t *testing.T) {
 }
 
 // A snapshot handed to a fan-out stays as it was while members change,
-// until the fan-out asks for the next.
+// until the fan-out is done with it.
 func TestSnapshotIsStable(t *testing.T) {
 	c := &channelState{}
 	a, b := &Subscription{}, &Subscription{}
@@ -73,9 +74,46 @@ func TestSnapshotIsStable(t *testing.T) {
 	if !slices.Equal(snap, []*Subscription{a, b}) {
 		t.Fatalf("snapshot changed under the fan-out: %v", snap)
 	}
-	if got := c.subscribers(); len(got) != 2 || slices.Contains(got, a) {
+	c.fanned()
+	got := c.subscribers()
+	c.fanned()
+	if len(got) != 2 || slices.Contains(got, a) {
 		t.Fatalf("new snapshot %v still holds the removed subscriber or misses the added one", got)
 	}
+}
+
+// The fan-out's copy keeps no subscription that left alive, whether it
+// left during a fan-out or after the last one (a channel gone quiet).
+func TestSnapshotForgetsWhoLeft(t *testing.T) {
+	c := &channelState{}
+	subs := make([]*Subscription, 100)
+	for i := range subs {
+		subs[i] = &Subscription{}
+		c.add(subs[i])
+	}
+	held := func() (n int) {
+		for _, s := range c.snapshot[:cap(c.snapshot)] {
+			if s != nil && (s.index >= len(c.members) || c.members[s.index] != s) {
+				n++
+			}
+		}
+		return n
+	}
+	c.subscribers()
+	c.remove(subs[0]) // during a fan-out
+	c.fanned()
+	if n := held(); n != 0 {
+		t.Fatalf("after a fan-out, its copy holds %d subscriptions that left", n)
+	}
+	c.subscribers()
+	c.fanned()
+	for _, s := range subs[1:99] { // after it
+		c.remove(s)
+	}
+	if n := held(); n != 0 {
+		t.Fatalf("on a quiet channel, the last copy holds %d subscriptions that left", n)
+	}
+	checkMembers(t, c, map[*Subscription]bool{subs[99]: true})
 }
 
 // Subscribing and unsubscribing on a channel with many subscribers
@@ -87,6 +125,7 @@ func TestAddRemoveDoNotCopy(t *testing.T) {
 		c.add(&Subscription{})
 	}
 	c.subscribers()
+	c.fanned()
 	s := &Subscription{}
 	for _, tc := range []struct {
 		name   string
@@ -97,6 +136,7 @@ func TestAddRemoveDoNotCopy(t *testing.T) {
 			c.remove(s)
 			if tc.fanout {
 				c.subscribers()
+				c.fanned()
 			}
 		})
 		if allocs != 0 {
