@@ -554,8 +554,23 @@ type channelState struct {
 	// left, or it was deleted; guarded by Hub.mu.
 	gone bool
 
-	mu   sync.Mutex
-	subs atomic.Pointer[[]*Subscription] // copy-on-write under mu
+	// members are the channel's subscriptions in no particular order, each
+	// knowing its index (Subscription.index), so that adding and removing
+	// one costs O(1) however many there are: a reconnect storm onto a hot
+	// channel adds and removes thousands. Guarded by mu.
+	mu      sync.Mutex
+	members []*Subscription
+	// snapshot is the fan-out's copy of members, which it iterates without
+	// mu. It is rebuilt, reusing its array, by the first fan-out after
+	// members changed (fresh unset), so churn costs one copy per batch
+	// fanned out, which visits every subscriber anyway, instead of a fresh
+	// list per subscribe and unsubscribe. A remove empties it, or, while a
+	// fan-out iterates it (fanning), that fan-out does once done: it keeps
+	// no subscription that left alive, on a channel that goes quiet too.
+	// Guarded by mu, but its elements are the fan-out's while fanning.
+	snapshot []*Subscription
+	fresh    bool // snapshot holds members
+	fanning  bool
 
 	// messageBytes is the cost of the largest message of the last page a
 	// replay read here (0: none yet), from which the next replay sizes its
@@ -566,31 +581,79 @@ type channelState struct {
 func (c *channelState) add(s *Subscription) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := c.subscribers()
-	next := make([]*Subscription, len(old), len(old)+1)
-	copy(next, old)
-	next = append(next, s)
-	c.subs.Store(&next)
+	s.index = len(c.members)
+	c.members = append(c.members, s)
+	// A fan-out that takes its list from now on copies members with s; one
+	// that took it before read its batch from the backlog before s
+	// registered, so s's own read of the backlog has that batch (see
+	// Hub.subscribe).
+	c.fresh = false
 }
 
+// remove takes s out of members by moving the last member into its place.
+// Order among subscribers does not matter: each one's messages still come
+// in order, as the fan-out hands every message to all of them before the
+// next.
 func (c *channelState) remove(s *Subscription) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	old := c.subscribers()
-	next := make([]*Subscription, 0, len(old))
-	for _, o := range old {
-		if o != s {
-			next = append(next, o)
-		}
+	i := s.index
+	if i >= len(c.members) || c.members[i] != s {
+		return // never added
 	}
-	c.subs.Store(&next)
+	last := len(c.members) - 1
+	c.members[i] = c.members[last]
+	c.members[i].index = i
+	c.members[last] = nil // no reference kept to a closed subscription
+	c.members = c.members[:last]
+	if cap(c.members) > 64 && len(c.members) < cap(c.members)/4 {
+		// After a storm has left, give the memory back; halving on a
+		// quarter keeps this O(1) amortised.
+		c.members = append(make([]*Subscription, 0, cap(c.members)/2), c.members...)
+	}
+	c.fresh = false
+	if !c.fanning {
+		c.emptySnapshot()
+	}
 }
 
+// subscribers returns the subscriptions to fan a batch out to: everyone
+// registered before the call, and maybe some registered during it. It
+// expects one fan-out per channel at a time (the hub's reader fans a
+// channel's batches out one after the other), which calls fanned once it
+// is done with the slice. The slice must not be modified.
 func (c *channelState) subscribers() []*Subscription {
-	if p := c.subs.Load(); p != nil {
-		return *p
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.fresh {
+		buf := c.snapshot[:0]
+		if cap(buf) > 2*cap(c.members) {
+			buf = nil // the channel shrank: let the big array go
+		}
+		c.snapshot = append(buf, c.members...)
+		clear(c.snapshot[len(c.snapshot):cap(c.snapshot)])
+		c.fresh = true
 	}
-	return nil
+	c.fanning = true
+	return c.snapshot
+}
+
+// fanned ends the fan-out that called subscribers.
+func (c *channelState) fanned() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fanning = false
+	if !c.fresh {
+		c.emptySnapshot() // a subscriber may have left during the fan-out
+	}
+}
+
+// emptySnapshot drops the references the snapshot holds, keeping its
+// array for the next copy. Each copy is emptied at most once, so this
+// costs what making the copy did. It expects mu held and no fan-out.
+func (c *channelState) emptySnapshot() {
+	clear(c.snapshot)
+	c.snapshot = c.snapshot[:0]
 }
 
 // join registers s with the followed state of channel, starting to follow

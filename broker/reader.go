@@ -61,9 +61,11 @@ func (r *reader) deliver(ctx context.Context, c *channelState, b backlog.Batch) 
 		for _, s := range c.subscribers() {
 			s.offer(p)
 		}
+		c.fanned()
 		return
 	}
 	subs := c.subscribers()
+	defer c.fanned()
 	if b.Gap {
 		r.hub.cfg.Logger.Warn("messages lost from the backlog while subscribed", "channel", c.name, "after", cursor.String())
 		var resume backlog.ID

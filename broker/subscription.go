@@ -50,6 +50,9 @@ type Subscription struct {
 	hub  *Hub
 	ch   *channelState
 	sink Sink
+	// index is where s is in ch.members while it is there; guarded by
+	// ch.mu.
+	index int
 
 	// stopped is cancelled by Close; it ends the replay's reads and sends.
 	stopped context.Context
