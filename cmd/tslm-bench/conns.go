@@ -280,17 +280,25 @@ func (r *bench) baseResult(at time.Time, connect time.Duration, self time.Durati
 	}
 }
 
+// prepareConns creates the channels and the publishers of the idle and
+// storm scenarios, tearing the run down if it cannot.
+func (r *bench) prepareConns(ctx context.Context) error {
+	err := r.createChannels(ctx)
+	if err == nil {
+		err = r.newPublishers(ctx)
+	}
+	if err != nil {
+		r.tearDown(ctx)
+	}
+	return err
+}
+
 // measureIdle runs -scenario idle: connect every subscriber, let the
 // gateway settle, read its memory, then publish one message to every
 // channel to prove every connection still open and subscribed.
 func (r *bench) measureIdle(ctx context.Context) (*Result, error) {
 	at, self := time.Now(), selfCPU()
-	if err := r.createChannels(ctx); err != nil {
-		r.tearDown(ctx)
-		return nil, err
-	}
-	if err := r.newPublishers(ctx); err != nil {
-		r.tearDown(ctx)
+	if err := r.prepareConns(ctx); err != nil {
 		return nil, err
 	}
 	before := r.readMemory(ctx)
@@ -330,12 +338,7 @@ func (r *bench) measureIdle(ctx context.Context) (*Result, error) {
 // has arrived.
 func (r *bench) measureStorm(ctx context.Context) (*Result, error) {
 	at, self := time.Now(), selfCPU()
-	if err := r.createChannels(ctx); err != nil {
-		r.tearDown(ctx)
-		return nil, err
-	}
-	if err := r.newPublishers(ctx); err != nil {
-		r.tearDown(ctx)
+	if err := r.prepareConns(ctx); err != nil {
 		return nil, err
 	}
 	baseline, err := r.connectTimed(ctx)
