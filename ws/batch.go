@@ -1,0 +1,135 @@
+package ws
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// batchBytes bounds what the writer buffers before it writes to the
+// socket: a batch of queued frames goes out in writes of about this size
+// (one frame more at most), each under its own write deadline, so that
+// WriteTimeout still bounds one write of bounded size. Larger writes save
+// little once the syscall is amortized over dozens of frames.
+const batchBytes = 64 << 10
+
+// batchBufs holds the buffers of batches being written, borrowed for one
+// batch only: an idle connection holds none.
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// batchConn is the socket under a connection's gorilla Conn. Gorilla
+// writes every frame to its net.Conn as soon as the frame is complete,
+// one syscall per frame; between begin and end, the writer goroutine's
+// batch, batchConn appends those writes to a buffer instead, and flush
+// writes it in one. Outside a batch writes go straight through.
+//
+// Gorilla serializes its frames (its own lock), but frames come from two
+// goroutines: the writer's data frames, pings and close, and the reader's
+// pongs and close echo. mu orders them against a flush: a frame written
+// during a batch joins the buffer and goes out with it; one written while
+// a flush is on the socket waits for it, as it waited for gorilla's lock
+// before. The socket's write deadline is the flush's while batching:
+// gorilla sets one before every frame, which would otherwise move the
+// deadline of a flush in progress.
+type batchConn struct {
+	net.Conn
+
+	mu       sync.Mutex
+	batching bool
+	buf      *[]byte // borrowed from batchBufs while batching
+}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batching {
+		*b.buf = append(*b.buf, p...)
+		return len(p), nil
+	}
+	return b.Conn.Write(p)
+}
+
+func (b *batchConn) SetWriteDeadline(t time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batching {
+		return nil // flush sets its own
+	}
+	return b.Conn.SetWriteDeadline(t)
+}
+
+// begin starts a batch. Writer goroutine only, like flush, discard and end.
+func (b *batchConn) begin() {
+	b.mu.Lock()
+	b.batching = true
+	b.buf = batchBufs.Get().(*[]byte)
+	b.mu.Unlock()
+}
+
+// buffered is how many bytes wait for flush.
+func (b *batchConn) buffered() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(*b.buf)
+}
+
+// flush writes what the batch holds in one write under deadline; the batch
+// goes on.
+func (b *batchConn) flush(deadline time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(*b.buf) == 0 {
+		return nil
+	}
+	if err := b.Conn.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	_, err := b.Conn.Write(*b.buf)
+	*b.buf = (*b.buf)[:0]
+	return err
+}
+
+// discard forgets what the batch holds: whole frames (gorilla writes each
+// under its lock, and the writer calls this between its frames), so the
+// stream stays well formed for the close frame that follows.
+func (b *batchConn) discard() {
+	b.mu.Lock()
+	*b.buf = (*b.buf)[:0]
+	b.mu.Unlock()
+}
+
+// end ends the batch, whose buffer must have been flushed or discarded,
+// and gives the buffer back. A buffer grown by a large frame is let go
+// rather than kept for every later batch.
+func (b *batchConn) end() {
+	b.mu.Lock()
+	b.batching = false
+	buf := b.buf
+	b.buf = nil
+	b.mu.Unlock()
+	if cap(*buf) <= 2*batchBytes {
+		*buf = (*buf)[:0]
+		batchBufs.Put(buf)
+	}
+}
+
+// batchWriter hands the upgrader, through Hijack, the client's socket
+// wrapped in a batchConn. Gorilla takes its net.Conn from Hijack, so this
+// is how frames get batched without forking it.
+type batchWriter struct {
+	http.ResponseWriter
+	conn *batchConn // set by a successful Hijack
+}
+
+func (w *batchWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = &batchConn{Conn: nc}
+	return w.conn, brw, nil
+}
+
+func (w *batchWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
