@@ -27,12 +27,15 @@ var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &
 //
 // Gorilla serializes its frames (its own lock), but frames come from two
 // goroutines: the writer's data frames, pings and close, and the reader's
-// pongs and close echo. mu orders them against a flush: a frame written
-// during a batch joins the buffer and goes out with it; one written while
-// a flush is on the socket waits for it, as it waited for gorilla's lock
-// before. The socket's write deadline is the flush's while batching:
-// gorilla sets one before every frame, which would otherwise move the
-// deadline of a flush in progress.
+// pongs and close echo. A frame the reader writes during a batch joins the
+// buffer, even while a flush is on the socket (flush takes the buffer and
+// leaves an empty one), and goes out with the next flush, the last one
+// being end's: so the reader never waits on a client that is slow to read,
+// and its pong never fails on a deadline shorter than the writer's. The
+// socket's write deadline is the flush's while batching: gorilla sets one
+// before every frame, which would otherwise move a flush's. mu guards
+// batching and buf; it is held over a write only outside a batch, so that
+// begin waits for a frame on its way to the socket.
 type batchConn struct {
 	net.Conn
 
@@ -60,7 +63,7 @@ func (b *batchConn) SetWriteDeadline(t time.Time) error {
 	return b.Conn.SetWriteDeadline(t)
 }
 
-// begin starts a batch. Writer goroutine only, like flush, discard and end.
+// begin starts a batch. Writer goroutine only, like the methods below.
 func (b *batchConn) begin() {
 	b.mu.Lock()
 	b.batching = true
@@ -72,43 +75,68 @@ func (b *batchConn) begin() {
 func (b *batchConn) buffered() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.buf == nil {
+		return 0
+	}
 	return len(*b.buf)
 }
 
 // flush writes what the batch holds in one write under deadline; the batch
-// goes on.
+// goes on, taking frames while the write is on the socket.
 func (b *batchConn) flush(deadline time.Time) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(*b.buf) == 0 {
+	out := b.buf
+	if len(*out) == 0 {
+		b.mu.Unlock()
 		return nil
 	}
+	b.buf = batchBufs.Get().(*[]byte)
+	b.mu.Unlock()
+	defer putBatchBuf(out)
 	if err := b.Conn.SetWriteDeadline(deadline); err != nil {
 		return err
 	}
-	_, err := b.Conn.Write(*b.buf)
-	*b.buf = (*b.buf)[:0]
+	_, err := b.Conn.Write(*out)
 	return err
 }
 
-// discard forgets what the batch holds: whole frames (gorilla writes each
-// under its lock, and the writer calls this between its frames), so the
-// stream stays well formed for the close frame that follows.
-func (b *batchConn) discard() {
+// end flushes what the batch still holds, frames written by the reader
+// during the last flush included, and ends the batch.
+func (b *batchConn) end(deadline time.Time) error {
+	for {
+		b.mu.Lock()
+		if len(*b.buf) == 0 {
+			b.stop()
+			b.mu.Unlock()
+			return nil
+		}
+		b.mu.Unlock()
+		if err := b.flush(deadline); err != nil {
+			b.abort()
+			return err
+		}
+	}
+}
+
+// abort ends the batch, dropping what it holds: whole frames (gorilla
+// writes each under its lock, and the writer calls this between its
+// frames), so the stream stays well formed for a close frame after it.
+func (b *batchConn) abort() {
 	b.mu.Lock()
-	*b.buf = (*b.buf)[:0]
+	b.stop()
 	b.mu.Unlock()
 }
 
-// end ends the batch, whose buffer must have been flushed or discarded,
-// and gives the buffer back. A buffer grown by a large frame is let go
-// rather than kept for every later batch.
-func (b *batchConn) end() {
-	b.mu.Lock()
+// stop leaves batching and gives the buffer back. It expects b.mu held.
+func (b *batchConn) stop() {
 	b.batching = false
-	buf := b.buf
+	putBatchBuf(b.buf)
 	b.buf = nil
-	b.mu.Unlock()
+}
+
+// putBatchBuf returns buf to batchBufs, unless a large frame grew it: that
+// is let go rather than kept for every later batch.
+func putBatchBuf(buf *[]byte) {
 	if cap(*buf) <= 2*batchBytes {
 		*buf = (*buf)[:0]
 		batchBufs.Put(buf)

@@ -6,8 +6,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/broker"
@@ -157,5 +160,35 @@ func TestBatchWriteDeadline(t *testing.T) {
 	// ts.srv.mu).
 	if !errors.Is(conn.writeErr, os.ErrDeadlineExceeded) {
 		t.Errorf("write error %v, want a deadline exceeded", conn.writeErr)
+	}
+}
+
+// TestPongDuringFlush: a client's ping answered while the writer's flush
+// is stuck on the socket neither waits for it nor fails on its own short
+// deadline: the pong joins the batch and follows the frames before it.
+func TestPongDuringFlush(t *testing.T) {
+	conn, c, g, _ := countedServer(t, Config{})
+	var pongs atomic.Int64
+	c.ws.SetPongHandler(func(string) error { pongs.Add(1); return nil })
+	g.hold()
+	conn.Deliver(publication(0, `"first"`))
+	g.waitBlocked(t)
+	if err := c.ws.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(readTimeout)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pong in the batch", func() bool { return conn.out.buffered() > 0 })
+	g.release()
+	conn.Deliver(publication(1, `"second"`))
+	for i := range 2 {
+		f, err := c.next(readTimeout)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if want := publication(i, "").ID.String(); f["id"] != want {
+			t.Fatalf("frame %d: id %v, want %s", i, f["id"], want)
+		}
+	}
+	if got := pongs.Load(); got != 1 {
+		t.Errorf("%d pongs before the second frame, want 1", got)
 	}
 }

@@ -254,13 +254,12 @@ func (c *conn) writeLoop() {
 // batch would hold the close back by up to a write timeout per write.
 func (c *conn) write(frames []queued) bool {
 	c.out.begin()
-	defer c.out.end()
 	start := 0 // the first frame not yet on the socket
 	for i, it := range frames {
 		select {
 		case <-c.closing:
 			if c.reason.dropsQueue() {
-				c.out.discard()
+				c.out.abort()
 				c.drop(frames[start:])
 				return true
 			}
@@ -270,28 +269,32 @@ func (c *conn) write(frames []queued) bool {
 			// Not the socket's error, written to by flush alone: gorilla's
 			// state, such as ErrCloseSent once the reader has answered
 			// the client's close. That answer is in the buffer still.
-			c.flush(frames[start:i])
+			c.out.end(time.Now().Add(c.srv.cfg.WriteTimeout))
 			c.fail(err)
 			return false
 		}
-		if i == len(frames)-1 || c.out.buffered() >= batchBytes {
-			if !c.flush(frames[start : i+1]) {
-				return false
-			}
-			start = i + 1
+		if i < len(frames)-1 && c.out.buffered() < batchBytes {
+			continue
 		}
+		now := time.Now()
+		if err := c.out.flush(now.Add(c.srv.cfg.WriteTimeout)); err != nil {
+			c.out.abort()
+			c.fail(err)
+			return false
+		}
+		c.flushed(frames[start:i+1], now)
+		start = i + 1
+	}
+	// Frames the reader wrote during the last flush, if any.
+	if err := c.out.end(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		c.fail(err)
+		return false
 	}
 	return true
 }
 
-// flush writes the batch buffered, which holds frames, and does their
-// bookkeeping; on failure it fails the connection.
-func (c *conn) flush(frames []queued) bool {
-	now := time.Now()
-	if err := c.out.flush(now.Add(c.srv.cfg.WriteTimeout)); err != nil {
-		c.fail(err)
-		return false
-	}
+// flushed does the bookkeeping of frames written at now.
+func (c *conn) flushed(frames []queued, now time.Time) {
 	bytes := 0
 	for i, it := range frames {
 		bytes += len(it.frame)
@@ -299,7 +302,6 @@ func (c *conn) flush(frames []queued) bool {
 		frames[i] = queued{}
 	}
 	c.queue.done(len(frames), bytes)
-	return true
 }
 
 // wrote does the bookkeeping of one frame written to the socket at now:
