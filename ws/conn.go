@@ -27,6 +27,7 @@ const closeGrace = time.Second
 type conn struct {
 	srv    *Server
 	ws     *websocket.Conn
+	out    *batchConn // ws's socket: the writer batches frames through it
 	legacy bool
 	client netip.Addr // the client's address, trusted proxies considered
 	enc    *broker.Encoder
@@ -70,13 +71,14 @@ type conn struct {
 
 var _ broker.Sink = (*conn)(nil)
 
-// newConn makes the connection of ws, speaking for who (nil: nobody yet),
-// in tslm.legacy or v1.
-func newConn(s *Server, ws *websocket.Conn, who *auth.Principal, legacy bool) *conn {
+// newConn makes the connection of ws, whose socket is out, speaking for
+// who (nil: nobody yet), in tslm.legacy or v1.
+func newConn(s *Server, ws *websocket.Conn, out *batchConn, who *auth.Principal, legacy bool) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		srv:      s,
 		ws:       ws,
+		out:      out,
 		legacy:   legacy,
 		enc:      v1Encoder,
 		queue:    newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes, s.cfg.SendBudget),
@@ -243,44 +245,75 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// write sends frames, each as one text message under the write deadline. On
-// failure it closes the socket, which ends the reader too. It stops early
-// once the connection is closed as a slow consumer (or for the budget):
-// trickling through a full batch would hold the close back by up to a
-// write timeout per frame.
+// write sends frames, each as one text message, batched: gorilla frames
+// them into c.out's buffer, which goes to the socket in one write per
+// batchBytes under the write deadline, and then the frames it held count
+// as written. On failure it closes the socket, which ends the reader too.
+// It stops early once the connection is closed as a slow consumer (or for
+// the budget), dropping what it has not written: trickling through a full
+// batch would hold the close back by up to a write timeout per write.
 func (c *conn) write(frames []queued) bool {
+	c.out.begin()
+	start := 0 // the first frame not yet on the socket
 	for i, it := range frames {
 		select {
 		case <-c.closing:
 			if c.reason.dropsQueue() {
-				c.drop(frames[i:])
+				c.out.abort()
+				c.drop(frames[start:])
 				return true
 			}
 		default:
 		}
-		now := time.Now()
-		c.ws.SetWriteDeadline(now.Add(c.srv.cfg.WriteTimeout))
 		if err := c.ws.WriteMessage(websocket.TextMessage, it.frame); err != nil {
+			// Not the socket's error, written to by flush alone: gorilla's
+			// state, such as ErrCloseSent once the reader has answered
+			// the client's close. That answer is in the buffer still.
+			c.out.end(time.Now().Add(c.srv.cfg.WriteTimeout))
 			c.fail(err)
 			return false
 		}
-		frames[i] = queued{}
-		c.wrote(it, now)
+		if i < len(frames)-1 && c.out.buffered() < batchBytes {
+			continue
+		}
+		now := time.Now()
+		if err := c.out.flush(now.Add(c.srv.cfg.WriteTimeout)); err != nil {
+			c.out.abort()
+			c.fail(err)
+			return false
+		}
+		c.flushed(frames[start:i+1], now)
+		start = i + 1
+	}
+	// Frames the reader wrote during the last flush, if any.
+	if err := c.out.end(time.Now().Add(c.srv.cfg.WriteTimeout)); err != nil {
+		c.fail(err)
+		return false
 	}
 	return true
 }
 
-// wrote does the bookkeeping of one frame written to the socket from now
-// on: it is counted, a live message is timed from its publication to now,
-// and its room in the queue is free again. Writer goroutine only: nothing
-// here is shared with another connection, as it runs once per delivered
-// message.
+// flushed does the bookkeeping of frames written at now.
+func (c *conn) flushed(frames []queued, now time.Time) {
+	bytes := 0
+	for i, it := range frames {
+		bytes += len(it.frame)
+		c.wrote(it, now)
+		frames[i] = queued{}
+	}
+	c.queue.done(len(frames), bytes)
+}
+
+// wrote does the bookkeeping of one frame written to the socket at now:
+// it is counted, and a live message is timed from its publication to now.
+// Its room in the queue is given back by the caller (queue.done), once
+// for the frames of a write. Writer goroutine only: nothing here is shared
+// with another connection, as it runs once per delivered message.
 func (c *conn) wrote(it queued, now time.Time) {
 	c.framesOut++
 	if it.published > 0 {
 		c.latency.Observe(secondsFrom(it.published, now))
 	}
-	c.queue.done(1, len(it.frame))
 }
 
 // drop releases frames taken but never to be written.

@@ -14,6 +14,13 @@
 // (close code 4000), and the client resumes with since. A SendBudget
 // shared by every connection of the process bounds their queued bytes
 // together; a frame it has no room for closes the connection with 4001.
+// The writer drains the whole queue per wake-up and writes it in one
+// syscall per 64 KiB (batch.go): gorilla frames each message into a
+// batchConn, the socket it got from the upgrade's Hijack, which buffers
+// them until the writer flushes; frames the reader writes meanwhile (pongs,
+// the close echo) join the buffer, even during a flush, and go out with the
+// batch's next or last flush. The queue wakes the writer only when a frame
+// lands in an empty one.
 // The writer logs the server's close, or, with Config.AccessLog, the
 // reader logs every connection's end once the writer has returned, with
 // who ended it (metrics.go). Server is safe for concurrent use.

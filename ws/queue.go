@@ -59,21 +59,26 @@ func newSendQueue(maxFrames, maxBytes int, budget *SendBudget) *sendQueue {
 }
 
 // add queues frame if it fits, or says why not: errQueueFull, or
-// errBudget when only the shared budget has no room. It expects q.mu held.
+// errBudget when only the shared budget has no room; wake says the queue
+// was empty, so the writer needs a signal. Frames added behind others need
+// none: the writer, signalled for the first, takes them all together, and
+// a signal per frame would wake it once more per batch to find nothing.
+// It expects q.mu held.
 // A frame larger than maxBytes still goes into an empty queue, or it could
 // never be sent; the budget makes no such exception, as it bounds memory.
-func (q *sendQueue) add(it queued) error {
+func (q *sendQueue) add(it queued) (wake bool, err error) {
 	n := len(it.frame)
 	if q.held >= q.maxFrames || (q.bytes+n > q.maxBytes && q.held > 0) {
-		return errQueueFull
+		return false, errQueueFull
 	}
 	if !q.budget.acquire(n) {
-		return errBudget
+		return false, errBudget
 	}
+	wake = len(q.frames) == 0
 	q.frames = append(q.frames, it)
 	q.held++
 	q.bytes += n
-	return nil
+	return wake, nil
 }
 
 // offer queues frame unless the queue is full (errQueueFull) or the budget
@@ -92,9 +97,9 @@ func (q *sendQueue) offerItem(it queued) error {
 		q.mu.Unlock()
 		return nil
 	}
-	err := q.add(it)
+	wake, err := q.add(it)
 	q.mu.Unlock()
-	if err == nil {
+	if wake {
 		signal(q.ready)
 	}
 	return err
@@ -114,12 +119,14 @@ func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Durati
 			q.mu.Unlock()
 			return errQueueClosed
 		}
-		err := q.add(queued{frame: frame})
+		wake, err := q.add(queued{frame: frame})
 		empty := q.held == 0
 		q.mu.Unlock()
 		switch {
 		case err == nil:
-			signal(q.ready)
+			if wake {
+				signal(q.ready)
+			}
 			return nil
 		case errors.Is(err, errBudget) && empty:
 			return errBudget

@@ -113,12 +113,13 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, root bool)
 	if hs.answer != "" {
 		answer = http.Header{"Sec-Websocket-Protocol": {hs.answer}}
 	}
-	wsConn, err := s.upgrader.Upgrade(w, r, answer)
+	bw := &batchWriter{ResponseWriter: w}
+	wsConn, err := s.upgrader.Upgrade(bw, r, answer)
 	if err != nil {
 		s.release(ip) // the upgrader has answered
 		return
 	}
-	c := newConn(s, wsConn, who, hs.legacy)
+	c := newConn(s, wsConn, bw.conn, who, hs.legacy)
 	c.client = ip
 	if !s.admit(c) {
 		// Shutdown began during the upgrade.
