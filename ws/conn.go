@@ -209,6 +209,7 @@ func (c *conn) writeLoop() {
 			if !c.write(batch) {
 				return
 			}
+			batch = recycled(batch)
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
 				c.fail(err)

@@ -155,10 +155,27 @@ func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Durati
 func (q *sendQueue) take(dst []queued) []queued {
 	q.mu.Lock()
 	dst = append(dst[:0], q.frames...)
-	clear(q.frames)
-	q.frames = q.frames[:0]
+	q.frames = recycled(q.frames)
 	q.mu.Unlock()
 	return dst
+}
+
+// keptFrames is the most frames a drained queue, or a writer's batch once
+// written, keeps room for. A replay or a burst grows both to its length;
+// kept, that room would stay with every connection that ever resumed (a
+// reconnect storm of 10 000 clients each replaying 100 messages left
+// about 7 KB per connection, docs/benchmarks.md), while an idle
+// connection needs none and a busy one grows it again cheaply.
+const keptFrames = 16
+
+// recycled empties a slice of frames for reuse, dropping its references
+// to the frames, and its array when that outgrew keptFrames.
+func recycled(frames []queued) []queued {
+	if cap(frames) > keptFrames {
+		return nil
+	}
+	clear(frames)
+	return frames[:0]
 }
 
 // done releases frames taken earlier, of bytes in all, once written (or

@@ -93,6 +93,37 @@ func TestSendQueueTake(t *testing.T) {
 	}
 }
 
+// TestSendQueueGivesRoomBack: after a burst (a replay, a reconnect storm)
+// neither the drained queue nor the writer's recycled batch keeps the
+// room it grew to, nor any reference to a frame written; a small batch
+// keeps its array, so a steady trickle allocates none.
+func TestSendQueueGivesRoomBack(t *testing.T) {
+	q := newSendQueue(1000, 1<<20, nil)
+	for _, f := range frames(make([]int, 200)...) {
+		if err := q.offer(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch := q.take(nil)
+	if len(batch) != 200 {
+		t.Fatalf("took %d frames, want 200", len(batch))
+	}
+	if cap(q.frames) > keptFrames {
+		t.Errorf("the drained queue keeps room for %d frames, want at most %d", cap(q.frames), keptFrames)
+	}
+	q.done(200, 0)
+	if batch = recycled(batch); cap(batch) > keptFrames {
+		t.Errorf("the written batch keeps room for %d frames, want at most %d", cap(batch), keptFrames)
+	}
+
+	small := make([]queued, 3, keptFrames)
+	small[0].frame = []byte("x")
+	kept := recycled(small)
+	if cap(kept) != keptFrames || len(kept) != 0 || small[0].frame != nil {
+		t.Errorf("a small batch: cap %d len %d, first frame %q; want its array kept, emptied and cleared", cap(kept), len(kept), small[0].frame)
+	}
+}
+
 // TestSendQueueHeldUntilDone: taken frames count against both limits until
 // the writer reports them written.
 func TestSendQueueHeldUntilDone(t *testing.T) {

@@ -608,6 +608,7 @@ func (st *stream) writeLoop(w http.ResponseWriter, rc *http.ResponseController) 
 			if !st.write(w, rc, cursor, batch) {
 				return
 			}
+			batch = recycled(batch)
 		case <-ping.C:
 			if !st.writeRaw(w, rc, ssePing) {
 				return
