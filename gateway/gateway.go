@@ -157,7 +157,7 @@ func (g *Gateway) apiConfig() httpapi.Config {
 func (g *Gateway) openBacklog(ctx context.Context) error {
 	if g.cfg.RedisURL == "" {
 		g.log = backlog.NewMemory(g.memoryConfig())
-		g.logger.Warn("no TSLM_REDIS_URL: running on the in-memory backlog (single node, not durable: messages are lost on exit)")
+		g.logger.Warn("no Redis (TSLM_REDIS_URL, or url in the config file's [redis]): running on the in-memory backlog (single node, not durable: messages are lost on exit)")
 		return nil
 	}
 	return g.openRedis(ctx)
