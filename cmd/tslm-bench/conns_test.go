@@ -49,11 +49,7 @@ func TestIdle(t *testing.T) {
 	if !res[0].Idle.GC || !res[1].Idle.GC {
 		t.Errorf("-gc: bare's %v, self-memory's %v", res[0].Idle.GC, res[1].Idle.GC)
 	}
-	for _, want := range []string{"50 connections subscribed", "per connection", "-gc", "vs bare", "verified"} {
-		if !strings.Contains(log, want) {
-			t.Errorf("no %q in the log:\n%s", want, log)
-		}
-	}
+	logSays(t, log, "50 connections subscribed", "per connection", "-gc", "vs bare", "verified")
 
 	srv := redistest.Start(t, redistest.Options{})
 	code, res, log = benchRun(t, small("-target", "self-redis="+srv.URL(), "-scenario", "idle", "-publish", "ws", "-local-addrs", "3"), 0, 0)
@@ -101,11 +97,7 @@ func TestStorm(t *testing.T) {
 	if res[1].Storm.BaselineVsBare == nil {
 		t.Errorf("no baseline ratio to bare")
 	}
-	for _, want := range []string{"no backlog", "dropped", "catch-up", "after/idle", "verified"} {
-		if !strings.Contains(log, want) {
-			t.Errorf("no %q in the log:\n%s", want, log)
-		}
-	}
+	logSays(t, log, "no backlog", "dropped", "catch-up", "after/idle", "verified")
 
 	srv := redistest.Start(t, redistest.Options{})
 	code, res, log = benchRun(t, small("-target", "self-redis="+srv.URL(), "-scenario", "storm", "-messages", "10", "-publish", "fcall"), 0, 0)
@@ -188,5 +180,15 @@ func TestFileLimit(t *testing.T) {
 	err := raiseFileLimit(int(lim.Max))
 	if err == nil || !strings.Contains(err.Error(), "hard limit") || !strings.Contains(err.Error(), "ulimit -Hn") {
 		t.Fatalf("raiseFileLimit(%d) = %v, want a hard-limit error", lim.Max, err)
+	}
+}
+
+// logSays checks that the tool's human output holds every one of wants.
+func logSays(t *testing.T, log string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(log, want) {
+			t.Errorf("no %q in the log:\n%s", want, log)
+		}
 	}
 }
