@@ -173,9 +173,12 @@ func (b *appendBatcher) exec(batch []*batchedCall, self *batchedCall) {
 		}
 		pipe.Exec(ctx) // errors are read per command
 		var again []*batchedCall
-		loaded := make(map[*redis.Script]bool)
+		var loaded map[*redis.Script]bool // made on the rare NOSCRIPT only
 		for _, c := range todo {
 			if attempt == 0 && redis.HasErrorPrefix(c.cmd.Err(), "NOSCRIPT") {
+				if loaded == nil {
+					loaded = make(map[*redis.Script]bool)
+				}
 				if _, tried := loaded[c.script]; !tried {
 					loaded[c.script] = c.script.Load(ctx, b.r.writer).Err() == nil
 				}
