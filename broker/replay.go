@@ -35,10 +35,22 @@ func (s *Subscription) Replay(ctx context.Context) error {
 	s.state = replayRunning
 	s.mu.Unlock()
 
+	// Close cancels the replay through replayCancel, rather than an
+	// AfterFunc on stopped: that would leave stopped a map of children
+	// (which never shrinks) and a channel, for the subscription's life.
+	// Close stops first and reads replayCancel after; so either it sees
+	// cancel, or stopped is already done here.
 	ctx, cancel := context.WithCancel(ctx)
-	unhook := context.AfterFunc(s.stopped, cancel)
+	s.mu.Lock()
+	s.replayCancel = cancel
+	s.mu.Unlock()
+	if s.stopped.Err() != nil {
+		cancel()
+	}
 	defer func() {
-		unhook()
+		s.mu.Lock()
+		s.replayCancel = nil
+		s.mu.Unlock()
 		cancel()
 		s.dropPending()
 		s.mu.Lock()

@@ -54,9 +54,12 @@ type Subscription struct {
 	// ch.mu.
 	index int
 
-	// stopped is cancelled by Close; it ends the replay's reads and sends.
-	stopped context.Context
-	stop    context.CancelFunc
+	// stopped is cancelled by Close, which also cancels a running
+	// replay's context (replayCancel, guarded by mu): that ends the
+	// replay's reads and sends.
+	stopped      context.Context
+	replayCancel context.CancelFunc
+	stop         context.CancelFunc
 	// replayed is closed once Replay has returned, or by Close when Replay
 	// had not started, so that Close can wait for a replay in flight.
 	replayed chan struct{}
@@ -220,6 +223,12 @@ func (s *Subscription) Close() {
 	}
 	s.mu.Unlock()
 	s.stop()
+	s.mu.Lock()
+	cancelReplay := s.replayCancel
+	s.mu.Unlock()
+	if cancelReplay != nil {
+		cancelReplay()
+	}
 	if first {
 		s.ch.remove(s)
 		s.hub.release(s.ch)
