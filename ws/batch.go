@@ -146,9 +146,15 @@ func putBatchBuf(buf *[]byte) {
 // batchWriter hands the upgrader, through Hijack, the client's socket
 // wrapped in a batchConn. Gorilla takes its net.Conn from Hijack, so this
 // is how frames get batched without forking it.
+//
+// It also hands gorilla the buffer to read the client's input through,
+// which gorilla reuses when the upgrader's ReadBufferSize is 0: a smaller
+// one than the HTTP server's, and one the reader can ask whether input is
+// waiting in it (reader.go) before it parks.
 type batchWriter struct {
 	http.ResponseWriter
-	conn *batchConn // set by a successful Hijack
+	conn *batchConn    // set by a successful Hijack
+	br   *bufio.Reader // likewise
 }
 
 func (w *batchWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -157,7 +163,12 @@ func (w *batchWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = &batchConn{Conn: nc}
-	return w.conn, brw, nil
+	if brw.Reader.Buffered() > 0 {
+		// Input before the handshake's end, which gorilla refuses.
+		return w.conn, brw, nil
+	}
+	w.br = bufio.NewReaderSize(w.conn, readBufferBytes)
+	return w.conn, bufio.NewReadWriter(w.br, brw.Writer), nil
 }
 
 func (w *batchWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

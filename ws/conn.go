@@ -1,12 +1,14 @@
 package ws
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
@@ -20,14 +22,16 @@ import (
 // frame before dropping the TCP connection (Server.testCloseGrace aside).
 const closeGrace = time.Second
 
-// conn is one client connection. The reader goroutine (serve's caller) owns
-// its lifetime and its subscriptions; the writer goroutine is the only one
-// that writes data frames. Everything else talks to the writer through the
-// send queue.
+// conn is one client connection. Its reader (reader.go: one goroutine at a
+// time, none while the client is silent) owns its lifetime and its
+// subscriptions; its writer (one goroutine at a time, none while nothing is
+// to be written) is the only one that writes data frames. Everything else
+// talks to the writer through the send queue, and kicks it.
 type conn struct {
 	srv    *Server
 	ws     *websocket.Conn
-	out    *batchConn // ws's socket: the writer batches frames through it
+	out    *batchConn    // ws's socket: the writer batches frames through it
+	br     *bufio.Reader // the client's input, read through by ws as well
 	legacy bool
 	client netip.Addr // the client's address, trusted proxies considered
 	enc    *broker.Encoder
@@ -55,45 +59,75 @@ type conn struct {
 	deadline  *time.Timer
 	expiry    *time.Timer
 
+	// The reader (reader.go): its state (reader*), the poller it parks
+	// on with the socket's number there (nil: it blocks on the socket),
+	// whether it may park, when it began waiting for the client, and
+	// whether the beat timer found it silent too long.
+	rstate       atomic.Int32
+	poller       *poller
+	raw          syscall.RawConn
+	pollID       uint64
+	noPark       atomic.Bool
+	waitingSince atomic.Int64 // Unix nanoseconds
+	timedOut     atomic.Bool
+
+	// The beat timer (tick) and when it pings next, guarded by beatMu.
+	beatMu   sync.Mutex
+	beat     *time.Timer
+	nextPing time.Time
+
+	// The writer: wmu guards writing (a writer goroutine runs), again
+	// (kicked while running), wdone (never to run again) and writerExit
+	// (closed when a running writer returns, for stopWriter). pingDue
+	// asks it for a ping; batch is its reusable batch.
+	wmu        sync.Mutex
+	writing    bool
+	again      bool
+	wdone      bool
+	writerExit chan struct{}
+	pingDue    atomic.Bool
+	batch      []queued
+
 	closeOnce sync.Once
-	closing   chan struct{} // closed by close
-	reason    CloseReason   // set before closing is closed
+	closed    atomic.Bool // set by close; nothing waits for it
+	reason    CloseReason // set before closed
 
 	// For metrics and the access log (metrics.go): framesIn is the
-	// reader goroutine's, framesOut and writeErr the writer's, read
-	// once both have returned; latency is the writer's, read at scrape.
-	opened    time.Time
-	framesIn  int64
-	framesOut int64
-	writeErr  error
-	latency   *histogram.Histogram
+	// reader goroutine's, framesOut, writeErr and closeLogged the
+	// writer's, read once both have returned; latency is the writer's,
+	// read at scrape.
+	opened      time.Time
+	closeLogged bool
+	framesIn    int64
+	framesOut   int64
+	writeErr    error
+	latency     *histogram.Histogram
 }
 
 var _ broker.Sink = (*conn)(nil)
 
 // newConn makes the connection of ws, whose socket is out, speaking for
 // who (nil: nobody yet), in tslm.legacy or v1.
-func newConn(s *Server, ws *websocket.Conn, out *batchConn, who *auth.Principal, legacy bool) *conn {
+func newConn(s *Server, ws *websocket.Conn, out *batchConn, br *bufio.Reader, who *auth.Principal, legacy bool) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
-		srv:      s,
-		ws:       ws,
-		out:      out,
-		legacy:   legacy,
-		enc:      v1Encoder,
-		queue:    newSendQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes, s.cfg.SendBudget),
-		ctx:      ctx,
-		cancel:   cancel,
-		subs:     make(map[string]*broker.Subscription),
-		servings: make(map[string]*broker.Serving),
-		closing:  make(chan struct{}),
-		opened:   time.Now(),
-		latency:  histogram.New(publishToWriteBounds),
+		srv:     s,
+		ws:      ws,
+		out:     out,
+		br:      br,
+		legacy:  legacy,
+		enc:     v1Encoder,
+		ctx:     ctx,
+		cancel:  cancel,
+		subs:    make(map[string]*broker.Subscription),
+		opened:  time.Now(),
+		latency: histogram.New(publishToWriteBounds),
 	}
 	if c.legacy {
 		c.enc = legacyEncoder
 	}
-	c.principal = who // its timer is armed by serve (startAuth)
+	c.queue = newNotifyingQueue(s.cfg.SendQueueFrames, s.cfg.SendQueueBytes, s.cfg.SendBudget, c.kickWriter)
+	c.principal = who // its timer is armed by start (startAuth)
 	if s.cfg.CommandRate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
 		c.strikes = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
@@ -101,122 +135,74 @@ func newConn(s *Server, ws *websocket.Conn, out *batchConn, who *auth.Principal,
 	return c
 }
 
-// serve runs the connection: the writer in a goroutine, the reader here.
-func (c *conn) serve() {
-	c.startAuth()
-	defer c.stopAuth()
-	c.logOpen()
-	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		c.writeLoop()
-	}()
-	readErr := c.readLoop()
-	c.cancel()
-	for _, sub := range c.subs {
-		sub.Close()
+// kickWriter has the writer do what is waiting (frames, a ping, the
+// close), starting it if it is not running. Safe from any goroutine, and
+// it never blocks: there is a writer goroutine only while there is
+// something to write, so an idle connection holds none.
+func (c *conn) kickWriter() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	switch {
+	case c.wdone:
+	case c.writing:
+		c.again = true
+	default:
+		c.writing = true
+		go c.writeRun()
 	}
-	c.closeRequests()
-	<-writerDone
-	c.queue.release()
-	c.ws.Close()
-	c.recordEnd(c.ending(readErr))
 }
 
-// readLoop reads and runs commands until the connection fails, and returns
-// why.
-func (c *conn) readLoop() error {
-	cfg := &c.srv.cfg
-	idle := cfg.PingInterval + cfg.PongTimeout
-	c.ws.SetReadLimit(cfg.MaxFrameBytes)
-	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(time.Now().Add(idle))
-	})
+// writeRun is the writer: the only goroutine writing data frames, one at a
+// time (wmu), running while kicks keep coming.
+func (c *conn) writeRun() {
 	for {
-		// Re-armed after every frame, not just on pongs: a long replay
-		// keeps this goroutine busy while pongs wait unread.
-		c.ws.SetReadDeadline(time.Now().Add(idle))
-		kind, frame, err := c.ws.ReadMessage()
-		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				// gorilla has sent 1009 itself.
-				c.srv.stats.closes[CloseTooBig].Add(1)
-			}
-			return err
-		}
-		c.framesIn++
-		select {
-		case <-c.closing:
-			continue // wait for the client's close frame
-		default:
-		}
-		c.srv.stats.commands.Add(1)
-		if !c.allowRate(frame) {
+		more := c.writeSome()
+		c.wmu.Lock()
+		if more && c.again && !c.wdone {
+			c.again = false
+			c.wmu.Unlock()
 			continue
 		}
-		if kind != websocket.TextMessage {
-			c.replyError("", badRequest("binary frames are not supported: send JSON in text frames"))
-			continue
+		c.writing, c.again = false, false
+		if !more {
+			c.wdone = true
 		}
-		// JSON decoding tolerates invalid UTF-8 in strings; stored, it
-		// would break every subscriber's text frames.
-		if !utf8.Valid(frame) {
-			c.replyError("", badRequest("text frames must be UTF-8"))
-			continue
+		if c.writerExit != nil {
+			close(c.writerExit)
+			c.writerExit = nil
 		}
-		if c.legacy {
-			c.handleLegacy(frame)
-		} else {
-			c.handle(frame)
-		}
+		c.wmu.Unlock()
+		return
 	}
 }
 
-// allowRate applies the command rate. A command over it is answered with
-// rate_limited; a client that keeps going after as many refusals as its
-// burst is closed with 1008.
-func (c *conn) allowRate(frame []byte) bool {
-	if c.limiter == nil || c.limiter.Allow() {
-		return true
+// stopWriter keeps the writer from starting again and waits for a running
+// one to return. Reader goroutine, once the connection is over.
+func (c *conn) stopWriter() {
+	c.wmu.Lock()
+	c.wdone = true
+	var exit chan struct{}
+	if c.writing {
+		exit = make(chan struct{})
+		c.writerExit = exit
 	}
-	if !c.strikes.Allow() {
-		c.close(ClosePolicy)
-		return false
+	c.wmu.Unlock()
+	if exit != nil {
+		<-exit
 	}
-	ref := ""
-	if !c.legacy {
-		ref = refOf(frame)
-	}
-	c.replyError(ref, broker.ErrRateLimited.With("command rate exceeded: slow down"))
-	return false
 }
 
-func (c *conn) writeLoop() {
+// writeSome writes what waits: the close and what goes before it, a ping,
+// queued frames. It returns false once the connection must not be written
+// to again.
+func (c *conn) writeSome() bool {
 	cfg := &c.srv.cfg
-	ping := time.NewTicker(cfg.PingInterval)
-	defer ping.Stop()
-	logged := false
-	defer func() {
-		if !logged {
-			c.logClose()
-		}
-	}()
-	var batch []queued
 	for {
-		select {
-		case <-c.queue.ready:
-			batch = c.queue.take(batch)
-			if !c.write(batch) {
-				return
-			}
-			batch = recycled(batch)
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
-				c.fail(err)
-				return
-			}
-		case <-c.closing:
-			logged = true
+		if c.ctx.Err() != nil {
+			return false
+		}
+		if c.closed.Load() {
+			c.closeLogged = true
 			c.logClose()
 			// Send what was already queued: the client resumes from
 			// what it received, so every frame sent saves a replay
@@ -224,10 +210,11 @@ func (c *conn) writeLoop() {
 			// them, which is why it is closed; and a budget close is
 			// there to get their memory back.
 			if c.reason.dropsQueue() {
-				c.drop(c.queue.take(batch))
-			} else if !c.write(c.queue.take(batch)) {
-				return
+				c.drop(c.queue.take(c.batch))
+			} else if !c.write(c.queue.take(c.batch)) {
+				return false
 			}
+			c.batch = nil
 			msg := websocket.FormatCloseMessage(c.reason.Code(), c.reason.String())
 			c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout))
 			grace := closeGrace
@@ -237,12 +224,26 @@ func (c *conn) writeLoop() {
 			select {
 			case <-c.ctx.Done():
 			case <-time.After(grace):
-				c.ws.Close()
+				c.shut()
 			}
-			return
-		case <-c.ctx.Done():
-			return
+			return false
 		}
+		if c.pingDue.Swap(false) {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
+				c.fail(err)
+				return false
+			}
+			continue
+		}
+		batch := c.queue.take(c.batch)
+		if len(batch) == 0 {
+			c.batch = batch
+			return true
+		}
+		if !c.write(batch) {
+			return false
+		}
+		c.batch = recycled(batch)
 	}
 }
 
@@ -257,14 +258,10 @@ func (c *conn) write(frames []queued) bool {
 	c.out.begin()
 	start := 0 // the first frame not yet on the socket
 	for i, it := range frames {
-		select {
-		case <-c.closing:
-			if c.reason.dropsQueue() {
-				c.out.abort()
-				c.drop(frames[start:])
-				return true
-			}
-		default:
+		if c.closed.Load() && c.reason.dropsQueue() {
+			c.out.abort()
+			c.drop(frames[start:])
+			return true
 		}
 		if err := c.ws.WriteMessage(websocket.TextMessage, it.frame); err != nil {
 			// Not the socket's error, written to by flush alone: gorilla's
@@ -333,7 +330,7 @@ func (c *conn) drop(frames []queued) {
 func (c *conn) fail(err error) {
 	c.writeErr = err
 	c.queue.close()
-	c.ws.Close()
+	c.shut()
 }
 
 // close starts closing the connection for reason: the queue stops taking
@@ -346,8 +343,9 @@ func (c *conn) close(reason CloseReason) {
 		c.reason = reason
 		c.srv.stats.closes[reason].Add(1)
 		c.queue.close()
-		close(c.closing)
+		c.closed.Store(true)
 	})
+	c.kickWriter()
 }
 
 // logClose logs why the server closed the connection, if it did, unless
@@ -357,9 +355,7 @@ func (c *conn) logClose() {
 	if c.srv.cfg.AccessLog {
 		return
 	}
-	select {
-	case <-c.closing:
-	default:
+	if !c.closed.Load() {
 		return
 	}
 	if c.reason != CloseShutdown {

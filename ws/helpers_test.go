@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -45,7 +46,19 @@ type serverOptions struct {
 	conn func(net.Conn) net.Conn           // wraps each accepted socket; nil means none
 	// closeGrace replaces the server's close grace when positive.
 	closeGrace time.Duration
+	// reads chooses how readers wait: parked on the poller where the
+	// socket allows it, or blocked on it as on a TLS listener. Left
+	// default, TSLM_TEST_BLOCKING_READS chooses blocked for every test.
+	reads readMode
 }
+
+type readMode int
+
+const (
+	readsDefault readMode = iota
+	readsParked
+	readsBlocking
+)
 
 // wrapListener hands every accepted socket through wrap.
 type wrapListener struct {
@@ -85,6 +98,8 @@ func startServerWith(t testing.TB, cfg Config, opts serverOptions) *testServer {
 	hub := broker.New(log, opts.hub)
 	srv := New(hub, cfg)
 	srv.testCloseGrace = opts.closeGrace // before any conn reads it
+	srv.testBlockingReads = opts.reads == readsBlocking ||
+		(opts.reads == readsDefault && os.Getenv("TSLM_TEST_BLOCKING_READS") != "")
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/ws", srv)
 	mux.HandleFunc("GET /v1/sse", srv.ServeSSE)

@@ -133,10 +133,8 @@ type ending struct {
 // ending tells how the connection ended, once its reader returned readErr
 // and its writer has returned.
 func (c *conn) ending(readErr error) ending {
-	select {
-	case <-c.closing:
+	if c.closed.Load() {
 		return ending{code: c.reason.Code(), reason: c.reason.String()}
-	default:
 	}
 	var ce *websocket.CloseError
 	switch {

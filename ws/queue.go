@@ -46,6 +46,22 @@ type sendQueue struct {
 
 	ready chan struct{} // cap 1: frames are waiting for the writer
 	space chan struct{} // cap 1: the writer wrote frames
+	// notify, when set, is called instead of signalling ready
+	// (newNotifyingQueue).
+	notify func()
+}
+
+// newNotifyingQueue is a sendQueue that calls notify where newSendQueue's
+// signals ready, and has no ready channel: a connection's writer runs only
+// when kicked, and most connections are idle.
+func newNotifyingQueue(maxFrames, maxBytes int, budget *SendBudget, notify func()) *sendQueue {
+	return &sendQueue{
+		maxFrames: maxFrames,
+		maxBytes:  maxBytes,
+		budget:    budget,
+		space:     make(chan struct{}, 1),
+		notify:    notify,
+	}
 }
 
 func newSendQueue(maxFrames, maxBytes int, budget *SendBudget) *sendQueue {
@@ -100,9 +116,17 @@ func (q *sendQueue) offerItem(it queued) error {
 	wake, err := q.add(it)
 	q.mu.Unlock()
 	if wake {
-		signal(q.ready)
+		q.wakeWriter()
 	}
 	return err
+}
+
+func (q *sendQueue) wakeWriter() {
+	if q.notify != nil {
+		q.notify()
+	} else {
+		signal(q.ready)
+	}
 }
 
 // push queues frame, waiting while the queue is full. It gives up with
@@ -125,7 +149,7 @@ func (q *sendQueue) push(ctx context.Context, frame []byte, patience time.Durati
 		switch {
 		case err == nil:
 			if wake {
-				signal(q.ready)
+				q.wakeWriter()
 			}
 			return nil
 		case errors.Is(err, errBudget) && empty:

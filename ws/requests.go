@@ -154,6 +154,9 @@ func (c *conn) startServing(ref, channel string) {
 		c.replyError(ref, err)
 		return
 	}
+	if c.servings == nil {
+		c.servings = make(map[string]*broker.Serving) // most connections serve nothing
+	}
 	c.servings[channel] = sv
 	c.reply(encodeAck(ackFrame{Ref: ref, Channel: channel}))
 	close(sink.acked)

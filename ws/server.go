@@ -230,6 +230,9 @@ type Server struct {
 	// testCloseGrace, when positive, replaces closeGrace: tests lengthen
 	// it so that what they check cannot race the grace on a slow machine.
 	testCloseGrace time.Duration
+	// testBlockingReads keeps every reader blocked on its socket, as
+	// where the socket cannot be polled, for the tests of that path.
+	testBlockingReads bool
 }
 
 type serverStats struct {
@@ -297,8 +300,9 @@ func New(hub *broker.Hub, cfg Config) *Server {
 		// the setting to change.
 		CheckOrigin:      func(*http.Request) bool { return true },
 		HandshakeTimeout: cfg.HandshakeTimeout,
-		ReadBufferSize:   4096,
-		WriteBufferSize:  4096,
+		// 0: gorilla reads through the buffer batchWriter hands it.
+		ReadBufferSize:  0,
+		WriteBufferSize: 4096,
 		// Most connections are idle most of the time: they borrow a write
 		// buffer only while writing instead of holding 4 KiB each.
 		WriteBufferPool: &sync.Pool{},
@@ -342,7 +346,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	for c := range s.conns {
-		c.ws.Close()
+		c.shut()
 	}
 	for st := range s.streams {
 		st.fail()

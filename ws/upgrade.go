@@ -119,7 +119,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, root bool)
 		s.release(ip) // the upgrader has answered
 		return
 	}
-	c := newConn(s, wsConn, bw.conn, who, hs.legacy)
+	c := newConn(s, wsConn, bw.conn, bw.br, who, hs.legacy)
 	c.client = ip
 	if !s.admit(c) {
 		// Shutdown began during the upgrade.
@@ -127,8 +127,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, root bool)
 		s.release(ip)
 		return
 	}
-	defer s.forget(c)
-	c.serve()
+	c.start()
 }
 
 // credentials authenticates the request's Authorization header, on a
