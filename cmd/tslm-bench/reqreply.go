@@ -36,6 +36,9 @@ const replyMarker = "tslm-bench"
 const (
 	faultDrop     = "drop"     // not answered at all: the requester gets a timeout
 	faultMisroute = "misroute" // answered with the reply derived from the request before it
+	// answered twice: the gateway refuses the second reply (not_found),
+	// which the responder counts, and the requester must see one answer
+	faultDuplicate = "duplicate"
 )
 
 // ReqReplyResult is -scenario reqreply's part of the JSON line. CPU per
@@ -634,9 +637,15 @@ func (w *wsResponder) serve() {
 		reply = append(reply, answer...)
 		reply = append(reply, '}')
 		prevData = append(prevData[:0], data...)
-		w.ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if err := w.ws.WriteMessage(websocket.TextMessage, reply); err != nil {
-			w.ws.Close() // the next read ends the loop, and says why
+		times := 1
+		if w.fault == faultDuplicate && w.faultEvery > 0 && handed%w.faultEvery == 0 {
+			times = 2
+		}
+		for range times {
+			w.ws.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			if err := w.ws.WriteMessage(websocket.TextMessage, reply); err != nil {
+				w.ws.Close() // the next read ends the loop, and says why
+			}
 		}
 	}
 }

@@ -76,7 +76,8 @@ func TestReqReply(t *testing.T) {
 }
 
 // TestReqReplyVerificationFails runs responders that answer every third
-// request wrongly: not at all, or with the reply of the request before.
+// request wrongly: not at all, with the reply of the request before, or
+// twice.
 // The run must say so and exit 1.
 func TestReqReplyVerificationFails(t *testing.T) {
 	for _, tc := range []struct {
@@ -85,6 +86,10 @@ func TestReqReplyVerificationFails(t *testing.T) {
 	}{
 		{faultDrop, func(v Verdict) bool { return v.Timeouts > 0 && v.WrongReplies == 0 }},
 		{faultMisroute, func(v Verdict) bool { return v.WrongReplies > 0 && v.Timeouts == 0 }},
+		// The gateway passes one answer on and refuses the second reply:
+		// the responder's refusals fail the run, the requesters saw no
+		// duplicate.
+		{faultDuplicate, func(v Verdict) bool { return v.Errors > 0 && v.Duplicates == 0 && v.WrongReplies == 0 && v.Lost == 0 }},
 	} {
 		t.Run(tc.fault, func(t *testing.T) {
 			code, res, log := benchRunWith(t, smallRR("-target", "self-memory", "-timeout", "1s"), func(o *options) {
