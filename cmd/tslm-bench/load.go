@@ -42,6 +42,17 @@ type spec struct {
 	settle     time.Duration // the wait before reading the gateway's memory
 	localAddrs int           // subscribers dial from 127.0.0.1 … 127.0.0.<localAddrs> in turn
 	gc         bool          // a started server collects its garbage before each memory reading
+
+	// reqreply only (reqreply.go)
+	requesters int           // public connections sending requests, requester i on channel i % channels
+	inflight   int           // requests each keeps unanswered, without a rate
+	responders int           // internal apps, each serving every channel
+	serve      string        // how they serve: ws (the internal listener) or redis (consumer group tslm)
+	timeout    time.Duration // each request's timeout_ms
+	// Tests only: the WebSocket responders answer every faultEvery-th
+	// request wrongly (faultDrop, faultMisroute).
+	replyFault string
+	faultEvery int
 }
 
 // subscriptions is the run's subscribers, one connection each.
@@ -53,6 +64,12 @@ func (s spec) subscriptions() int {
 }
 
 func (s spec) connections() int {
+	if s.scenario == "reqreply" {
+		if s.serve == "redis" {
+			return s.requesters
+		}
+		return s.requesters + s.responders
+	}
 	n := s.subscriptions()
 	if s.publish == "ws" {
 		n += s.publishers
@@ -78,6 +95,14 @@ type bench struct {
 	published atomic.Uint64 // acknowledged publishes
 	pubErrors atomic.Uint64
 	connected atomic.Int64 // connections subscribed (idle and storm's progress)
+
+	// reqreply: delivered counts verified replies, published acked
+	// requests.
+	reqs         []*requester
+	resps        []*wsResponder
+	requested    atomic.Uint64 // request frames sent
+	stopRequests atomic.Bool
+	serveErr     atomic.Pointer[string] // why serving from Redis failed
 
 	errMu     sync.Mutex
 	pubErrMsg string // the first publish error

@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -36,6 +37,9 @@ func main() {
 	if kind := os.Getenv(serveVar); kind != "" {
 		os.Exit(serveMain(kind))
 	}
+	// Package responder (-serve redis) logs through the default logger;
+	// its INFO lines about joining groups are noise in a load tool.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -66,7 +70,7 @@ type options struct {
 
 const usageText = `tslm-bench: load a TSLM gateway (or the bare broadcaster) and measure it.
 
-usage: tslm-bench -target TARGET [-scenario fanout|spread] [flags]
+usage: tslm-bench -target TARGET [-scenario fanout|spread|idle|storm|reqreply] [flags]
 
 Targets:
   bare                     the bare broadcaster: gorilla/websocket, no backlog (the ceiling)
@@ -89,6 +93,26 @@ Scenarios: fanout = 1 channel × 1000 subscribers, spread = 1000 channels ×
          last ID each received; the time until every one has caught up,
          over the baseline's; the gateway's RSS idle, at peak and after
          (bare has no backlog: its storm is skipped, its baseline kept)
+  reqreply  -requesters (100) public connections send request frames
+         (timeout_ms = -timeout), requester i on channel i % -channels
+         (10), each keeping -inflight (4) unanswered, or all together
+         at -rate requests/s; -responders (2) internal apps serve every
+         channel and answer each request with its data echoed beside a
+         marker: -serve ws (default, the documented way on either
+         backlog: serve/reply frames on the internal listener's
+         WebSocket) or -serve redis (package responder, consumer group
+         tslm, straight from Redis: self-redis or -redis, not a
+         Cluster; its replies are plain XADDs, which the gateway finds
+         with its TSLM_POLL_INTERVAL poll). A self-* gateway gets
+         TSLM_PUBLIC_ALLOW=subscribe,request and TSLM_PUBLIC_RATE=0
+         unless set; a URL target must allow request on its public
+         listener. Reports answered requests/s, round-trip latency
+         (request sent → reply received), timeouts, and gateway and
+         Redis CPU per round trip; every request must get exactly one
+         answer, its own reply. No -compare bare: the bare broadcaster
+         routes no requests, and an answer made inside it would skip
+         the responder's hop the gateway's round trip has, so there is
+         no ceiling to compare with.
 
 Many connections: each side holds one file descriptor per connection. The
 tool raises its soft limit (RLIMIT_NOFILE) to what the run needs, up to
@@ -137,7 +161,12 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow addresses that are not loopback")
 	fs.IntVar(&o.maxConns, "max-conns", 20000, "refuse a run that needs more WebSocket connections than this")
 	fs.StringVar(&o.compare, "compare", "", `"bare": run the same load against the bare broadcaster first, and report the target's ratios to it`)
-	fs.StringVar(&o.spec.scenario, "scenario", "fanout", "fanout (1 channel × N subscribers), spread (N channels × 1 subscriber), idle (-connections at rest: memory per connection) or storm (-connections dropped at once, resuming -messages each)")
+	fs.StringVar(&o.spec.scenario, "scenario", "fanout", "fanout (1 channel × N subscribers), spread (N channels × 1 subscriber), idle (-connections at rest: memory per connection), storm (-connections dropped at once, resuming -messages each) or reqreply (-requesters asking, -responders answering)")
+	fs.IntVar(&o.spec.requesters, "requesters", 100, "reqreply: requesters, one public connection each, spread over -channels")
+	fs.IntVar(&o.spec.inflight, "inflight", 4, "reqreply without -rate: requests each requester keeps unanswered (the gateway's TSLM_MAX_INFLIGHT_REQUESTS, 100 by default, bounds it)")
+	fs.IntVar(&o.spec.responders, "responders", 2, "reqreply: internal apps, each serving every channel")
+	fs.StringVar(&o.spec.serve, "serve", "ws", "reqreply: how responders serve: ws (serve frames on the internal listener, either backlog) or redis (consumer group tslm in Redis, package responder)")
+	fs.DurationVar(&o.spec.timeout, "timeout", 5*time.Second, "reqreply: each request's timeout_ms; a timeout fails the run")
 	fs.IntVar(&o.spec.conns, "connections", 10000, "idle and storm: subscribers, one connection each, spread over -channels")
 	fs.IntVar(&o.spec.messages, "messages", 100, "storm: messages published to each channel while its subscribers are down")
 	fs.DurationVar(&o.spec.settle, "settle", 5*time.Second, "idle and storm: the wait before reading the gateway's memory (after connecting, and after the storm)")
@@ -147,8 +176,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.spec.subscribers, "subscribers", 0, "subscribers per channel, one connection each (default: the scenario's)")
 	fs.IntVar(&o.spec.publishers, "publishers", 8, "publishers, each with one publish in flight, each cycling over every channel")
 	fs.StringVar(&o.spec.publish, "publish", "api", "how publishers publish: api (HTTP POST), ws (the internal WebSocket), fcall (straight into Redis with FCALL tslm_publish) or xadd (a plain XADD, which followers find with their poll, within TSLM_POLL_INTERVAL, unless a notified append follows)")
-	fs.Float64Var(&o.spec.rate, "rate", 0, "messages per second from all publishers together; 0 = as fast as they go")
-	fs.IntVar(&o.spec.size, "size", 64, "bytes of each message's data (at least the ~50 its header takes)")
+	fs.Float64Var(&o.spec.rate, "rate", 0, "messages per second from all publishers together (reqreply: requests per second from all requesters); 0 = as fast as they go (reqreply: -inflight each)")
+	fs.IntVar(&o.spec.size, "size", 64, "bytes of each message's (reqreply: request's) data (at least the ~50 its header takes)")
 	fs.DurationVar(&o.spec.duration, "duration", 10*time.Second, "how long to publish; the run then stops by itself")
 	fs.DurationVar(&o.spec.drain, "drain", 10*time.Second, "the longest wait for deliveries after publishing stops")
 	fs.IntVar(&o.spec.maxLen, "max-len", 1000, "max_len of the channels the run creates")
@@ -195,8 +224,23 @@ func (o *options) check() error {
 			return usagef("-connections must be at least 1")
 		}
 		sp.subscribers = (sp.conns + sp.channels - 1) / sp.channels
+	case "reqreply":
+		sp.channels = or(sp.channels, 10)
+		switch {
+		case sp.subscribers != 0:
+			return usagef("-scenario reqreply has -requesters, not -subscribers")
+		case sp.requesters < 1 || sp.inflight < 1 || sp.responders < 1:
+			return usagef("-requesters, -inflight and -responders must be at least 1")
+		case sp.timeout < time.Millisecond:
+			return usagef("-timeout %s: want at least 1ms", sp.timeout)
+		case sp.serve != "ws" && sp.serve != "redis":
+			return usagef("-serve %q: want ws or redis", sp.serve)
+		case o.target == "bare" || o.compare == "bare":
+			return usagef("-scenario reqreply cannot run against the bare broadcaster: it routes no requests, " +
+				"and one answering them itself would skip the responder's hop, so there is no ceiling to compare with")
+		}
 	default:
-		return usagef("-scenario %q: want fanout, spread, idle or storm", sp.scenario)
+		return usagef("-scenario %q: want fanout, spread, idle, storm or reqreply", sp.scenario)
 	}
 	switch {
 	case sp.messages < 1 || sp.settle < 0:
@@ -211,7 +255,7 @@ func (o *options) check() error {
 	switch {
 	case o.target == "":
 		return usagef("-target is required: bare, self-memory, self-redis[=URL] or a ws:// URL")
-	case sp.channels < 1 || sp.subscribers < 1 || sp.publishers < 1:
+	case sp.channels < 1 || sp.scenario != "reqreply" && sp.subscribers < 1 || sp.publishers < 1:
 		return usagef("-channels, -subscribers and -publishers must be at least 1")
 	case sp.duration <= 0 || sp.drain < 0 || sp.rate < 0 || sp.size < 0 || sp.maxLen < 1 || sp.dialers < 1:
 		return usagef("-duration must be positive; -drain, -rate and -size not negative; -max-len and -dialers at least 1")
@@ -255,6 +299,14 @@ func (o *options) check() error {
 	}
 	if direct && (o.startCluster > 0 || isClusterURL(redisURL)) {
 		return usagef("-publish %s publishes to one Redis, not a Cluster: use -publish api or ws", sp.publish)
+	}
+	if sp.scenario == "reqreply" && sp.serve == "redis" {
+		if !(selfRedis || urlTarget && o.redisURL != "") {
+			return usagef("-serve redis needs a Redis target: self-redis, or a URL target with -redis")
+		}
+		if o.startCluster > 0 || isClusterURL(redisURL) {
+			return usagef("-serve redis serves from one Redis here, not a Cluster: use -serve ws")
+		}
 	}
 	if !o.allowRemote {
 		checks := map[string]string{}

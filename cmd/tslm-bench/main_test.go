@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ func TestMain(m *testing.M) {
 	if kind := os.Getenv(serveVar); kind != "" {
 		os.Exit(serveMain(kind))
 	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))) // as main does
 	os.Exit(m.Run())
 }
 
@@ -29,13 +31,20 @@ func TestMain(m *testing.M) {
 // broadcaster) and returns its exit code and JSON lines.
 func benchRun(t *testing.T, args []string, loseEvery, repeatEvery int) (int, []Result, string) {
 	t.Helper()
+	return benchRunWith(t, args, func(o *options) { o.loseEvery, o.repeatEvery = loseEvery, repeatEvery })
+}
+
+// benchRunWith is benchRun with the parsed options changed by tweak (to
+// inject test faults).
+func benchRunWith(t *testing.T, args []string, tweak func(*options)) (int, []Result, string) {
+	t.Helper()
 	var stdout strings.Builder
 	stderr := new(syncbuf.Buffer)
 	o, err := parseArgs(args, stderr)
 	if err != nil {
 		t.Fatalf("%v: %v", args, err)
 	}
-	o.loseEvery, o.repeatEvery = loseEvery, repeatEvery
+	tweak(o)
 	results, err := execute(t.Context(), o, stderr)
 	code := 0
 	if err != nil {
@@ -185,7 +194,7 @@ func TestStartRedis(t *testing.T) {
 // URLs and process, as users load a deployment; the run's channels are
 // deleted afterwards.
 func TestURLTarget(t *testing.T) {
-	gw, err := startChild("gateway", append(gatewayEnv(100), "TSLM_REDIS_URL"))
+	gw, err := startChild("gateway", append(gatewayEnv(100, false), "TSLM_REDIS_URL"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,8 @@ func (r *bench) measure(ctx context.Context) (*Result, error) {
 		return r.measureIdle(ctx)
 	case "storm":
 		return r.measureStorm(ctx)
+	case "reqreply":
+		return r.measureReqReply(ctx)
 	}
 	var probe *redisProbe
 	if r.tgt.redisURL != "" {
@@ -160,8 +162,12 @@ func (r *bench) printProgress(w io.Writer, a, b, start sample) {
 	if dt <= 0 {
 		return
 	}
-	line := fmt.Sprintf("tslm-bench: [%s] %3.0fs  delivered %s/s  published %s/s  p99 %.2f ms",
-		r.tgt.name, b.at.Sub(start.at).Seconds(), si(float64(b.delivered-a.delivered)/dt),
+	delivered, published := "delivered", "published"
+	if r.spec.scenario == "reqreply" {
+		delivered, published = "answered", "acked"
+	}
+	line := fmt.Sprintf("tslm-bench: [%s] %3.0fs  %s %s/s  %s %s/s  p99 %.2f ms",
+		r.tgt.name, b.at.Sub(start.at).Seconds(), delivered, si(float64(b.delivered-a.delivered)/dt), published,
 		si(float64(b.published-a.published)/dt), float64(r.hist.quantile(0.99))/1e6)
 	if a.haveGateway && b.haveGateway {
 		line += fmt.Sprintf("  gateway %3.0f%% CPU %s RSS", 100*(b.gateway-a.gateway).Seconds()/dt, mib(b.rss))

@@ -41,24 +41,25 @@ type Result struct {
 	DeliveredPerS float64 `json:"delivered_per_s"`
 	LatencyMS     Latency `json:"latency_ms"`
 
-	GatewayCPUS             *float64     `json:"gateway_cpu_s"`
-	RedisCPUS               *float64     `json:"redis_cpu_s"`
-	LoadCPUS                float64      `json:"load_cpu_s"` // this tool's own
-	GatewayUSPerDelivered   *float64     `json:"gateway_cpu_us_per_delivered"`
-	RedisUSPerDelivered     *float64     `json:"redis_cpu_us_per_delivered"`
-	ServerUSPerDelivered    *float64     `json:"server_cpu_us_per_delivered"` // gateway + Redis
-	LoadUSPerDelivered      float64      `json:"load_cpu_us_per_delivered"`
-	GatewayRSSMiB           *float64     `json:"gateway_rss_mib"`
-	GatewayPeakRSSMiB       *float64     `json:"gateway_peak_rss_mib"`
-	RedisNodes              *int         `json:"redis_nodes"`       // the Redis servers measured: 1, or a Cluster's masters
-	RedisClientsMax         *int         `json:"redis_clients_max"` // Redis connections of everyone but this tool, summed over the nodes
-	RedisClientsMaxPerNode  *int         `json:"redis_clients_max_per_node"`
-	RedisClientsAtEnd       *int         `json:"redis_clients_end"`
-	Verify                  Verdict      `json:"verify"`
-	VsBare                  *Ratios      `json:"vs_bare,omitempty"`
-	Idle                    *IdleResult  `json:"idle,omitempty"`
-	Storm                   *StormResult `json:"storm,omitempty"`
-	gatewayCPU, serverCPU   float64      // per delivered, for the ratios
+	GatewayCPUS             *float64        `json:"gateway_cpu_s"`
+	RedisCPUS               *float64        `json:"redis_cpu_s"`
+	LoadCPUS                float64         `json:"load_cpu_s"` // this tool's own
+	GatewayUSPerDelivered   *float64        `json:"gateway_cpu_us_per_delivered"`
+	RedisUSPerDelivered     *float64        `json:"redis_cpu_us_per_delivered"`
+	ServerUSPerDelivered    *float64        `json:"server_cpu_us_per_delivered"` // gateway + Redis
+	LoadUSPerDelivered      float64         `json:"load_cpu_us_per_delivered"`
+	GatewayRSSMiB           *float64        `json:"gateway_rss_mib"`
+	GatewayPeakRSSMiB       *float64        `json:"gateway_peak_rss_mib"`
+	RedisNodes              *int            `json:"redis_nodes"`       // the Redis servers measured: 1, or a Cluster's masters
+	RedisClientsMax         *int            `json:"redis_clients_max"` // Redis connections of everyone but this tool, summed over the nodes
+	RedisClientsMaxPerNode  *int            `json:"redis_clients_max_per_node"`
+	RedisClientsAtEnd       *int            `json:"redis_clients_end"`
+	Verify                  Verdict         `json:"verify"`
+	VsBare                  *Ratios         `json:"vs_bare,omitempty"`
+	Idle                    *IdleResult     `json:"idle,omitempty"`
+	Storm                   *StormResult    `json:"storm,omitempty"`
+	ReqReply                *ReqReplyResult `json:"reqreply,omitempty"`
+	gatewayCPU, serverCPU   float64         // per delivered, for the ratios
 	haveGateway, haveServer bool
 }
 
@@ -139,6 +140,10 @@ func (res *Result) compare(bare *Result) {
 func summarize(w io.Writer, res *Result) {
 	if res.Idle != nil || res.Storm != nil {
 		summarizeConns(w, res)
+		return
+	}
+	if res.ReqReply != nil {
+		summarizeReqReply(w, res)
 		return
 	}
 	fmt.Fprintf(w, "\n== %s: %s, %d channels × %d subscribers, %d %s publishers", res.Target, res.Scenario,

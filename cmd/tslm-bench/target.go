@@ -56,7 +56,7 @@ func openTarget(ctx context.Context, name string, o *options) (*target, error) {
 		return local(c, &target{name: name}), nil
 	case name == "self-memory" || name == "self-redis" || strings.HasPrefix(name, "self-redis="):
 		t := &target{name: name}
-		env := gatewayEnv(o.maxConns)
+		env := gatewayEnv(o.maxConns, o.spec.scenario == "reqreply")
 		if name == "self-memory" {
 			env = append(env, "TSLM_REDIS_URL")
 		} else {
@@ -90,8 +90,10 @@ func openTarget(ctx context.Context, name string, o *options) (*target, error) {
 // gatewayEnv is the environment of a gateway the tool starts: the user's
 // TSLM_* settings (to measure a tuning), loopback listeners on free
 // ports, and connection limits that let the run's connections in unless
-// the user set them.
-func gatewayEnv(maxConns int) []string {
+// the user set them; for reqreply, requests allowed on the public
+// listener and no command rate there (50 a second per connection by
+// default, which a closed loop of requests outruns), unless set.
+func gatewayEnv(maxConns int, reqreply bool) []string {
 	env := []string{"TSLM_PUBLIC_ADDRS=127.0.0.1:0", "TSLM_INTERNAL_ADDRS=127.0.0.1:0", "TSLM_CONFIG"}
 	unlessSet := func(name, value string) {
 		if _, set := os.LookupEnv(name); !set {
@@ -101,6 +103,10 @@ func gatewayEnv(maxConns int) []string {
 	unlessSet("TSLM_MAX_CONNECTIONS", strconv.Itoa(maxConns+64))
 	unlessSet("TSLM_MAX_CONNECTIONS_PER_IP", strconv.Itoa(maxConns+64))
 	unlessSet("TSLM_LOG_LEVEL", "warn")
+	if reqreply {
+		unlessSet("TSLM_PUBLIC_ALLOW", "subscribe,request")
+		unlessSet("TSLM_PUBLIC_RATE", "0")
+	}
 	return env
 }
 

@@ -103,6 +103,14 @@ type Verdict struct {
 	Disconnects   uint64 `json:"disconnects"`
 	Errors        uint64 `json:"errors"`
 	PublishErrors uint64 `json:"publish_errors"`
+	// Request/reply (-scenario reqreply): Lost counts requests never
+	// answered, Duplicates a second answer to one; WrongReplies answers
+	// that name no request of the requester, come before their ack, or
+	// carry another request's reply; Timeouts and Refused, requests
+	// answered with a timeout error, or refused rather than acknowledged.
+	WrongReplies uint64 `json:"wrong_replies,omitempty"`
+	Timeouts     uint64 `json:"timeouts,omitempty"`
+	Refused      uint64 `json:"refused,omitempty"`
 	// NotResumed counts resubscribes (-scenario storm) whose ack said
 	// resumed:false: the gateway could not prove that nothing was lost.
 	NotResumed uint64 `json:"not_resumed,omitempty"`
@@ -134,5 +142,5 @@ func (v *Verdict) problem(msg string) {
 // decide sets OK.
 func (v *Verdict) decide(allowGaps bool) {
 	v.OK = v.Lost == 0 && v.Duplicates == 0 && v.MisorderedIDs == 0 && v.Disconnects == 0 &&
-		v.Errors == 0 && v.PublishErrors == 0 && (allowGaps || v.Gaps == 0 && v.NotResumed == 0)
+		v.Errors == 0 && v.PublishErrors == 0 && v.WrongReplies == 0 && v.Timeouts == 0 && v.Refused == 0 && (allowGaps || v.Gaps == 0 && v.NotResumed == 0)
 }
