@@ -137,8 +137,9 @@ func newConn(s *Server, ws *websocket.Conn, out *batchConn, br *bufio.Reader, wh
 
 // kickWriter has the writer do what is waiting (frames, a ping, the
 // close), starting it if it is not running. Safe from any goroutine, and
-// it never blocks: there is a writer goroutine only while there is
-// something to write, so an idle connection holds none.
+// it never blocks: a connection has a writer (on a pooled goroutine,
+// writers.go) only while it has something to write, so an idle one holds
+// none.
 func (c *conn) kickWriter() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -148,7 +149,7 @@ func (c *conn) kickWriter() {
 		c.again = true
 	default:
 		c.writing = true
-		go c.writeRun()
+		c.srv.writers.run(c)
 	}
 }
 

@@ -241,8 +241,10 @@ func (c *conn) tick() {
 		return // stopped
 	}
 	now := time.Now()
-	deadline := time.Unix(0, c.waitingSince.Load()).Add(c.idle())
+	// State first: a reader notes when it began waiting before it parks,
+	// so a parked state read here comes with that time, not an older one.
 	parked := c.rstate.Load() == readerParked
+	deadline := time.Unix(0, c.waitingSince.Load()).Add(c.idle())
 	if parked && !now.Before(deadline) {
 		c.timedOut.Store(true)
 		c.shut()

@@ -199,3 +199,35 @@ func TestBadControlFramesGoToGorilla(t *testing.T) {
 		})
 	}
 }
+
+// writerGoroutines counts the pool's goroutines (writers.go), idle or not.
+func writerGoroutines() int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	return strings.Count(string(buf[:n]), "ws.(*writerGoroutine).loop")
+}
+
+func TestWriterGoroutinesEnd(t *testing.T) {
+	// Writers run on pooled goroutines that end once idle for writerIdle:
+	// a replica whose clients went quiet holds none.
+	ts := startServer(t, Config{Allow: OpAll})
+	ts.create(t, "c", 0)
+	cs := make([]*client, 10)
+	for i := range cs {
+		cs[i] = ts.dial(t)
+		cs[i].subscribe("c", nil)
+	}
+	ts.publish(t, "c", 3)
+	for _, c := range cs {
+		c.messages("c", 3)
+	}
+	if writerGoroutines() == 0 {
+		t.Fatal("no writer goroutine right after the writes: the pool is not in use")
+	}
+	waitFor(t, "idle writer goroutines to end", func() bool { return writerGoroutines() == 0 })
+	// And the pool starts again.
+	ts.publish(t, "c", 1)
+	for _, c := range cs {
+		c.messages("c", 1)
+	}
+}

@@ -227,6 +227,8 @@ type Server struct {
 
 	stats serverStats
 
+	writers writerPool // the goroutines connections' writers run on
+
 	// testCloseGrace, when positive, replaces closeGrace: tests lengthen
 	// it so that what they check cannot race the grace on a slow machine.
 	testCloseGrace time.Duration
@@ -341,6 +343,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	select {
 	case <-s.drained:
+		s.writers.stop()
 		return nil
 	case <-ctx.Done():
 	}
