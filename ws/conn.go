@@ -42,7 +42,7 @@ type conn struct {
 
 	subs    map[string]*broker.Subscription // reader goroutine only
 	limiter *rate.Limiter                   // nil when unlimited
-	strikes *rate.Limiter                   // rate-limited commands tolerated
+	strikes *rate.Limiter                   // rate-limited commands tolerated; made at the first
 
 	// Requests (requests.go), reader goroutine only like subs: the one
 	// session, made by the first request or resumed, and the channels
@@ -130,7 +130,6 @@ func newConn(s *Server, ws *websocket.Conn, out *batchConn, br *bufio.Reader, wh
 	c.principal = who // its timer is armed by start (startAuth)
 	if s.cfg.CommandRate > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
-		c.strikes = rate.NewLimiter(rate.Limit(s.cfg.CommandRate), s.cfg.CommandBurst)
 	}
 	return c
 }

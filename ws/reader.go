@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/tslm/tslm/broker"
 )
@@ -38,8 +39,8 @@ const (
 // a larger message is read straight into its own slice, past this buffer
 // (bufio reads directly into a read as large as itself), so this only has
 // to hold a frame header and a control frame (125 bytes), and gorilla
-// reuses a buffer above 256 bytes only.
-const readBufferBytes = 512
+// reuses a buffer above 256 bytes only (288 is the allocator's next size).
+const readBufferBytes = 288
 
 // start runs the connection, once admitted, without holding the goroutine
 // that upgraded it: that one returns, and with it the HTTP server's request,
@@ -305,6 +306,9 @@ func (c *conn) finish(readErr error) {
 func (c *conn) allowRate(frame []byte) bool {
 	if c.limiter == nil || c.limiter.Allow() {
 		return true
+	}
+	if c.strikes == nil { // most clients never exceed the rate
+		c.strikes = rate.NewLimiter(c.limiter.Limit(), c.limiter.Burst())
 	}
 	if !c.strikes.Allow() {
 		c.close(ClosePolicy)
