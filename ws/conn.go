@@ -79,14 +79,13 @@ type conn struct {
 	// The writer: wmu guards writing (a writer goroutine runs), again
 	// (kicked while running), wdone (never to run again) and writerExit
 	// (closed when a running writer returns, for stopWriter). pingDue
-	// asks it for a ping; batch is its reusable batch.
+	// asks it for a ping.
 	wmu        sync.Mutex
 	writing    bool
 	again      bool
 	wdone      bool
 	writerExit chan struct{}
 	pingDue    atomic.Bool
-	batch      []queued
 
 	closeOnce sync.Once
 	closed    atomic.Bool // set by close; nothing waits for it
@@ -153,10 +152,14 @@ func (c *conn) kickWriter() {
 }
 
 // writeRun is the writer: the only goroutine writing data frames, one at a
-// time (wmu), running while kicks keep coming.
-func (c *conn) writeRun() {
+// time (wmu), running while kicks keep coming. batch is the pooled
+// goroutine's room for the frames of a write, returned for its next turn:
+// the goroutine's, not the connection's, so that an idle connection holds
+// none.
+func (c *conn) writeRun(batch []queued) []queued {
 	for {
-		more := c.writeSome()
+		var more bool
+		more, batch = c.writeSome(batch)
 		c.wmu.Lock()
 		if more && c.again && !c.wdone {
 			c.again = false
@@ -172,7 +175,7 @@ func (c *conn) writeRun() {
 			c.writerExit = nil
 		}
 		c.wmu.Unlock()
-		return
+		return batch
 	}
 }
 
@@ -193,13 +196,13 @@ func (c *conn) stopWriter() {
 }
 
 // writeSome writes what waits: the close and what goes before it, a ping,
-// queued frames. It returns false once the connection must not be written
-// to again.
-func (c *conn) writeSome() bool {
+// queued frames, taking them into batch. It returns false once the
+// connection must not be written to again, and batch for reuse.
+func (c *conn) writeSome(batch []queued) (bool, []queued) {
 	cfg := &c.srv.cfg
 	for {
 		if c.ctx.Err() != nil {
-			return false
+			return false, batch
 		}
 		if c.closed.Load() {
 			c.closeLogged = true
@@ -209,12 +212,13 @@ func (c *conn) writeSome() bool {
 			// elsewhere. Except to a slow consumer, which cannot take
 			// them, which is why it is closed; and a budget close is
 			// there to get their memory back.
+			batch = c.queue.take(batch)
 			if c.reason.dropsQueue() {
-				c.drop(c.queue.take(c.batch))
-			} else if !c.write(c.queue.take(c.batch)) {
-				return false
+				c.drop(batch)
+			} else if !c.write(batch) {
+				return false, recycledTo(batch, keptBatchFrames)
 			}
-			c.batch = nil
+			batch = recycledTo(batch, keptBatchFrames)
 			msg := websocket.FormatCloseMessage(c.reason.Code(), c.reason.String())
 			c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(cfg.WriteTimeout))
 			grace := closeGrace
@@ -226,24 +230,24 @@ func (c *conn) writeSome() bool {
 			case <-time.After(grace):
 				c.shut()
 			}
-			return false
+			return false, batch
 		}
 		if c.pingDue.Swap(false) {
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteTimeout)); err != nil {
 				c.fail(err)
-				return false
+				return false, batch
 			}
 			continue
 		}
-		batch := c.queue.take(c.batch)
+		batch = c.queue.take(batch)
 		if len(batch) == 0 {
-			c.batch = batch
-			return true
+			return true, batch
 		}
-		if !c.write(batch) {
-			return false
+		ok := c.write(batch)
+		batch = recycledTo(batch, keptBatchFrames)
+		if !ok {
+			return false, batch
 		}
-		c.batch = recycled(batch)
 	}
 }
 

@@ -184,18 +184,26 @@ func (q *sendQueue) take(dst []queued) []queued {
 	return dst
 }
 
-// keptFrames is the most frames a drained queue, or a writer's batch once
-// written, keeps room for. A replay or a burst grows both to its length;
-// kept, that room would stay with every connection that ever resumed (a
-// reconnect storm of 10 000 clients each replaying 100 messages left
-// about 7 KB per connection, docs/benchmarks.md), while an idle
-// connection needs none and a busy one grows it again cheaply.
-const keptFrames = 16
+// keptFrames is the most frames a drained queue, or an event stream's
+// batch once written, keeps room for. A replay or a burst grows both to
+// its length; kept, that room would stay with every connection that ever
+// resumed (a reconnect storm of 10 000 clients each replaying 100 messages
+// left about 7 KB per connection, docs/benchmarks.md, and 16 frames'
+// room kept still 1 KB), while an idle connection needs none and a busy
+// one grows it again cheaply.
+const keptFrames = 4
+
+// keptBatchFrames is keptFrames for the batches of pooled writer
+// goroutines (writers.go): few, and busy, so they keep more.
+const keptBatchFrames = 256
 
 // recycled empties a slice of frames for reuse, dropping its references
 // to the frames, and its array when that outgrew keptFrames.
-func recycled(frames []queued) []queued {
-	if cap(frames) > keptFrames {
+func recycled(frames []queued) []queued { return recycledTo(frames, keptFrames) }
+
+// recycledTo is recycled with room for keep frames.
+func recycledTo(frames []queued, keep int) []queued {
+	if cap(frames) > keep {
 		return nil
 	}
 	clear(frames)

@@ -47,8 +47,9 @@ func (p *writerPool) run(c *conn) {
 }
 
 func (w *writerGoroutine) loop(p *writerPool, c *conn) {
+	var batch []queued
 	for c != nil {
-		c.writeRun()
+		batch = c.writeRun(batch)
 		p.mu.Lock()
 		w.idleSince = time.Now()
 		p.idle = append(p.idle, w)
