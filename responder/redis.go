@@ -579,14 +579,24 @@ func inboxGone(err error) bool {
 	return errors.Is(err, redis.Nil) || redis.HasErrorPrefix(err, "tslm: no such channel")
 }
 
-// noFunction reports the errors of a Redis that cannot run tslm_publish:
-// the library is not loaded (no gateway could load it there, or a Master
-// added to a Cluster has none yet), FCALL is unknown (Redis before 7), or
-// the ACL user may not call it. XADD may still work there.
+// noFunction reports the errors of a Redis where this worker cannot use
+// tslm_publish, though a plain XADD may work: the library is not loaded
+// (no gateway could load it there, or a master added to a Cluster has none
+// yet), FCALL is unknown (Redis before 7), the ACL user may not call it,
+// or the function failed on a command the ACL user may not run. The last
+// is mostly SPUBLISH: Redis 7 gives new ACL users no pub/sub channels
+// (acl-pubsub-default resetchannels). A script is not undone when it
+// fails, so the reply may already be stored then: the plain append that
+// follows stores it twice, and the requester's session drops the second
+// copy as it drops any later answer to one request, which is cheaper than
+// a reply lost because its place within the function was guessed.
 func noFunction(err error) bool {
 	return redis.HasErrorPrefix(err, "Function not found") ||
 		redis.HasErrorPrefix(err, "unknown command") ||
-		(redis.HasErrorPrefix(err, "NOPERM") && strings.Contains(strings.ToLower(err.Error()), "fcall"))
+		(redis.HasErrorPrefix(err, "NOPERM") && strings.Contains(strings.ToLower(err.Error()), "fcall")) ||
+		// Redis 7.0's wording, then 7.2's.
+		redis.HasErrorPrefix(err, "The user executing the script") ||
+		redis.HasErrorPrefix(err, "ACL failure in script")
 }
 
 // fcallDue reports whether this reply uses the function: always while it
@@ -606,9 +616,10 @@ func (s *redisServer) fcallDue() bool {
 func (s *redisServer) functionMissing(err error) {
 	s.functionRetryAt.Store(time.Now().Add(s.functionRetry).UnixNano())
 	if s.warnedNoFunction.CompareAndSwap(false, true) {
-		s.log.Warn("responder: the Redis function "+publishFunction+" is not available (a gateway loads it at its start; "+
-			"it needs Redis 7): replies are appended with a plain XADD and wait for the gateway's poll "+
-			"(TSLM_POLL_INTERVAL) to reach their requesters", "err", err, "retry_every", s.functionRetry)
+		s.log.Warn("responder: cannot use the Redis function "+publishFunction+" (not loaded: a gateway loads it at its start, "+
+			"and it needs Redis 7; or the ACL user may not FCALL, or not SPUBLISH to "+s.cfg.Prefix+"n:{...}): "+
+			"replies are appended with a plain XADD and wait for the gateway's poll (TSLM_POLL_INTERVAL) "+
+			"to reach their requesters", "err", err, "retry_every", s.functionRetry)
 	}
 }
 

@@ -719,7 +719,7 @@ func TestRedisReplyWithoutFunction(t *testing.T) {
 		}
 	}
 	f.awaitAcks("orders", 3)
-	if n := logs.count("tslm_publish is not available"); n != 1 {
+	if n := logs.count("cannot use the Redis function tslm_publish"); n != 1 {
 		t.Errorf("%d warnings about the missing function, want 1:\n%s", n, logs)
 	}
 
@@ -735,6 +735,38 @@ func TestRedisReplyWithoutFunction(t *testing.T) {
 	})
 	if n := logs.count("is available again"); n != 1 {
 		t.Errorf("%d notes that the function is back, want 1:\n%s", n, logs)
+	}
+}
+
+// TestRedisReplyACLWithoutChannels: an ACL user without pub/sub channels
+// (Redis 7's default for a new user) cannot run tslm_publish to its end:
+// its SPUBLISH is refused after its XADD. Replies then fall back to the
+// plain XADD, with one warning; every request is answered and acked, and
+// not left pending to be handled again.
+func TestRedisReplyACLWithoutChannels(t *testing.T) {
+	logs := captureLogs(t)
+	f := newFixture(t, "orders")
+	if err := f.rdb.Do(f.ctx, "ACL", "SETUSER", "app", "on", ">secret", "resetchannels", "~*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	app := redis.NewClient(&redis.Options{Addr: f.srv.Addr(), Username: "app", Password: "secret"})
+	t.Cleanup(func() { app.Close() })
+	f.serve(responder.RedisConfig{Client: app, Block: 100 * time.Millisecond}, echo, "orders")
+	dl := time.Now().Add(time.Minute)
+	want := []string{f.request("orders", `1`, dl), f.request("orders", `2`, dl), f.request("orders", `3`, dl)}
+	f.awaitAcks("orders", 3)
+	got := map[string]int{}
+	for _, r := range f.replies() {
+		got[key(r.Channel, r.ID)]++
+	}
+	for _, id := range want {
+		// Twice when the function stored it before its SPUBLISH failed.
+		if n := got[id]; n < 1 || n > 2 {
+			t.Errorf("%d replies to %s in the inbox, want 1, or 2 after a failed FCALL", n, id)
+		}
+	}
+	if n := logs.count("cannot use the Redis function tslm_publish"); n != 1 {
+		t.Errorf("%d warnings about the function, want 1:\n%s", n, logs)
 	}
 }
 
