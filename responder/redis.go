@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,8 +58,25 @@ const (
 	DefaultBlock        = time.Second
 )
 
-// replyMaxLen trims an inbox as the gateway's documented reply command
-// does (docs/redis.md); the gateway bounds inboxes exactly itself.
+// publishFunction is the gateway's append for direct publishers
+// (docs/redis.md, "Publishing directly"), with which replies are written.
+const publishFunction = "tslm_publish"
+
+// functionRetry is how long replies append plainly after publishFunction
+// was found missing before one tries it again. A gateway loads the
+// function at its start, retrying up to 30 s apart while Redis is down,
+// so it may appear a little after this worker started; a try per reply
+// would cost a refused round trip on every reply of a Redis that will
+// never have it (before 7, or without FUNCTION), a try per 30 s costs
+// nothing, and replies meanwhile are still delivered, by the poll. On a
+// Cluster with one master still without the library, replies to every
+// master fall back for the while: the state is per worker, not per node,
+// which keeps it simple for a state that lasts until a gateway restarts.
+var functionRetry = 30 * time.Second
+
+// replyMaxLen trims an inbox as the documented plain reply command does
+// (docs/redis.md) when the function is missing; the function trims it
+// exactly, to the inbox's max_len.
 const replyMaxLen = 1000
 
 // releasedConsumer owns requests given up for others to take at once
@@ -145,9 +163,13 @@ func validPrefix(p string) bool {
 // new requests with XREADGROUP; every Block it also takes over requests
 // idle for ReclaimAfter on any consumer of the group (XAUTOCLAIM), those of
 // a worker that died. Requests past their deadline are acked unanswered.
-// The handler's reply is appended to the request's reply_to inbox, then
-// the request is acked. A handler cut short by ctx leaves its request to
-// the group's other workers at once.
+// The handler's reply is appended to the request's reply_to inbox with
+// FCALL tslm_publish, the gateway's own append, which the gateway hears of
+// at once; then the request is acked. On a Redis without that function (no
+// gateway could load it) the reply is a plain XADD, which reaches the
+// requester with the gateway's poll (TSLM_POLL_INTERVAL), seconds later.
+// A handler cut short by ctx leaves its request to the group's other
+// workers at once.
 func ServeRedis(ctx context.Context, cfg RedisConfig, h Handler, channels ...string) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.check(); err != nil {
@@ -164,6 +186,8 @@ func ServeRedis(ctx context.Context, cfg RedisConfig, h Handler, channels ...str
 		h:     h,
 		log:   slog.Default().With("component", "responder", "group", cfg.Group, "consumer", cfg.Consumer),
 		slots: newSlots(cfg.Concurrency),
+
+		functionRetry: functionRetry,
 	}
 	var loops sync.WaitGroup
 	joined := make([]*redisChannel, 0, len(channels))
@@ -206,6 +230,12 @@ type redisServer struct {
 	log      *slog.Logger
 	slots    *slots
 	handlers sync.WaitGroup
+
+	functionRetry time.Duration // functionRetry's value at the start
+	// functionRetryAt is when a reply next tries publishFunction (Unix
+	// ns) after it was found missing; 0 while it answers.
+	functionRetryAt  atomic.Int64
+	warnedNoFunction atomic.Bool
 }
 
 // redisChannel is the loop of one channel.
@@ -493,10 +523,13 @@ func (c *redisChannel) run(ctx context.Context, r Request, replyTo string) {
 	}
 }
 
-// reply appends env to the inbox replyTo, NOMKSTREAM so that an inbox
-// that expired (its requester gone) is not made again as garbage. It
-// reports whether the request is done with: false leaves it pending, to
-// be answered again once reclaimed.
+// reply appends env to the inbox replyTo as the gateway appends its own
+// replies: FCALL tslm_publish (docs/redis.md, "Publishing directly"), which
+// trims the inbox to its meta's max_len, restarts its expiry countdown and
+// notifies the gateways following it, so that the requester gets the reply
+// at once. A plain XADD notifies nobody: its reply waits for the gateway's
+// poll (TSLM_POLL_INTERVAL, seconds). It reports whether the request is
+// done with: false leaves it pending, to be answered again once reclaimed.
 func (c *redisChannel) reply(ctx context.Context, replyTo string, env envelope) bool {
 	b, err := json.Marshal(env)
 	if err != nil { // handle checked data; cannot happen
@@ -505,21 +538,96 @@ func (c *redisChannel) reply(ctx context.Context, replyTo string, env envelope) 
 	}
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 	defer cancel()
-	err = c.cfg.Client.XAdd(wctx, &redis.XAddArgs{
-		Stream:     c.cfg.Prefix + "ch:{" + replyTo + "}",
-		NoMkStream: true,
-		MaxLen:     replyMaxLen,
-		Approx:     true,
-		Values:     []any{"data", b},
-	}).Err()
+	inbox := c.cfg.Prefix + "ch:{" + replyTo + "}"
+	if c.fcallDue() {
+		keys := []string{c.cfg.Prefix + "meta:{" + replyTo + "}", inbox, c.cfg.Prefix + "req:{" + replyTo + "}"}
+		err = c.cfg.Client.FCall(wctx, publishFunction, keys, b).Err()
+		if noFunction(err) {
+			c.functionMissing(err)
+			err = c.appendPlain(wctx, inbox, b)
+		} else if err == nil || inboxGone(err) {
+			c.functionFound()
+		}
+	} else {
+		err = c.appendPlain(wctx, inbox, b)
+	}
 	switch {
-	case errors.Is(err, redis.Nil):
+	case inboxGone(err):
 		c.log.Debug("responder: reply inbox gone (requester's session expired); request acked unanswered", "id", env.ID)
 	case err != nil:
 		c.log.Warn("responder: reply not written; the request stays pending and will be handled again", "id", env.ID, "err", err)
 		return false
 	}
 	return true
+}
+
+// appendPlain is the reply without the function: NOMKSTREAM, so that an
+// inbox that expired (its requester gone) is not made again as garbage.
+func (c *redisChannel) appendPlain(ctx context.Context, inbox string, b []byte) error {
+	return c.cfg.Client.XAdd(ctx, &redis.XAddArgs{
+		Stream:     inbox,
+		NoMkStream: true,
+		MaxLen:     replyMaxLen,
+		Approx:     true,
+		Values:     []any{"data", b},
+	}).Err()
+}
+
+// inboxGone reports the answers of a reply to an inbox that expired:
+// the function's refusal of a channel without meta, or NOMKSTREAM's nil.
+func inboxGone(err error) bool {
+	return errors.Is(err, redis.Nil) || redis.HasErrorPrefix(err, "tslm: no such channel")
+}
+
+// noFunction reports the errors of a Redis where this worker cannot use
+// tslm_publish, though a plain XADD may work: the library is not loaded
+// (no gateway could load it there, or a master added to a Cluster has none
+// yet), FCALL is unknown (Redis before 7), the ACL user may not call it,
+// or the function failed on a command the ACL user may not run. The last
+// is mostly SPUBLISH: Redis 7 gives new ACL users no pub/sub channels
+// (acl-pubsub-default resetchannels). A script is not undone when it
+// fails, so the reply may already be stored then: the plain append that
+// follows stores it twice, and the requester's session drops the second
+// copy as it drops any later answer to one request, which is cheaper than
+// a reply lost because its place within the function was guessed.
+func noFunction(err error) bool {
+	return redis.HasErrorPrefix(err, "Function not found") ||
+		redis.HasErrorPrefix(err, "unknown command") ||
+		(redis.HasErrorPrefix(err, "NOPERM") && strings.Contains(strings.ToLower(err.Error()), "fcall")) ||
+		// Redis 7.0's wording, then 7.2's.
+		redis.HasErrorPrefix(err, "The user executing the script") ||
+		redis.HasErrorPrefix(err, "ACL failure in script")
+}
+
+// fcallDue reports whether this reply uses the function: always while it
+// answers, else once per functionRetry, for one reply only (the one that
+// wins the swap), the others appending plainly meanwhile.
+func (s *redisServer) fcallDue() bool {
+	at := s.functionRetryAt.Load()
+	if at == 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	return now >= at && s.functionRetryAt.CompareAndSwap(at, now+int64(s.functionRetry))
+}
+
+// functionMissing makes replies append plainly for functionRetry, and
+// warns once per responder: the replies are still delivered, late.
+func (s *redisServer) functionMissing(err error) {
+	s.functionRetryAt.Store(time.Now().Add(s.functionRetry).UnixNano())
+	if s.warnedNoFunction.CompareAndSwap(false, true) {
+		s.log.Warn("responder: cannot use the Redis function "+publishFunction+" (not loaded: a gateway loads it at its start, "+
+			"and it needs Redis 7; or the ACL user may not FCALL, or not SPUBLISH to "+s.cfg.Prefix+"n:{...}): "+
+			"replies are appended with a plain XADD and wait for the gateway's poll (TSLM_POLL_INTERVAL) "+
+			"to reach their requesters", "err", err, "retry_every", s.functionRetry)
+	}
+}
+
+// functionFound ends a fallback to plain appends.
+func (s *redisServer) functionFound() {
+	if s.functionRetryAt.Load() != 0 && s.functionRetryAt.Swap(0) != 0 {
+		s.log.Info("responder: the Redis function " + publishFunction + " is available again: replies reach requesters at once")
+	}
 }
 
 // ack acks requests done with. One that fails to is reclaimed later and

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,13 +15,17 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/internal/redistest"
 	"github.com/tslm/tslm/responder"
 )
 
 // These tests write the Redis layout by hand, as docs/redis.md describes
 // it, rather than through the gateway: the responder must stand on that
-// contract alone.
+// contract alone. The one piece of the gateway they use is the Redis
+// Function tslm_publish, loaded with the gateway's own code as every
+// gateway loads it at its start: it is part of the contract, and the
+// responder writes its replies with it.
 
 // reply is a reply envelope as an inbox holds it.
 type reply struct {
@@ -52,11 +58,12 @@ func newFixture(t *testing.T, channels ...string) *fixture {
 		prefix: fmt.Sprintf("rt%d:", prefixSeq.Add(1)),
 		inbox:  "_inbox.0123456789abcdef0123456789abcdef",
 	}
+	loadFunction(t, ctx, f.rdb)
 	for _, ch := range channels {
 		f.createChannel(ch)
 	}
 	// An inbox is a channel (meta and stream) that exists before any
-	// reply: the responder appends with NOMKSTREAM.
+	// reply: without the function, the responder appends with NOMKSTREAM.
 	f.createChannel(f.inbox)
 	inbox := f.prefix + "ch:{" + f.inbox + "}"
 	if err := f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: inbox, Values: []any{"data", "null"}}).Err(); err != nil {
@@ -66,6 +73,17 @@ func newFixture(t *testing.T, channels ...string) *fixture {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// loadFunction loads the library of tslm_publish into Redis, as a gateway
+// does at its start.
+func loadFunction(t testing.TB, ctx context.Context, c redis.UniversalClient) {
+	t.Helper()
+	b := backlog.NewRedis(c, backlog.RedisConfig{})
+	defer b.Close()
+	if err := b.LoadFunctions(ctx); err != nil {
+		t.Fatalf("loading the gateway's Redis function: %v", err)
+	}
 }
 
 // createChannel writes a channel's meta as a publisher creating it by hand
@@ -560,21 +578,227 @@ func TestRedisDeletedChannel(t *testing.T) {
 }
 
 // TestRedisInboxGone: a reply to an expired inbox is not written (no
-// garbage stream is created) and the request is acked all the same.
+// garbage stream is created) and the request is acked all the same,
+// whether tslm_publish refused it (no such channel) or, without the
+// function, XADD NOMKSTREAM did.
 func TestRedisInboxGone(t *testing.T) {
+	for _, function := range []bool{true, false} {
+		t.Run(fmt.Sprintf("function=%v", function), func(t *testing.T) {
+			f := newFixture(t, "orders")
+			if !function {
+				f.deleteFunction()
+			}
+			f.serve(responder.RedisConfig{Block: 100 * time.Millisecond}, echo, "orders")
+			if err := f.rdb.Del(f.ctx, f.prefix+"ch:{"+f.inbox+"}", f.prefix+"meta:{"+f.inbox+"}").Err(); err != nil {
+				t.Fatal(err)
+			}
+			f.request("orders", `1`, time.Now().Add(time.Minute))
+			waitFor(t, "the request delivered and acked", func() bool {
+				gs, err := f.rdb.XInfoGroups(f.ctx, f.reqKey("orders")).Result()
+				return err == nil && len(gs) == 1 && gs[0].EntriesRead == 1 && gs[0].Pending == 0
+			})
+			n, err := f.rdb.Exists(f.ctx, f.prefix+"ch:{"+f.inbox+"}", f.prefix+"meta:{"+f.inbox+"}").Result()
+			if err != nil || n != 0 {
+				t.Errorf("expired inbox: EXISTS = %d, %v; want it left gone", n, err)
+			}
+		})
+	}
+}
+
+// deleteFunction removes the library of tslm_publish, as on a Redis where
+// no gateway could load it.
+func (f *fixture) deleteFunction() {
+	f.t.Helper()
+	if err := f.rdb.FunctionDelete(f.ctx, backlog.FunctionLibrary).Err(); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// setInbox rewrites the inbox's meta as the gateway makes a session's:
+// max_len replies kept, expiring after expiry without an append.
+func (f *fixture) setInbox(maxLen int, expiry time.Duration) {
+	f.t.Helper()
+	err := f.rdb.HSet(f.ctx, f.prefix+"meta:{"+f.inbox+"}", "max_len", maxLen, "expiry_ms", expiry.Milliseconds()).Err()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// notifications subscribes to the inbox's notification channel, on which
+// the gateway's followers learn of each append, and returns the payloads
+// received.
+func (f *fixture) notifications() <-chan string {
+	f.t.Helper()
+	ps := f.rdb.SSubscribe(f.ctx, f.prefix+"n:{"+f.inbox+"}")
+	f.t.Cleanup(func() { ps.Close() })
+	if _, err := ps.Receive(f.ctx); err != nil { // the confirmation
+		f.t.Fatal(err)
+	}
+	out := make(chan string, 100)
+	go func() {
+		for m := range ps.Channel() {
+			out <- m.Payload
+		}
+	}()
+	return out
+}
+
+// awaitAcks waits until n requests of ch were read and acked in group tslm.
+func (f *fixture) awaitAcks(ch string, n int64) {
+	f.t.Helper()
+	waitFor(f.t, fmt.Sprintf("%d requests of %s acked", n, ch), func() bool {
+		gs, err := f.rdb.XInfoGroups(f.ctx, f.reqKey(ch)).Result()
+		return err == nil && len(gs) == 1 && gs[0].EntriesRead == n && gs[0].Pending == 0
+	})
+}
+
+// TestRedisReplyAsGatewayAppends: a reply is the gateway's own append
+// (tslm_publish): it notifies the inbox's followers, so that the gateway
+// delivers it without waiting for its poll, trims the inbox to its
+// max_len exactly and restarts the inbox's expiry countdown. A plain XADD
+// does none of the three.
+func TestRedisReplyAsGatewayAppends(t *testing.T) {
 	f := newFixture(t, "orders")
+	f.setInbox(2, time.Hour)
+	inboxKeys := []string{f.prefix + "meta:{" + f.inbox + "}", f.prefix + "ch:{" + f.inbox + "}"}
+	for _, k := range inboxKeys {
+		if err := f.rdb.PExpire(f.ctx, k, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notified := f.notifications()
 	f.serve(responder.RedisConfig{Block: 100 * time.Millisecond}, echo, "orders")
-	if err := f.rdb.Del(f.ctx, f.prefix+"ch:{"+f.inbox+"}", f.prefix+"meta:{"+f.inbox+"}").Err(); err != nil {
+	dl := time.Now().Add(time.Minute)
+	var want []string
+	for i := range 3 {
+		// One at a time, so that the notifications come in request order.
+		want = append(want, f.request("orders", strconv.Itoa(i), dl))
+		f.awaitAcks("orders", int64(i+1))
+	}
+	for i, id := range want {
+		var payload string
+		select {
+		case payload = <-notified:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("notification %d of 3 never came: the reply was not appended with tslm_publish", i+1)
+		}
+		// "<id> <previous id> <data>"
+		parts := strings.SplitN(payload, " ", 3)
+		var r reply
+		if len(parts) != 3 || json.Unmarshal([]byte(parts[2]), &r) != nil || key(r.Channel, r.ID) != id {
+			t.Errorf("notification %q: want one for the reply to %s", payload, id)
+		}
+	}
+	if n, err := f.rdb.XLen(f.ctx, inboxKeys[1]).Result(); err != nil || n != 2 {
+		t.Errorf("inbox holds %d entries (%v), want exactly its max_len 2", n, err)
+	}
+	for _, k := range inboxKeys {
+		if ttl, err := f.rdb.PTTL(f.ctx, k).Result(); err != nil || ttl < 30*time.Minute {
+			t.Errorf("%s: PTTL %v (%v), want its countdown restarted to about an hour", k, ttl, err)
+		}
+	}
+}
+
+// TestRedisReplyWithoutFunction: on a Redis without tslm_publish, replies
+// are appended plainly (XADD, trimmed approximately: the max_len of 1 is
+// not kept) and still written, with one warning for them all; once the
+// function is there again, replies use it (the inbox is trimmed to 1).
+func TestRedisReplyWithoutFunction(t *testing.T) {
+	responder.SetFunctionRetry(t, 50*time.Millisecond)
+	logs := captureLogs(t)
+	f := newFixture(t, "orders")
+	f.setInbox(1, 0)
+	f.deleteFunction()
+	f.serve(responder.RedisConfig{Block: 100 * time.Millisecond}, echo, "orders")
+	dl := time.Now().Add(time.Minute)
+	want := []string{f.request("orders", `1`, dl), f.request("orders", `2`, dl), f.request("orders", `3`, dl)}
+	got := f.waitReplies(len(want))
+	for _, id := range want {
+		if _, ok := got[id]; !ok {
+			t.Errorf("no reply to %s", id)
+		}
+	}
+	f.awaitAcks("orders", 3)
+	if n := logs.count("cannot use the Redis function tslm_publish"); n != 1 {
+		t.Errorf("%d warnings about the missing function, want 1:\n%s", n, logs)
+	}
+
+	loadFunction(t, f.ctx, f.rdb)
+	inbox := f.prefix + "ch:{" + f.inbox + "}"
+	sent := int64(3)
+	waitFor(t, "a reply appended with tslm_publish again", func() bool {
+		f.request("orders", `"again"`, dl)
+		sent++
+		f.awaitAcks("orders", sent)
+		n, err := f.rdb.XLen(f.ctx, inbox).Result()
+		return err == nil && n == 1
+	})
+	if n := logs.count("is available again"); n != 1 {
+		t.Errorf("%d notes that the function is back, want 1:\n%s", n, logs)
+	}
+}
+
+// TestRedisReplyACLWithoutChannels: an ACL user without pub/sub channels
+// (Redis 7's default for a new user) cannot run tslm_publish to its end:
+// its SPUBLISH is refused after its XADD. Replies then fall back to the
+// plain XADD, with one warning; every request is answered and acked, and
+// not left pending to be handled again.
+func TestRedisReplyACLWithoutChannels(t *testing.T) {
+	logs := captureLogs(t)
+	f := newFixture(t, "orders")
+	if err := f.rdb.Do(f.ctx, "ACL", "SETUSER", "app", "on", ">secret", "resetchannels", "~*", "+@all").Err(); err != nil {
 		t.Fatal(err)
 	}
-	f.request("orders", `1`, time.Now().Add(time.Minute))
-	waitFor(t, "the request delivered and acked", func() bool {
-		gs, err := f.rdb.XInfoGroups(f.ctx, f.reqKey("orders")).Result()
-		return err == nil && len(gs) == 1 && gs[0].EntriesRead == 1 && gs[0].Pending == 0
-	})
-	if n, err := f.rdb.Exists(f.ctx, f.prefix+"ch:{"+f.inbox+"}").Result(); err != nil || n != 0 {
-		t.Errorf("expired inbox: EXISTS = %d, %v; want it left gone", n, err)
+	app := redis.NewClient(&redis.Options{Addr: f.srv.Addr(), Username: "app", Password: "secret"})
+	t.Cleanup(func() { app.Close() })
+	f.serve(responder.RedisConfig{Client: app, Block: 100 * time.Millisecond}, echo, "orders")
+	dl := time.Now().Add(time.Minute)
+	want := []string{f.request("orders", `1`, dl), f.request("orders", `2`, dl), f.request("orders", `3`, dl)}
+	f.awaitAcks("orders", 3)
+	got := map[string]int{}
+	for _, r := range f.replies() {
+		got[key(r.Channel, r.ID)]++
 	}
+	for _, id := range want {
+		// Twice when the function stored it before its SPUBLISH failed.
+		if n := got[id]; n < 1 || n > 2 {
+			t.Errorf("%d replies to %s in the inbox, want 1, or 2 after a failed FCALL", n, id)
+		}
+	}
+	if n := logs.count("cannot use the Redis function tslm_publish"); n != 1 {
+		t.Errorf("%d warnings about the function, want 1:\n%s", n, logs)
+	}
+}
+
+// logBuffer holds what slog.Default wrote.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
+
+// captureLogs makes slog.Default, which ServeRedis logs to, write into the
+// buffer returned until t ends. Call it before serve, so that the
+// responder has stopped when the default is put back.
+func captureLogs(t *testing.T) *logBuffer {
+	l := &logBuffer{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return l
 }
 
 // TestRedisCancelReturns: ServeRedis returns nil soon after its context
@@ -658,5 +882,62 @@ func TestRedisAnswerDuringShutdown(t *testing.T) {
 	}
 	if n := f.pending("orders", "tslm"); n != 0 {
 		t.Errorf("%d requests pending after the answer, want 0", n)
+	}
+}
+
+// TestRedisClusterReply: on a Cluster, a reply's FCALL names the inbox's
+// keys, which share its hash tag, so the cluster client sends it to the
+// inbox's master, here another than the request queue's. The inbox is
+// trimmed to its max_len 1 exactly: the reply went through tslm_publish.
+func TestRedisClusterReply(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	rdb := c.Client()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	loadFunction(t, ctx, rdb)
+	const prefix = "tslm:"
+	reqKey := prefix + "req:{orders}"
+	var inbox string
+	for i := 0; inbox == ""; i++ {
+		name := fmt.Sprintf("_inbox.%032x", i)
+		if c.MasterOf(c.Slot(prefix+"ch:{"+name+"}")) != c.MasterOf(c.Slot(reqKey)) {
+			inbox = name
+		}
+	}
+	for ch, maxLen := range map[string]int{"orders": 1000, inbox: 1} {
+		err := rdb.HSet(ctx, prefix+"meta:{"+ch+"}", "max_len", maxLen, "retention_ms", 0, "created_ms", time.Now().UnixMilli()).Err()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	serveCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- responder.ServeRedis(serveCtx, responder.RedisConfig{Client: rdb, Block: 100 * time.Millisecond}, echo, "orders")
+	}()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	dl := strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)
+	for i := range 2 {
+		err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: reqKey, Values: []any{"reply_to", inbox, "deadline_ms", dl, "data", strconv.Itoa(i)}}).Err()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "both requests acked", func() bool {
+		gs, err := rdb.XInfoGroups(ctx, reqKey).Result()
+		return err == nil && len(gs) == 1 && gs[0].EntriesRead == 2 && gs[0].Pending == 0
+	})
+	xs, err := rdb.XRange(ctx, prefix+"ch:{"+inbox+"}", "-", "+").Result()
+	if err != nil || len(xs) != 1 {
+		t.Fatalf("inbox holds %v (%v), want exactly one reply", xs, err)
+	}
+	var r reply
+	if s, _ := xs[0].Values["data"].(string); json.Unmarshal([]byte(s), &r) != nil || r.Channel != "orders" {
+		t.Errorf("inbox entry %v: want a reply envelope for orders", xs[0].Values)
 	}
 }

@@ -102,8 +102,8 @@ Scenarios: fanout = 1 channel × 1000 subscribers, spread = 1000 channels ×
          backlog: serve/reply frames on the internal listener's
          WebSocket) or -serve redis (package responder, consumer group
          tslm, straight from Redis: self-redis or -redis, not a
-         Cluster; its replies are plain XADDs, which the gateway finds
-         with its TSLM_POLL_INTERVAL poll). A self-* gateway gets
+         Cluster; its replies are FCALL tslm_publish, notified as the
+         gateway's own are). A self-* gateway gets
          TSLM_PUBLIC_ALLOW=subscribe,request and TSLM_PUBLIC_RATE=0
          unless set; a URL target must allow request on its public
          listener. Reports answered requests/s, round-trip latency

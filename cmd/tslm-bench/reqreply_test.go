@@ -63,11 +63,7 @@ func TestReqReply(t *testing.T) {
 
 	srv := redistest.Start(t, redistest.Options{})
 	for _, serve := range []string{"ws", "redis"} {
-		// A Redis app's reply is a plain XADD, which the gateway finds
-		// with its poll (docs/redis.md, "Readers"): a round trip takes up
-		// to TSLM_POLL_INTERVAL (2s), so answers within the window need
-		// a longer one.
-		code, res, log = benchRun(t, smallRR("-target", "self-redis="+srv.URL(), "-serve", serve, "-duration", "3s"), 0, 0)
+		code, res, log = benchRun(t, smallRR("-target", "self-redis="+srv.URL(), "-serve", serve), 0, 0)
 		if code != 0 || len(res) != 1 {
 			t.Fatalf("-serve %s: exit %d, %d results; log:\n%s", serve, code, len(res), log)
 		}
