@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -201,6 +202,7 @@ func (r *bench) connect(ctx context.Context, i int, s *subscriber, since string)
 		}
 		return false, fmt.Errorf("subscriber %d: %w", i, err)
 	}
+	answerPingsPatiently(ws)
 	if resumed, err = subscribe(ws, r.names[s.channel], since); err != nil {
 		ws.Close()
 		return false, fmt.Errorf("subscriber %d: %w", i, err)
@@ -210,6 +212,23 @@ func (r *bench) connect(ctx context.Context, i int, s *subscriber, since string)
 	r.connected.Add(1)
 	go r.read(s)
 	return resumed, nil
+}
+
+// answerPingsPatiently answers the server's pings as gorilla does, but
+// with a pong that may wait 30 seconds for the socket rather than one: a
+// load generator driving tens of thousands of connections on the same
+// machine as the gateway (or in an emulated VM, vm.sh) is itself slow to
+// get to a write, and a pong that misses gorilla's second breaks the
+// connection on the tool's side, which is not what a run measures.
+func answerPingsPatiently(ws *websocket.Conn) {
+	ws.SetPingHandler(func(data string) error {
+		err := ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(30*time.Second))
+		var ne net.Error
+		if errors.Is(err, websocket.ErrCloseSent) || (errors.As(err, &ne) && ne.Timeout()) {
+			return nil
+		}
+		return err
+	})
 }
 
 // subscribe subscribes ws to channel, after ID since unless "", and waits

@@ -128,7 +128,9 @@ one machine, as root:
   sysctl -w fs.nr_open=1048576 fs.file-max=2097152
 and pass -max-conns 50000 -local-addrs 4: connections to one address and
 port are unique by source address and port, ~64 000 per source address at
-most; 127.0.0.1–127.0.0.4 all reach loopback on Linux.
+most; 127.0.0.1–127.0.0.4 all reach loopback on Linux. Where the hard
+limit cannot be raised (a container), cmd/tslm-bench/vm.sh runs the tool
+in a throwaway VM (qemu) whose init does all of the above.
 
 Exit codes: 0 every run verified, 1 a run failed or lost/duplicated a
 message, 2 usage error.

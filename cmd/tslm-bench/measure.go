@@ -76,47 +76,19 @@ func (r *bench) measure(ctx context.Context) (*Result, error) {
 	fmt.Fprintf(r.progress, "tslm-bench: [%s] %d channels, %d connections subscribed in %.1fs; publishing for %s\n",
 		r.tgt.name, len(r.names), len(r.subs), connectTime.Seconds(), r.spec.duration)
 
-	maxClients, maxPerNode := -1, -1
-	observe := func(s sample) sample {
-		if s.haveRedis {
-			maxClients = max(maxClients, s.redisClients)
-			maxPerNode = max(maxPerNode, s.redisMaxClients)
-		}
-		return s
+	m, err := r.startMeter(ctx, probe)
+	if err != nil {
+		r.tearDown(ctx)
+		return nil, err
 	}
-	profiling := r.cpuprofile != "" && r.tgt.child != nil
-	if profiling {
-		if err := r.tgt.child.command("cpuprofile " + r.cpuprofile); err != nil {
-			r.tearDown(ctx)
-			return nil, fmt.Errorf("-cpuprofile: %w", err)
-		}
-	}
-	s0 := observe(r.sample(ctx, probe))
+	s0 := m.s0
 	var stop atomic.Bool
 	published := make(chan struct{})
 	go func() { r.publish(&stop); close(published) }()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	window := time.NewTimer(r.spec.duration)
-	prev := s0
-	interrupted := false
-publishing:
-	for {
-		select {
-		case <-tick.C:
-			s := observe(r.sample(ctx, probe))
-			r.printProgress(r.progress, prev, s, s0)
-			prev = s
-		case <-window.C:
-			break publishing
-		case <-ctx.Done():
-			interrupted = true
-			break publishing
-		}
-	}
+	interrupted := m.window(r.spec.duration)
 	stop.Store(true)
 	<-published
-	s1 := observe(r.sample(ctx, probe))
+	s1 := m.sample()
 
 	// Drain: wait for what was published to arrive, until nothing moves
 	// for two seconds, or for spec.drain at most.
@@ -126,34 +98,110 @@ publishing:
 			expected += seq * uint64(r.spec.subscribers)
 		}
 	}
-	drainEnd := time.Now().Add(r.spec.drain)
 	lastMove, lastAccepted := time.Now(), r.accepted.Load()
-	for r.accepted.Load() < expected && time.Now().Before(drainEnd) && time.Since(lastMove) < 2*time.Second && ctx.Err() == nil {
-		select {
-		case <-tick.C:
-			s := observe(r.sample(ctx, probe))
-			r.printProgress(r.progress, prev, s, s0)
-			prev = s
-		case <-time.After(10 * time.Millisecond):
-		}
+	m.drainWhile(func() bool {
 		if a := r.accepted.Load(); a != lastAccepted {
 			lastMove, lastAccepted = time.Now(), a
 		}
-	}
-	s2 := observe(r.sample(ctx, probe))
-	if profiling {
-		if err := r.tgt.child.command("stop"); err != nil {
-			fmt.Fprintf(r.progress, "tslm-bench: [%s] -cpuprofile: %v\n", r.tgt.name, err)
-		} else {
-			fmt.Fprintf(r.progress, "tslm-bench: [%s] CPU profile of publishing and draining in %s\n", r.tgt.name, r.cpuprofile)
-		}
-	}
+		return r.accepted.Load() < expected && time.Since(lastMove) < 2*time.Second
+	})
+	s2 := m.sample()
+	m.stop("publishing and draining")
+	maxClients, maxPerNode := m.maxClients, m.maxPerNode
 	r.tearDown(ctx)
 	res := r.result(s0, s1, s2, expected, maxClients, maxPerNode)
 	res.ConnectS = round3(connectTime.Seconds())
 	res.Interrupted = interrupted
 	res.Verify = r.verify()
 	return res, nil
+}
+
+// meter samples a target over a run: a progress line a second, the
+// largest Redis client counts seen, and the server's CPU profile when
+// -cpuprofile asks for one.
+type meter struct {
+	r          *bench
+	ctx        context.Context
+	probe      *redisProbe
+	tick       *time.Ticker
+	profiling  bool
+	s0, prev   sample
+	maxClients int
+	maxPerNode int
+}
+
+// startMeter starts the profile, if asked for, and takes the first
+// sample.
+func (r *bench) startMeter(ctx context.Context, probe *redisProbe) (*meter, error) {
+	m := &meter{r: r, ctx: ctx, probe: probe, maxClients: -1, maxPerNode: -1}
+	m.profiling = r.cpuprofile != "" && r.tgt.child != nil
+	if m.profiling {
+		if err := r.tgt.child.command("cpuprofile " + r.cpuprofile); err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+	}
+	m.s0 = m.sample()
+	m.prev = m.s0
+	m.tick = time.NewTicker(time.Second)
+	return m, nil
+}
+
+func (m *meter) sample() sample {
+	s := m.r.sample(m.ctx, m.probe)
+	if s.haveRedis {
+		m.maxClients = max(m.maxClients, s.redisClients)
+		m.maxPerNode = max(m.maxPerNode, s.redisMaxClients)
+	}
+	return s
+}
+
+func (m *meter) progress() {
+	s := m.sample()
+	m.r.printProgress(m.r.progress, m.prev, s, m.s0)
+	m.prev = s
+}
+
+// window waits d, printing progress, and says whether ctx ended it first.
+func (m *meter) window(d time.Duration) (interrupted bool) {
+	window := time.NewTimer(d)
+	defer window.Stop()
+	for {
+		select {
+		case <-m.tick.C:
+			m.progress()
+		case <-window.C:
+			return false
+		case <-m.ctx.Done():
+			return true
+		}
+	}
+}
+
+// drainWhile waits while more holds, for spec.drain at most, printing
+// progress.
+func (m *meter) drainWhile(more func() bool) {
+	end := time.Now().Add(m.r.spec.drain)
+	for time.Now().Before(end) && m.ctx.Err() == nil && more() {
+		select {
+		case <-m.tick.C:
+			m.progress()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// stop ends the progress lines and the profile, which covered what.
+func (m *meter) stop(what string) {
+	m.tick.Stop()
+	if !m.profiling {
+		return
+	}
+	r := m.r
+	if err := r.tgt.child.command("stop"); err != nil {
+		fmt.Fprintf(r.progress, "tslm-bench: [%s] -cpuprofile: %v\n", r.tgt.name, err)
+	} else {
+		fmt.Fprintf(r.progress, "tslm-bench: [%s] CPU profile of %s in %s\n", r.tgt.name, what, r.cpuprofile)
+	}
 }
 
 // printProgress writes one line about the second from a to b.

@@ -152,22 +152,12 @@ func (r *bench) measureReqReply(ctx context.Context) (*Result, error) {
 	fmt.Fprintf(r.progress, "tslm-bench: [%s] %d requesters on %d channels, %d responders (%s) ready in %.1fs; requesting for %s, %s\n",
 		r.tgt.name, len(r.reqs), len(r.names), r.spec.responders, r.spec.serve, connectTime.Seconds(), r.spec.duration, mode)
 
-	maxClients, maxPerNode := -1, -1
-	observe := func(s sample) sample {
-		if s.haveRedis {
-			maxClients = max(maxClients, s.redisClients)
-			maxPerNode = max(maxPerNode, s.redisMaxClients)
-		}
-		return s
+	m, err := r.startMeter(ctx, probe)
+	if err != nil {
+		r.tearDownReqReply(ctx, stopServing)
+		return nil, err
 	}
-	profiling := r.cpuprofile != "" && r.tgt.child != nil
-	if profiling {
-		if err := r.tgt.child.command("cpuprofile " + r.cpuprofile); err != nil {
-			r.tearDownReqReply(ctx, stopServing)
-			return nil, fmt.Errorf("-cpuprofile: %w", err)
-		}
-	}
-	s0 := observe(r.sample(ctx, probe))
+	s0 := m.s0
 	var stop atomic.Bool
 	var pacers sync.WaitGroup
 	for _, q := range r.reqs {
@@ -179,51 +169,19 @@ func (r *bench) measureReqReply(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	window := time.NewTimer(r.spec.duration)
-	prev := s0
-	interrupted := false
-requesting:
-	for {
-		select {
-		case <-tick.C:
-			s := observe(r.sample(ctx, probe))
-			r.printProgress(r.progress, prev, s, s0)
-			prev = s
-		case <-window.C:
-			break requesting
-		case <-ctx.Done():
-			interrupted = true
-			break requesting
-		}
-	}
+	interrupted := m.window(r.spec.duration)
 	r.stopRequests.Store(true)
 	stop.Store(true)
 	pacers.Wait()
-	s1 := observe(r.sample(ctx, probe))
+	s1 := m.sample()
 
 	// Drain: every request sent is answered by its deadline at the
 	// latest (a reply or a timeout), so wait until none is in flight,
 	// or for spec.drain at most.
-	drainEnd := time.Now().Add(r.spec.drain)
-	for r.inFlight() > 0 && time.Now().Before(drainEnd) && ctx.Err() == nil {
-		select {
-		case <-tick.C:
-			s := observe(r.sample(ctx, probe))
-			r.printProgress(r.progress, prev, s, s0)
-			prev = s
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	s2 := observe(r.sample(ctx, probe))
-	if profiling {
-		if err := r.tgt.child.command("stop"); err != nil {
-			fmt.Fprintf(r.progress, "tslm-bench: [%s] -cpuprofile: %v\n", r.tgt.name, err)
-		} else {
-			fmt.Fprintf(r.progress, "tslm-bench: [%s] CPU profile of requesting and draining in %s\n", r.tgt.name, r.cpuprofile)
-		}
-	}
+	m.drainWhile(func() bool { return r.inFlight() > 0 })
+	s2 := m.sample()
+	m.stop("requesting and draining")
+	maxClients, maxPerNode := m.maxClients, m.maxPerNode
 	r.tearDownReqReply(ctx, stopServing)
 	res := r.result(s0, s1, s2, s1.published, maxClients, maxPerNode)
 	res.Publish, res.Publishers, res.SubscribersPerChannel = "", 0, 0
@@ -289,6 +247,7 @@ func (r *bench) connectRequester(ctx context.Context, i int) (*requester, error)
 	if err != nil {
 		return nil, err
 	}
+	answerPingsPatiently(ws)
 	q := &requester{idx: i, channel: i % r.spec.channels, ws: ws, done: make(chan struct{})}
 	go r.readReplies(q)
 	return q, nil
