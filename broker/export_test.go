@@ -1,5 +1,7 @@
 package broker
 
+import "time"
+
 // BufferLen is how many live publications s holds while its replay runs.
 func BufferLen(s *Subscription) int {
 	s.mu.Lock()
@@ -28,3 +30,13 @@ func InboxOf(token string) string { return inboxName("", token) }
 
 // InboxOfOwner is the inbox of owner's session token.
 func InboxOfOwner(owner, token string) string { return inboxName(owner, token) }
+
+// KeptPageBytes is what the channels' kept replay pages hold in all.
+func (h *Hub) KeptPageBytes() int64 { return h.keptBytes() }
+
+// SetKeptPageTTL shortens how long a kept page lives, until the test ends.
+func SetKeptPageTTL(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := keptPageTTL
+	keptPageTTL = d
+	t.Cleanup(func() { keptPageTTL = old })
+}

@@ -212,7 +212,7 @@ func (s *Subscription) readPage(ctx context.Context, after backlog.ID) (continuo
 	if err := s.reserve(ctx, want); err != nil {
 		return false, err
 	}
-	page, err := s.hub.log.Range(ctx, s.ch.name, after, count)
+	page, err := s.hub.replayRange(ctx, s.ch, after, count)
 	if err != nil {
 		s.releaseHeld(s.held)
 		return false, err
