@@ -55,16 +55,13 @@ func (r *bench) measure(ctx context.Context) (*Result, error) {
 	case "reqreply":
 		return r.measureReqReply(ctx)
 	}
-	var probe *redisProbe
-	if r.tgt.redisURL != "" {
-		var err error
-		if probe, err = newRedisProbe(ctx, r.tgt.redisURL); err != nil {
-			return nil, err
-		}
-		defer probe.close()
+	probe, err := r.openProbe(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer probe.close()
 	setUpStart := time.Now()
-	err := r.setUp(ctx)
+	err = r.setUp(ctx)
 	if err == nil {
 		err = r.newPublishers(ctx)
 	}
@@ -114,6 +111,15 @@ func (r *bench) measure(ctx context.Context) (*Result, error) {
 	res.Interrupted = interrupted
 	res.Verify = r.verify()
 	return res, nil
+}
+
+// openProbe connects to the target's Redis, when it has one, to sample
+// its CPU and clients; nil (whose close does nothing) when it has none.
+func (r *bench) openProbe(ctx context.Context) (*redisProbe, error) {
+	if r.tgt.redisURL == "" {
+		return nil, nil
+	}
+	return newRedisProbe(ctx, r.tgt.redisURL)
 }
 
 // meter samples a target over a run: a progress line a second, the

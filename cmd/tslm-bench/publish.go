@@ -134,23 +134,34 @@ func (r *bench) publish(stop *atomic.Bool) {
 	wg.Wait()
 }
 
+// openSchedule paces sends every interval from start on an open schedule:
+// a sender that fell behind sends at once, but never more than a second's
+// worth in a burst.
+type openSchedule struct {
+	start    time.Time
+	interval time.Duration
+	n        int
+}
+
+// wait sleeps until the next send is due; false once stop is set.
+func (o *openSchedule) wait(stop *atomic.Bool) bool {
+	next := o.start.Add(time.Duration(o.n) * o.interval)
+	if wait := time.Until(next); wait > 0 {
+		time.Sleep(wait)
+	} else if -wait > time.Second {
+		o.start, o.n = time.Now(), 0
+	}
+	o.n++
+	return !stop.Load()
+}
+
 func (r *bench) publishLoop(p *publisher, stop *atomic.Bool, interval time.Duration) {
 	c := p.idx * r.spec.channels / r.spec.publishers // publishers start spread over the channels
 	var buf []byte
-	start := time.Now()
-	for n := 0; !stop.Load(); n++ {
-		if interval > 0 {
-			// Open schedule: a publisher that fell behind sends at once,
-			// but never more than a second's worth in a burst.
-			next := start.Add(time.Duration(n) * interval)
-			if wait := time.Until(next); wait > 0 {
-				time.Sleep(wait)
-			} else if -wait > time.Second {
-				start, n = time.Now(), 0
-			}
-			if stop.Load() {
-				return
-			}
+	sched := openSchedule{start: time.Now(), interval: interval}
+	for !stop.Load() {
+		if interval > 0 && !sched.wait(stop) {
+			return
 		}
 		p.seq[c]++
 		buf = payload(buf, time.Now().UnixNano(), p.idx, p.seq[c], r.spec.size)

@@ -199,6 +199,9 @@ func probeClient(opts *redis.Options) *redis.Client {
 }
 
 func (p *redisProbe) close() {
+	if p == nil {
+		return // no Redis to probe
+	}
 	for _, c := range p.nodes {
 		c.Close()
 	}

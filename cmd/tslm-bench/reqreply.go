@@ -130,14 +130,11 @@ func deriveReply(buf, data []byte) []byte {
 
 // measureReqReply runs -scenario reqreply against r.tgt.
 func (r *bench) measureReqReply(ctx context.Context) (*Result, error) {
-	var probe *redisProbe
-	if r.tgt.redisURL != "" {
-		var err error
-		if probe, err = newRedisProbe(ctx, r.tgt.redisURL); err != nil {
-			return nil, err
-		}
-		defer probe.close()
+	probe, err := r.openProbe(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer probe.close()
 	setUpStart := time.Now()
 	stopServing, err := r.setUpReqReply(ctx)
 	if err != nil {
@@ -259,17 +256,8 @@ func (r *bench) connectRequester(ctx context.Context, i int) (*requester, error)
 func (r *bench) pace(q *requester, stop *atomic.Bool) {
 	interval := time.Duration(float64(time.Second) * float64(r.spec.requesters) / r.spec.rate)
 	// Staggered, so that the requesters do not all send at once.
-	start := time.Now().Add(time.Duration(q.idx) * interval / time.Duration(r.spec.requesters))
-	for n := 0; !stop.Load(); n++ {
-		next := start.Add(time.Duration(n) * interval)
-		if wait := time.Until(next); wait > 0 {
-			time.Sleep(wait)
-		} else if -wait > time.Second {
-			start, n = time.Now(), 0
-		}
-		if stop.Load() {
-			return
-		}
+	sched := openSchedule{start: time.Now().Add(time.Duration(q.idx) * interval / time.Duration(r.spec.requesters)), interval: interval}
+	for sched.wait(stop) {
 		r.sendRequest(q)
 	}
 }
