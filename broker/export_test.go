@@ -32,7 +32,7 @@ func InboxOf(token string) string { return inboxName("", token) }
 func InboxOfOwner(owner, token string) string { return inboxName(owner, token) }
 
 // KeptPageBytes is what the channels' kept replay pages hold in all.
-func (h *Hub) KeptPageBytes() int64 { return h.keptBytes() }
+func (h *Hub) KeptPageBytes() int64 { return h.keptPageBytes.Load() }
 
 // SetKeptPageTTL shortens how long a kept page lives, until the test ends.
 func SetKeptPageTTL(t interface{ Cleanup(func()) }, d time.Duration) {

@@ -731,9 +731,6 @@ func (c *channelState) dropKeptLocked() {
 	}
 }
 
-// keptBytes is what the channels' kept pages hold, for tests.
-func (h *Hub) keptBytes() int64 { return h.keptPageBytes.Load() }
-
 // fanned ends the fan-out that called subscribers.
 func (c *channelState) fanned() {
 	c.mu.Lock()

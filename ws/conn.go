@@ -42,7 +42,7 @@ type conn struct {
 
 	subs    map[string]*broker.Subscription // reader goroutine only
 	limiter *rate.Limiter                   // nil when unlimited
-	strikes *rate.Limiter                   // rate-limited commands tolerated; made at the first
+	strikes *rate.Limiter                   // rate-limited commands tolerated; made at the first refusal
 
 	// Requests (requests.go), reader goroutine only like subs: the one
 	// session, made by the first request or resumed, and the channels

@@ -54,7 +54,7 @@ func (c *conn) start() {
 		c.heard()
 		return c.ws.SetReadDeadline(time.Now().Add(c.idle()))
 	})
-	c.waitingSince.Store(time.Now().UnixNano())
+	c.heard() // silence counts from the upgrade
 	c.beatMu.Lock()
 	c.nextPing = time.Now().Add(cfg.PingInterval)
 	c.beat = time.AfterFunc(cfg.PingInterval, c.tick)

@@ -154,16 +154,25 @@ func TestConnsUsage(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args[2:], " "), func(t *testing.T) {
 			o, err := parseArgs(tc.args, new(strings.Builder))
-			var ue *usageError
+			checkUsage(t, err, tc.want)
 			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("error %v, want none", err)
-			case tc.want != "" && (!errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want)):
-				t.Fatalf("error %v, want a usage error with %q", err, tc.want)
 			case tc.want == "" && (o.spec.conns != 10000 || o.spec.channels != 100 || o.spec.subscriptions() != 10000):
 				t.Fatalf("defaults: %d connections on %d channels", o.spec.conns, o.spec.channels)
 			}
 		})
+	}
+}
+
+// checkUsage fails t unless err is a usage error naming want, or, with
+// want "", no error.
+func checkUsage(t *testing.T, err error, want string) {
+	t.Helper()
+	var ue *usageError
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("error %v, want none", err)
+	case want != "" && (!errors.As(err, &ue) || !strings.Contains(err.Error(), want)):
+		t.Fatalf("error %v, want a usage error with %q", err, want)
 	}
 }
 

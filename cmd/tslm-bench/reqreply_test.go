@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -196,12 +195,8 @@ func TestReqReplyUsage(t *testing.T) {
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			o, err := parseArgs(append([]string{"-scenario", "reqreply"}, tc.args...), new(strings.Builder))
-			var ue *usageError
+			checkUsage(t, err, tc.want)
 			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("error %v, want none", err)
-			case tc.want != "" && (!errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want)):
-				t.Fatalf("error %v, want a usage error with %q", err, tc.want)
 			case tc.want == "" && (o.spec.channels != 10 || o.spec.requesters != 100 || o.spec.inflight != 4 || o.spec.connections() < 100):
 				t.Fatalf("defaults: %d channels, %d requesters, %d in flight, %d connections", o.spec.channels, o.spec.requesters, o.spec.inflight, o.spec.connections())
 			}
