@@ -57,6 +57,7 @@ type options struct {
 	allowRemote bool
 	maxConns    int
 	compare     string
+	count       int
 	cpuprofile  string
 
 	startCluster int    // -start-redis-cluster's masters; 0 for none
@@ -163,6 +164,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.allowRemote, "allow-remote", false, "allow addresses that are not loopback")
 	fs.IntVar(&o.maxConns, "max-conns", 20000, "refuse a run that needs more WebSocket connections than this")
 	fs.StringVar(&o.compare, "compare", "", `"bare": run the same load against the bare broadcaster first, and report the target's ratios to it`)
+	fs.IntVar(&o.count, "count", 1, "measure `N` times, with -compare bare as N pairs (bare, then the target against it); stderr ends with the median and range of each figure, as this machine's speed drifts between runs")
 	fs.StringVar(&o.spec.scenario, "scenario", "fanout", "fanout (1 channel × N subscribers), spread (N channels × 1 subscriber), idle (-connections at rest: memory per connection), storm (-connections dropped at once, resuming -messages each) or reqreply (-requesters asking, -responders answering)")
 	fs.IntVar(&o.spec.requesters, "requesters", 100, "reqreply: requesters, one public connection each, spread over -channels")
 	fs.IntVar(&o.spec.inflight, "inflight", 4, "reqreply without -rate: requests each requester keeps unanswered (the gateway's TSLM_MAX_INFLIGHT_REQUESTS, 100 by default, bounds it)")
@@ -267,6 +269,8 @@ func (o *options) check() error {
 		return usagef("-compare %q: only bare can be compared with", o.compare)
 	case o.compare == "bare" && o.target == "bare":
 		return usagef("-compare bare: the target is bare already")
+	case o.count < 1:
+		return usagef("-count %d: want at least 1", o.count)
 	case sp.connections() > o.maxConns:
 		return usagef("the run needs %d connections, over -max-conns %d", sp.connections(), o.maxConns)
 	}
@@ -398,32 +402,43 @@ func execute(ctx context.Context, o *options, stderr io.Writer) ([]*Result, erro
 	if o.compare == "bare" {
 		names = []string{"bare", o.target}
 	}
-	for _, name := range names {
-		t, err := openTarget(ctx, name, o)
-		if err != nil {
-			return results, err
-		}
-		r := &bench{spec: o.spec, tgt: t, progress: stderr}
-		if o.cpuprofile != "" {
-			r.cpuprofile = o.cpuprofile + "-" + t.name + ".pprof"
-		}
-		res, err := r.measure(ctx)
-		t.close()
-		if err != nil {
-			return results, fmt.Errorf("%s: %w", name, err)
-		}
-		if name != "bare" && len(results) > 0 {
-			if res.Idle != nil || res.Storm != nil {
-				res.compareConns(results[0])
-			} else {
-				res.compare(results[0])
+	for round := 1; round <= max(o.count, 1); round++ {
+		var bare *Result // this round's
+		for _, name := range names {
+			t, err := openTarget(ctx, name, o)
+			if err != nil {
+				return results, err
+			}
+			r := &bench{spec: o.spec, tgt: t, progress: stderr}
+			if o.cpuprofile != "" {
+				r.cpuprofile = o.cpuprofile + "-" + t.name + ".pprof"
+				if o.count > 1 {
+					r.cpuprofile = fmt.Sprintf("%s-%s-%d.pprof", o.cpuprofile, t.name, round)
+				}
+			}
+			res, err := r.measure(ctx)
+			t.close()
+			if err != nil {
+				return results, fmt.Errorf("%s: %w", name, err)
+			}
+			switch {
+			case name == "bare":
+				bare = res
+			case bare == nil:
+			case res.Idle != nil || res.Storm != nil:
+				res.compareConns(bare)
+			default:
+				res.compare(bare)
+			}
+			summarize(stderr, res)
+			results = append(results, res)
+			if ctx.Err() != nil {
+				return results, nil
 			}
 		}
-		summarize(stderr, res)
-		results = append(results, res)
-		if ctx.Err() != nil {
-			break
-		}
+	}
+	if o.count > 1 {
+		summarizeRounds(stderr, results, o.target)
 	}
 	return results, nil
 }

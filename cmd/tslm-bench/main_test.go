@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -214,5 +216,39 @@ func TestURLTarget(t *testing.T) {
 	var list struct{ Channels []json.RawMessage }
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || len(list.Channels) != 0 {
 		t.Fatalf("channels left on the gateway: %d (%v)", len(list.Channels), err)
+	}
+}
+
+// TestCount runs two rounds of bare and a gateway: each gateway run is
+// compared with the bare run of its own round, and stderr ends with the
+// medians over the rounds.
+func TestCount(t *testing.T) {
+	code, res, log := benchRun(t, args("-target", "self-memory", "-scenario", "spread", "-channels", "3", "-compare", "bare", "-count", "2"), 0, 0)
+	if code != 0 || len(res) != 4 {
+		t.Fatalf("exit %d, %d results; log:\n%s", code, len(res), log)
+	}
+	for i, r := range res {
+		want := []string{"bare", "self-memory"}[i%2]
+		checkResult(t, r, want, 3, 1, false)
+		if (want == "bare") != (r.VsBare == nil) {
+			t.Errorf("run %d (%s): ratios %+v", i, r.Target, r.VsBare)
+		}
+	}
+	// Each round's ratio is to its own bare run. At a fixed rate delivered/s
+	// is alike in every run; p99 is not.
+	for i := 1; i < 4; i += 2 {
+		want := round3(res[i].LatencyMS.P99 / res[i-1].LatencyMS.P99)
+		if got := res[i].VsBare.P99; math.Abs(got-want) > 0.002 {
+			t.Errorf("round %d: p99 ratio %v, want %v (to the bare run before it)", i/2+1, got, want)
+		}
+	}
+	summary := log[strings.LastIndex(log, "== bare over"):]
+	for _, want := range []string{"== bare over 2 runs", "== self-memory over 2 runs", "vs bare: delivered/s", "vs bare: CPU per delivered"} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("summary lacks %q:\n%s", want, summary)
+		}
+	}
+	if _, err := parseArgs([]string{"-target", "bare", "-count", "0"}, io.Discard); err == nil {
+		t.Error("-count 0 accepted")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -183,6 +184,92 @@ func summarize(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "  p99 %.2f×\n", v.P99)
 	}
 	summarizeVerdict(w, res.Verify)
+}
+
+// summarizeRounds writes, for -count, the median and range of each
+// figure over the runs of each target: one run's figures move with the
+// machine's speed, which on a shared machine drifts within a minute, and a
+// ratio to a bare run taken just before is the steadiest figure there is.
+func summarizeRounds(w io.Writer, results []*Result, target string) {
+	names := []string{"bare", target}
+	if target == "bare" {
+		names = names[:1]
+	}
+	for _, name := range names {
+		var runs []*Result
+		for _, res := range results {
+			if res.Target == name && res.Idle == nil && res.Storm == nil && res.ReqReply == nil {
+				runs = append(runs, res)
+			}
+		}
+		if len(runs) < 2 {
+			continue
+		}
+		fmt.Fprintf(w, "\n== %s over %d runs: median (lowest – highest)\n", name, len(runs))
+		line := func(label, unit string, of func(*Result) (float64, bool)) {
+			var vals []float64
+			for _, res := range runs {
+				if v, ok := of(res); ok {
+					vals = append(vals, v)
+				}
+			}
+			if len(vals) == 0 {
+				return
+			}
+			slices.Sort(vals)
+			fmt.Fprintf(w, "   %-26s %s%s (%s – %s)\n", label, num(median(vals)), unit, num(vals[0]), num(vals[len(vals)-1]))
+		}
+		line("delivered/s", "", func(r *Result) (float64, bool) { return r.DeliveredPerS, true })
+		line("CPU per delivered, µs", "", func(r *Result) (float64, bool) { return deref(r.ServerUSPerDelivered) })
+		line("vs bare: delivered/s", "×", func(r *Result) (float64, bool) {
+			if r.VsBare == nil {
+				return 0, false
+			}
+			return r.VsBare.DeliveredPerS, true
+		})
+		line("vs bare: CPU per delivered", "×", func(r *Result) (float64, bool) {
+			if r.VsBare == nil {
+				return 0, false
+			}
+			return deref(r.VsBare.CPUPerDelivered)
+		})
+		line("vs bare: gateway alone", "×", func(r *Result) (float64, bool) {
+			if r.VsBare == nil {
+				return 0, false
+			}
+			return deref(r.VsBare.GatewayCPUPerDelivered)
+		})
+		line("vs bare: p99", "×", func(r *Result) (float64, bool) {
+			if r.VsBare == nil {
+				return 0, false
+			}
+			return r.VsBare.P99, true
+		})
+	}
+}
+
+// median of sorted values.
+func median(sorted []float64) float64 {
+	n := len(sorted)
+	if n%2 == 1 {
+		return sorted[n/2]
+	}
+	return (sorted[n/2-1] + sorted[n/2]) / 2
+}
+
+func deref(p *float64) (float64, bool) {
+	if p == nil {
+		return 0, false
+	}
+	return *p, true
+}
+
+// num writes a figure with three significant digits or more.
+func num(v float64) string {
+	if math.Abs(v) >= 100 {
+		return fmt.Sprintf("%.0f", v)
+	}
+	return fmt.Sprintf("%.3g", v)
 }
 
 // summarizeVerdict writes a run's verification for humans.
