@@ -2,6 +2,7 @@ package backlog
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"slices"
 	"sync"
@@ -34,6 +35,12 @@ type appendBatcher struct {
 	mu      sync.Mutex
 	queue   []*batchedCall
 	leading bool // a caller runs a batch, or has been handed the lead
+
+	// The connection batches go on to a standalone Redis (redis_wire.go):
+	// used by the leader alone, guarded here against stop.
+	wireMu      sync.Mutex
+	wire        *appendWire
+	wireStopped bool
 }
 
 type batchedCall struct {
@@ -57,7 +64,16 @@ func newAppendBatcher(r *Redis) *appendBatcher {
 	return &appendBatcher{r: r, done: make(chan struct{})}
 }
 
-func (b *appendBatcher) stop() { close(b.done) }
+func (b *appendBatcher) stop() {
+	close(b.done)
+	b.wireMu.Lock()
+	defer b.wireMu.Unlock()
+	b.wireStopped = true
+	if b.wire != nil {
+		b.wire.close() // a batch on it fails; runBatched says ErrClosed
+		b.wire = nil
+	}
+}
 
 // run queues one script call and waits for its result, or for ctx.
 func (b *appendBatcher) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
@@ -167,11 +183,7 @@ func (b *appendBatcher) exec(batch []*batchedCall, self *batchedCall) {
 	defer cancel()
 	todo := live
 	for attempt := 0; len(todo) > 0; attempt++ {
-		pipe := b.r.writer.Pipeline()
-		for _, c := range todo {
-			c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
-		pipe.Exec(ctx) // errors are read per command
+		b.send(ctx, todo) // errors are read per command
 		var again []*batchedCall
 		var loaded map[*redis.Script]bool // made on the rare NOSCRIPT only
 		for _, c := range todo {
@@ -191,6 +203,77 @@ func (b *appendBatcher) exec(batch []*batchedCall, self *batchedCall) {
 		}
 		todo = again
 	}
+}
+
+// send runs calls as one batch: on the batcher's own connection to a
+// standalone Redis, or else as a go-redis pipeline on the writer.
+func (b *appendBatcher) send(ctx context.Context, calls []*batchedCall) {
+	for try := 0; ; try++ {
+		w, err := b.wireFor(ctx)
+		if w == nil && err == nil {
+			pipe := b.r.writer.Pipeline()
+			for _, c := range calls {
+				c.cmd = c.script.EvalSha(ctx, pipe, c.keys, c.args...)
+			}
+			pipe.Exec(ctx)
+			return
+		}
+		cmds := make([]redis.Cmder, len(calls))
+		for i, c := range calls {
+			args := make([]any, 0, 3+len(c.keys)+len(c.args))
+			args = append(args, "evalsha", c.script.Hash(), len(c.keys))
+			for _, k := range c.keys {
+				args = append(args, k)
+			}
+			c.cmd = redis.NewCmd(ctx, append(args, c.args...)...)
+			cmds[i] = c.cmd
+		}
+		if err != nil {
+			for _, cmd := range cmds {
+				cmd.SetErr(err)
+			}
+			return
+		}
+		err = w.run(ctx, cmds)
+		if err == nil {
+			return
+		}
+		b.wireMu.Lock()
+		if b.wire == w {
+			b.wire = nil
+		}
+		b.wireMu.Unlock()
+		w.close()
+		// A connection found closed before the batch was written (Redis
+		// restarted while it rested): nothing ran, so it goes once more
+		// on a new one.
+		if _, closed := errors.AsType[*wireClosed](err); !closed || try > 0 {
+			return
+		}
+	}
+}
+
+// wireFor returns the batcher's connection, dialing it when there is
+// none: nil and no error when batches go through go-redis instead (a
+// Sentinel writer, or after stop), an error when it could not be dialed.
+func (b *appendBatcher) wireFor(ctx context.Context) (*appendWire, error) {
+	writer, ok := b.r.writer.(*redis.Client)
+	if !ok {
+		return nil, nil
+	}
+	b.wireMu.Lock()
+	defer b.wireMu.Unlock()
+	if b.wireStopped {
+		return nil, nil
+	}
+	if b.wire == nil {
+		w, err := dialWire(ctx, writer, b.r.cfg.Hooks)
+		if err != nil {
+			return nil, err
+		}
+		b.wire = w
+	}
+	return b.wire, nil
 }
 
 // runBatched runs script like script.Run on the writer, through the

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tslm/tslm/backlog"
 	"github.com/tslm/tslm/internal/redistest"
 )
@@ -169,4 +171,60 @@ func TestRedisBatchedAppendsGiveUp(t *testing.T) {
 		t.Error("no caller gave up: the test did not exercise what it is for")
 	}
 	t.Logf("%d acknowledged, %d gave up, %d stored", len(acked), gaveUp, len(stored))
+}
+
+// pipelineRecorder is a hook that records the commands of the pipelines it
+// sees, as the gateway's metrics hook would time them.
+type pipelineRecorder struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (h *pipelineRecorder) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *pipelineRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *pipelineRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.mu.Lock()
+		for _, c := range cmds {
+			h.names = append(h.names, c.Name()+":"+fmt.Sprint(c.Err() == nil))
+		}
+		h.mu.Unlock()
+		return err
+	}
+}
+
+// TestRedisAppendConnection: batches go on a connection of their own,
+// which the writer's hooks still see; one that Redis closed while it
+// rested is found closed before a batch is written to it, and the batch
+// goes on a new one instead of failing.
+func TestRedisAppendConnection(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := testContext(t)
+	hook := &pipelineRecorder{}
+	r := newRedis(t, srv, backlog.RedisConfig{KeyPrefix: "wire:", Hooks: []redis.Hook{hook}})
+	create(t, ctx, r, "w", backlog.ChannelConfig{})
+	if _, err := r.Append(ctx, "w", []byte(`1`)); err != nil {
+		t.Fatal(err)
+	}
+	hook.mu.Lock()
+	seen := slices.Clone(hook.names)
+	hook.mu.Unlock()
+	if !slices.Contains(seen, "evalsha:true") {
+		t.Fatalf("the writer's hook saw %v, want the append's evalsha", seen)
+	}
+	// Every normal connection closed by Redis, the append connection too.
+	if err := srv.Client().ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // past wireIdleCheck
+	for i := range 3 {
+		if _, err := r.Append(ctx, "w", fmt.Appendf(nil, "%d", i+2)); err != nil {
+			t.Fatalf("append %d after Redis closed the connection: %v", i, err)
+		}
+	}
+	n, err := srv.Client().XLen(ctx, "wire:ch:{w}").Result()
+	if err != nil || n != 4 {
+		t.Fatalf("stream holds %d messages (%v), want 4, each once", n, err)
+	}
 }
