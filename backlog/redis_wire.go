@@ -133,7 +133,7 @@ func (w *appendWire) roundTrip(ctx context.Context, cmds []redis.Cmder) error {
 		return w.fail(cmds, err)
 	}
 	for i, cmd := range cmds {
-		val, err := readReply(w.br)
+		val, err := readReply(w.br, 0)
 		var reply wireError
 		switch {
 		case errors.As(err, &reply):
@@ -162,17 +162,14 @@ func (w *appendWire) fail(cmds []redis.Cmder, err error) error {
 	return err
 }
 
-// setVal stores a reply in cmd, as go-redis's Cmd would read it.
+// setVal stores a reply in cmd, one of send's *redis.Cmd, as go-redis
+// would read it.
 func setVal(cmd redis.Cmder, val any) {
-	c, ok := cmd.(*redis.Cmd)
-	switch {
-	case !ok:
-		cmd.SetErr(fmt.Errorf("backlog: redis: %T on the append connection", cmd))
-	case val == nil:
-		c.SetErr(redis.Nil)
-	default:
-		c.SetVal(val)
+	if val == nil {
+		cmd.SetErr(redis.Nil)
+		return
 	}
+	cmd.(*redis.Cmd).SetVal(val)
 }
 
 // writeCommand writes args as a RESP array of bulk strings.
@@ -209,14 +206,10 @@ func writeCommand(bw *bufio.Writer, args []any) {
 // or arrays of pairs.
 const maxWireDepth = 8
 
-// readReply reads one RESP2 reply as go-redis gives it: a string, an
-// int64, nil, an []any, or a wireError for an error reply (an error
-// inside an array is its element's value, as in go-redis).
-func readReply(br *bufio.Reader) (any, error) {
-	return readReplyAt(br, 0)
-}
-
-func readReplyAt(br *bufio.Reader, depth int) (any, error) {
+// readReply reads one RESP2 reply, depth arrays deep, as go-redis gives
+// it: a string, an int64, nil, an []any, or a wireError for an error
+// reply (an error inside an array is its element's value, as in go-redis).
+func readReply(br *bufio.Reader, depth int) (any, error) {
 	line, err := br.ReadSlice('\n')
 	if err != nil {
 		return nil, err
@@ -255,7 +248,7 @@ func readReplyAt(br *bufio.Reader, depth int) (any, error) {
 		}
 		vals := make([]any, n)
 		for i := range vals {
-			v, err := readReplyAt(br, depth+1)
+			v, err := readReply(br, depth+1)
 			var reply wireError
 			if errors.As(err, &reply) {
 				v, err = reply, nil

@@ -34,7 +34,7 @@ func TestReadReply(t *testing.T) {
 		{in: "+OK\n", err: "malformed reply"},
 		{in: strings.Repeat("*1\r\n", maxWireDepth+1) + ":1\r\n", err: "malformed array"},
 	} {
-		got, err := readReply(bufio.NewReader(strings.NewReader(tc.in)))
+		got, err := readReply(bufio.NewReader(strings.NewReader(tc.in)), 0)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%q: %v, %v; want error %q", tc.in, got, err, tc.err)

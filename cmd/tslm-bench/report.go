@@ -221,30 +221,18 @@ func summarizeRounds(w io.Writer, results []*Result, target string) {
 		}
 		line("delivered/s", "", func(r *Result) (float64, bool) { return r.DeliveredPerS, true })
 		line("CPU per delivered, µs", "", func(r *Result) (float64, bool) { return deref(r.ServerUSPerDelivered) })
-		line("vs bare: delivered/s", "×", func(r *Result) (float64, bool) {
-			if r.VsBare == nil {
-				return 0, false
+		vs := func(of func(*Ratios) (float64, bool)) func(*Result) (float64, bool) {
+			return func(r *Result) (float64, bool) {
+				if r.VsBare == nil {
+					return 0, false
+				}
+				return of(r.VsBare)
 			}
-			return r.VsBare.DeliveredPerS, true
-		})
-		line("vs bare: CPU per delivered", "×", func(r *Result) (float64, bool) {
-			if r.VsBare == nil {
-				return 0, false
-			}
-			return deref(r.VsBare.CPUPerDelivered)
-		})
-		line("vs bare: gateway alone", "×", func(r *Result) (float64, bool) {
-			if r.VsBare == nil {
-				return 0, false
-			}
-			return deref(r.VsBare.GatewayCPUPerDelivered)
-		})
-		line("vs bare: p99", "×", func(r *Result) (float64, bool) {
-			if r.VsBare == nil {
-				return 0, false
-			}
-			return r.VsBare.P99, true
-		})
+		}
+		line("vs bare: delivered/s", "×", vs(func(v *Ratios) (float64, bool) { return v.DeliveredPerS, true }))
+		line("vs bare: CPU per delivered", "×", vs(func(v *Ratios) (float64, bool) { return deref(v.CPUPerDelivered) }))
+		line("vs bare: gateway alone", "×", vs(func(v *Ratios) (float64, bool) { return deref(v.GatewayCPUPerDelivered) }))
+		line("vs bare: p99", "×", vs(func(v *Ratios) (float64, bool) { return v.P99, true }))
 	}
 }
 
